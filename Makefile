@@ -1,0 +1,57 @@
+# The two commands: `make run` and `make test`. Both set everything up first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE :=
+export PREFECT_HOME := $(CURDIR)/.flock/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MPLCONFIGDIR := $(CURDIR)/.flock/matplotlib
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+
+.PHONY: setup run test lint typecheck bench lock clean node
+
+setup: $(STAMP) node
+
+# The venv is rebuilt only when the pins change. CPU torch first: a loose resolve pulls CUDA.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==24.3.1
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -q $(VENV)/lib > /dev/null || true
+	touch $(STAMP)
+
+# Node tooling (solc, anvil, forge) pinned by package-lock.json.
+node: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+run: setup
+	$(BIN)/flock run
+
+test: setup lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check flock_pipeline flows tests bench
+	$(BIN)/ruff format --check flock_pipeline flows tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/dp_overhead.py --quick
+
+# Re-resolve the full pin set from requirements.in (needs the package index).
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet torch==2.13.0 && .lockvenv/bin/pip install --quiet -r requirements.in
+	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^flock-pipeline' > requirements.lock
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) node_modules .flock
