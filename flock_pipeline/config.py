@@ -1,0 +1,180 @@
+"""One configuration schema for the CLI, Prefect deployment parameters and params.yaml.
+
+Values come, lowest priority first, from the defaults below, a YAML file, environment variables
+(``FLOCK_`` prefix, ``__`` between levels: ``FLOCK_TRAINING__LOCAL_EPOCHS=2``) and CLI overrides.
+Unknown keys and wrong types are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from flock_pipeline.errors import ConfigError
+
+__all__ = [
+    "FASHION_MNIST_DEFAULT_DIR",
+    "DataConfig",
+    "FlockConfig",
+    "ModelConfig",
+    "PartitionConfig",
+    "PrivacyConfig",
+    "TrainingConfig",
+    "format_validation_error",
+    "load_config",
+]
+
+
+FASHION_MNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["mnist5k", "digits", "fashion_mnist"] = "mnist5k"
+    fashion_mnist_dir: Path = FASHION_MNIST_DEFAULT_DIR
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="global test share (no test split)")
+    holdout_fraction: float = Field(
+        0.2, ge=0, lt=1, description="each participant's held-out share"
+    )
+    max_samples: int | None = Field(None, gt=0, description="cap on training pool (None: all)")
+
+
+class PartitionConfig(_Section):
+    scheme: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    alpha: float = Field(0.5, description="Dirichlet concentration; must be > 0")
+    classes_per_participant: int = Field(2, ge=1)
+    quantity_alpha: float | None = Field(
+        None, description="iid quantity skew; None for equal sizes"
+    )
+    min_samples: int = Field(10, ge=1)
+
+
+class ModelConfig(_Section):
+    name: Literal["mlp", "cnn"] = "cnn"
+
+
+class TrainingConfig(_Section):
+    local_epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    proximal_mu: float = Field(0.0, ge=0, description="FedProx proximal term; 0 for plain FedAvg")
+
+
+class PrivacyConfig(_Section):
+    enabled: bool = True
+    noise_multiplier: float | None = Field(
+        1.0, ge=0, description="DP-SGD noise; ignored when target_epsilon is set"
+    )
+    target_epsilon: float | None = Field(None, gt=0, description="epsilon to spend per round")
+    max_grad_norm: float = Field(1.0, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    epsilon_budget: float | None = Field(
+        10.0, gt=0, description="cumulative epsilon a participant may spend; None for no limit"
+    )
+
+    @model_validator(mode="after")
+    def _noise_source(self) -> PrivacyConfig:
+        if self.enabled and self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError("privacy is enabled: set noise_multiplier or target_epsilon")
+        return self
+
+
+_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("flock_file_values")
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values of the YAML file being loaded by :func:`load_config` (lowest explicit priority)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _FILE_VALUES.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get({}))
+
+
+class FlockConfig(BaseSettings):
+    """The whole configuration of a federated task."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLOCK_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    participants: int = Field(4, ge=1)
+    rounds: int = Field(3, ge=1)
+    seed: int = 0
+    data_dir: Path = Field(Path(".flock"), description="all state of the embedded defaults")
+    data: DataConfig = DataConfig()
+    partition: PartitionConfig = PartitionConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # CLI overrides > environment > YAML file > defaults.
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {where}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``{"training.lr": 0.1}`` into ``{"training": {"lr": 0.1}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> FlockConfig:
+    """Defaults < YAML file < env < overrides (dotted keys allowed), validated as one config."""
+    values: dict[str, Any] = {}
+    explicit: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        values = loaded
+    if overrides:
+        explicit = _dotted({k: v for k, v in overrides.items() if v is not None})
+    token = _FILE_VALUES.set(values)
+    try:
+        return FlockConfig(**explicit)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    finally:
+        _FILE_VALUES.reset(token)

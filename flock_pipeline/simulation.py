@@ -1,0 +1,165 @@
+"""The plain simulation: N participants, R rounds, no orchestration, no chain.
+
+It composes the same round steps (``flock_pipeline.round``) the Prefect flows call. Results go to
+``out_dir``: summary.json, accuracy.png, partition.png and the final model as safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flock_pipeline.config import FlockConfig
+from flock_pipeline.data import Federation
+from flock_pipeline.privacy import LedgerStore
+from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition
+from flock_pipeline.round import (
+    aggregate,
+    evaluate_round,
+    initial_weights,
+    prepare_federation,
+    train_participant,
+)
+from flock_pipeline.serialization import Weights, content_hash, write_weights
+
+__all__ = ["SimulationResult", "run_simulation"]
+
+
+@dataclass
+class SimulationResult:
+    summary: dict[str, Any]
+    final_weights: Weights
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float:
+        return float(self.summary["final"]["accuracy"])
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or value != value else float(value)
+
+
+def run_simulation(
+    cfg: FlockConfig,
+    out_dir: Path | None = None,
+    console: Console | None = None,
+    fed: Federation | None = None,
+) -> SimulationResult:
+    """Run the task; with ``out_dir``, write the report there (its privacy ledgers start fresh)."""
+    console = console or Console(stderr=True, quiet=out_dir is None)
+    fed = fed or prepare_federation(cfg)
+    ids = [p.id for p in fed.participants]
+    console.print(partition_table(fed.counts, ids))
+
+    # A simulation's participants exist for one run, so their ledgers do too; rounds within the
+    # run accumulate on disk like a real participant's would.
+    ledger_dir = (out_dir or cfg.data_dir / "simulation") / "privacy"
+    shutil.rmtree(ledger_dir, ignore_errors=True)
+    store = LedgerStore(ledger_dir)
+    ledgers = {
+        pid: store.load(pid, cfg.privacy.delta, cfg.privacy.epsilon_budget)
+        if cfg.privacy.enabled
+        else None
+        for pid in ids
+    }
+
+    weights = initial_weights(cfg, fed)
+    rounds: list[dict[str, Any]] = []
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        job = progress.add_task("local training", total=cfg.rounds * len(ids))
+        for r in range(1, cfg.rounds + 1):
+            updates = []
+            for i, pid in enumerate(ids):
+                progress.update(job, description=f"round {r}/{cfg.rounds} · {pid} training")
+                ledger = ledgers[pid]
+                updates.append(train_participant(cfg, fed, i, weights, r, ledger))
+                if ledger is not None:
+                    store.save(ledger)
+                progress.advance(job)
+            weights = aggregate(updates, weights)
+            outcome = evaluate_round(cfg, fed, weights)
+            rounds.append(
+                {
+                    "round": r,
+                    "global": {
+                        "accuracy": outcome.global_eval.accuracy,
+                        "loss": outcome.global_eval.loss,
+                    },
+                    "aggregate_hash": content_hash(weights),
+                    "participants": [
+                        {
+                            "id": u.participant,
+                            "update_hash": u.hash,
+                            "num_samples": u.num_samples,
+                            "train_loss": _finite(u.metrics.get("train_loss_last")),
+                            "holdout": {
+                                "accuracy": outcome.holdout[u.participant].accuracy,
+                                "loss": outcome.holdout[u.participant].loss,
+                            },
+                            "epsilon": u.epsilon,
+                            "delta": u.delta,
+                        }
+                        for u in updates
+                    ],
+                }
+            )
+            console.print(
+                f"round {r}: global accuracy {outcome.global_eval.accuracy:.4f}, "
+                f"loss {outcome.global_eval.loss:.4f}"
+            )
+
+    last = rounds[-1]["global"]
+    summary: dict[str, Any] = {
+        "task": {
+            "name": "simulation",
+            "dataset": fed.dataset,
+            "participants": len(ids),
+            "rounds": cfg.rounds,
+            "data_dir": str(cfg.data_dir),
+        },
+        "config": json.loads(cfg.model_dump_json()),
+        "partition": {pid: [int(v) for v in row] for pid, row in zip(ids, fed.counts, strict=True)},
+        "rounds": rounds,
+        "final": {
+            "accuracy": last["accuracy"],
+            "loss": last["loss"],
+            "model_hash": rounds[-1]["aggregate_hash"],
+        },
+    }
+    result = SimulationResult(summary, weights, out_dir)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result.files = {
+            "summary": out_dir / "summary.json",
+            "accuracy_plot": out_dir / "accuracy.png",
+            "partition_plot": out_dir / "partition.png",
+            "model": out_dir / "model.safetensors",
+        }
+        result.files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+        plot_accuracy(
+            [x["round"] for x in rounds],
+            [x["global"]["accuracy"] for x in rounds],
+            {
+                pid: [x["participants"][i]["holdout"]["accuracy"] for x in rounds]
+                for i, pid in enumerate(ids)
+            },
+            result.files["accuracy_plot"],
+        )
+        plot_partition(fed.counts, ids, result.files["partition_plot"])
+        write_weights(weights, result.files["model"])
+    return result

@@ -1,0 +1,154 @@
+"""Local training of one participant from the global weights of a round."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import numpy as np
+import numpy.typing as npt
+import torch
+from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import DPDataLoader
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from flock_pipeline.config import PrivacyConfig, TrainingConfig
+from flock_pipeline.models import Classifier
+from flock_pipeline.privacy import PrivacyLedger, Spend
+from flock_pipeline.serialization import Weights
+from flock_pipeline.update import Update
+
+__all__ = ["plan_spend", "train_local"]
+
+for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
+def plan_spend(num_samples: int, training: TrainingConfig, privacy: PrivacyConfig) -> Spend:
+    """The DP-SGD run a local training will do, known before it starts (for the budget check).
+
+    Mirrors Opacus: Poisson sampling at rate 1/len(loader), len(loader) = ceil(n / batch) steps
+    per epoch.
+    """
+    steps_per_epoch = math.ceil(num_samples / training.batch_size)
+    sample_rate = 1.0 / steps_per_epoch
+    steps = steps_per_epoch * training.local_epochs
+    if privacy.target_epsilon is not None:
+        noise = float(
+            get_noise_multiplier(
+                target_epsilon=privacy.target_epsilon,
+                target_delta=privacy.delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant="rdp",
+            )
+        )
+    else:
+        assert privacy.noise_multiplier is not None  # guaranteed by PrivacyConfig
+        noise = float(privacy.noise_multiplier)
+    return Spend(noise, sample_rate, steps)
+
+
+def _quiet_trainer(epochs: int) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        deterministic=True,
+        num_sanity_val_steps=0,
+    )
+
+
+def train_local(
+    participant: str,
+    network: nn.Module,
+    global_weights: Weights,
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+    training: TrainingConfig,
+    privacy: PrivacyConfig,
+    ledger: PrivacyLedger | None = None,
+    seed: int = 0,
+) -> Update:
+    """Train ``network`` from ``global_weights`` on (x, y) and return the participant's update.
+
+    With privacy enabled, ``ledger`` is required: the round is refused (PrivacyBudgetExceeded)
+    before any training if it would cross the budget, and recorded in the ledger after it.
+    """
+    n = len(y)
+    network.load_state_dict(global_weights)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    loader: DataLoader[Any] = DataLoader(
+        dataset, batch_size=training.batch_size, shuffle=True, generator=generator
+    )
+
+    spend: Spend | None = None
+    privatize = None
+    if privacy.enabled:
+        if ledger is None:
+            raise ValueError("privacy is enabled but no ledger was given")
+        spend = plan_spend(n, training, privacy)
+        ledger.check(spend)
+        loader = DPDataLoader.from_data_loader(loader, generator=generator)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # secure_mode off: seeded noise keeps runs reproducible
+            engine = PrivacyEngine(accountant="rdp")
+        noise, clip = spend.noise_multiplier, privacy.max_grad_norm
+
+        def privatize(
+            net: nn.Module, optimizer: torch.optim.Optimizer, dl: DataLoader[Any]
+        ) -> tuple[nn.Module, torch.optim.Optimizer]:
+            module, opt, _ = engine.make_private(
+                module=net,
+                optimizer=optimizer,
+                data_loader=dl,
+                noise_multiplier=noise,
+                max_grad_norm=clip,
+                poisson_sampling=False,  # the loader is already Poisson-sampled
+            )
+            return module, opt
+
+    model = Classifier(
+        network,
+        lr=training.lr,
+        momentum=training.momentum,
+        proximal_mu=training.proximal_mu,
+        privatize=privatize,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _quiet_trainer(training.local_epochs).fit(model, train_dataloaders=loader)
+
+    weights = {k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}
+    losses = model.train_losses
+    metrics = {
+        "train_loss_first": losses[0] if losses else float("nan"),
+        "train_loss_last": float(np.mean(losses[-max(1, len(losses) // 5) :]))
+        if losses
+        else float("nan"),
+        "steps": float(len(losses)),
+    }
+    epsilon: float | None = None
+    if spend is not None and ledger is not None:
+        ledger.record(spend)
+        epsilon = ledger.epsilon
+    return Update(
+        participant=participant,
+        weights=weights,
+        num_samples=n,
+        metrics=metrics,
+        epsilon=epsilon,
+        delta=privacy.delta if privacy.enabled else None,
+    )
