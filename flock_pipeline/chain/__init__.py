@@ -1,0 +1,66 @@
+"""Chain adapter: FLOCK token and FL Alliance contracts, a typed web3 client, local nodes.
+
+Backends: in-process py-evm (tests), a managed anvil on loopback (the default chain, state kept
+under the data folder) and any JSON-RPC URL with the key taken from an environment variable.
+"""
+
+from __future__ import annotations
+
+from flock_pipeline.chain.backends import (
+    DEFAULT_KEY_ENV,
+    Chain,
+    connect,
+    dev_signers,
+    in_process,
+    signer_from_env,
+)
+from flock_pipeline.chain.client import AllianceClient, Deployment, Vote, deploy, load_or_deploy
+from flock_pipeline.chain.errors import ChainError, ChainSetupError, ContractRevert
+from flock_pipeline.chain.sortition import role_of
+from flock_pipeline.chain.structs import (
+    Action,
+    Majority,
+    ParticipantStake,
+    Phase,
+    Record,
+    Role,
+    RoundInfo,
+    TaskConfig,
+    TaskState,
+    TxResult,
+)
+from flock_pipeline.chain.transactions import Signer
+from flock_pipeline.chain.voting import from_fixed, new_salt, to_fixed, vote_commitment
+
+__all__ = [
+    "DEFAULT_KEY_ENV",
+    "Action",
+    "AllianceClient",
+    "Chain",
+    "ChainError",
+    "ChainSetupError",
+    "ContractRevert",
+    "Deployment",
+    "Majority",
+    "ParticipantStake",
+    "Phase",
+    "Record",
+    "Role",
+    "RoundInfo",
+    "Signer",
+    "TaskConfig",
+    "TaskState",
+    "TxResult",
+    "Vote",
+    "connect",
+    "deploy",
+    "dev_signers",
+    "from_fixed",
+    "in_process",
+    "load_or_deploy",
+    "new_salt",
+    "role_of",
+    "signer_from_env",
+    "to_fixed",
+    "vote_commitment",
+]

@@ -1,0 +1,192 @@
+"""A managed local anvil: the default chain, on loopback, its state kept under the data folder.
+
+`up` starts anvil (npm @foundry-rs/anvil-linux-amd64) on 127.0.0.1 with `--state`, so the chain
+is loaded from and dumped to <data>/chain/state.json (also every few seconds while running) and
+consecutive runs continue the same chain. `down` stops it by the PID recorded in
+<data>/chain/anvil.json, letting it dump its state first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from flock_pipeline.chain.backends import Chain, connect
+from flock_pipeline.chain.errors import ChainSetupError
+
+__all__ = ["ANVIL_CHAIN_ID", "AnvilNode", "AnvilStatus", "find_anvil"]
+
+ANVIL_CHAIN_ID = 31337
+_NPM_BIN = Path("node_modules") / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_anvil() -> Path:
+    """The anvil binary: $FLOCK_ANVIL_BIN, node_modules (here, above, source tree), PATH."""
+    explicit = os.environ.get("FLOCK_ANVIL_BIN")
+    if explicit:
+        return Path(explicit)
+    for base in (Path.cwd(), *Path.cwd().parents, _PACKAGE_ROOT):
+        if (base / _NPM_BIN).is_file():
+            return base / _NPM_BIN
+    on_path = shutil.which("anvil")
+    if on_path:
+        return Path(on_path)
+    raise ChainSetupError("anvil not found; run `make setup` (npm ci) or set FLOCK_ANVIL_BIN")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class AnvilStatus:
+    """What `flock chain status` reports."""
+
+    running: bool
+    pid: int | None
+    url: str | None
+    state_file: str
+    block_number: int | None = None
+    chain_id: int | None = None
+
+
+class AnvilNode:
+    """One anvil per data folder; its files live in <data_dir>/chain/."""
+
+    def __init__(self, data_dir: Path, port: int = 8545, state_interval: int = 5) -> None:
+        self.dir = Path(data_dir) / "chain"
+        self.port = port
+        self.state_interval = state_interval
+
+    @property
+    def state_file(self) -> Path:
+        """Where the chain state is loaded from and dumped to."""
+        return self.dir / "state.json"
+
+    @property
+    def info_file(self) -> Path:
+        """PID and URL of the running node."""
+        return self.dir / "anvil.json"
+
+    def _info(self) -> dict[str, object] | None:
+        if not self.info_file.exists():
+            return None
+        info: dict[str, object] = json.loads(self.info_file.read_text())
+        pid = info.get("pid")
+        if isinstance(pid, int) and _alive(pid):
+            return info
+        self.info_file.unlink(missing_ok=True)
+        return None
+
+    def up(self, timeout: float = 15.0) -> AnvilStatus:
+        """Start anvil unless it already runs for this data folder; wait until it answers."""
+        if self._info() is not None:
+            return self.status()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        port = self.port if self.port and _port_free(self.port) else _free_port()
+        command = [
+            str(find_anvil()),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--chain-id", str(ANVIL_CHAIN_ID),
+            "--state", str(self.state_file),
+            "--state-interval", str(self.state_interval),
+        ]  # fmt: skip
+        with (self.dir / "anvil.log").open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        self.info_file.write_text(json.dumps({"pid": process.pid, "url": url, "port": port}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.info_file.unlink(missing_ok=True)
+                raise ChainSetupError(
+                    f"anvil exited with code {process.returncode}; see {self.dir / 'anvil.log'}"
+                )
+            try:
+                connect(url, kind="anvil", timeout=2.0)
+            except ChainSetupError:
+                time.sleep(0.05)
+                continue
+            return self.status()
+        self.down()
+        raise ChainSetupError(f"anvil did not answer on {url} within {timeout} s")
+
+    def down(self, timeout: float = 10.0) -> bool:
+        """Stop the node by PID (SIGTERM, so it dumps its state); False if none was running."""
+        info = self._info()
+        if info is None:
+            return False
+        pid = int(str(info["pid"]))
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reap it if we started it
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self.info_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> AnvilStatus:
+        """Whether the node runs, where, and how far its chain is."""
+        info = self._info()
+        if info is None:
+            return AnvilStatus(False, None, None, str(self.state_file))
+        url = str(info["url"])
+        block: int | None = None
+        chain_id: int | None = None
+        try:
+            chain = connect(url, kind="anvil", timeout=2.0)
+            block, chain_id = int(chain.w3.eth.block_number), chain.chain_id
+        except ChainSetupError:
+            pass
+        return AnvilStatus(True, int(str(info["pid"])), url, str(self.state_file), block, chain_id)
+
+    def chain(self) -> Chain:
+        """A connection to the running node (start it first with up)."""
+        info = self._info()
+        if info is None:
+            raise ChainSetupError("the local chain is not running; start it with `flock chain up`")
+        return connect(str(info["url"]), kind="anvil")
+
+    def as_dict(self) -> dict[str, object]:
+        """Status as JSON-ready data."""
+        return asdict(self.status())

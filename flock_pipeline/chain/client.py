@@ -1,0 +1,340 @@
+"""Typed client of FlockToken and FlockAlliance: deploy, tasks, stake, rounds, votes, claims."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+from flock_pipeline.chain.artifacts import load_artifact
+from flock_pipeline.chain.backends import Chain
+from flock_pipeline.chain.errors import ChainSetupError
+from flock_pipeline.chain.structs import (
+    Action,
+    Majority,
+    ParticipantStake,
+    Phase,
+    Record,
+    Role,
+    RoundInfo,
+    TaskConfig,
+    TaskState,
+    TxResult,
+)
+from flock_pipeline.chain.transactions import RevertDecoder, Signer, Transactor
+from flock_pipeline.chain.voting import new_salt, vote_commitment
+
+__all__ = ["DEFAULT_CAP", "AllianceClient", "Deployment", "Vote", "deploy", "load_or_deploy"]
+
+DEFAULT_CAP = 1_000_000_000 * 10**18
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the contracts live on one chain."""
+
+    chain_id: int
+    token: str
+    alliance: str
+    deployer: str
+
+    def save(self, path: Path) -> None:
+        """Write as JSON (e.g. .flock/chain/deployment.json)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        """Read what save wrote."""
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A committed vote; keep it (score and salt) until the reveal phase."""
+
+    task_id: int
+    round: int
+    voter: str
+    score: int
+    salt: bytes
+    commitment: bytes
+
+
+def _decoder() -> RevertDecoder:
+    return RevertDecoder(load_artifact(n).abi for n in ("FlockToken", "FlockAlliance"))
+
+
+def deploy(chain: Chain, deployer: Signer, cap: int = DEFAULT_CAP) -> Deployment:
+    """Deploy FlockToken (deployer is admin and minter) and FlockAlliance."""
+    transactor = Transactor(chain.w3, _decoder())
+    addresses: list[str] = []
+    for name, args in (("FlockToken", (cap, deployer.address)), ("FlockAlliance", None)):
+        artifact = load_artifact(name)
+        factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        result = transactor.send(factory.constructor(*(args or (addresses[0],))), deployer)
+        receipt = transactor.receipt(result.tx_hash)
+        addresses.append(str(receipt["contractAddress"]))
+    return Deployment(chain.chain_id, addresses[0], addresses[1], deployer.address)
+
+
+def load_or_deploy(chain: Chain, deployer: Signer, path: Path) -> Deployment:
+    """Reuse the deployment recorded at `path` if its code is on this chain, else deploy anew."""
+    if path.exists():
+        known = Deployment.load(path)
+        if known.chain_id == chain.chain_id and chain.w3.eth.get_code(
+            to_checksum_address(known.alliance)
+        ):
+            return known
+    fresh = deploy(chain, deployer)
+    fresh.save(path)
+    return fresh
+
+
+class AllianceClient:
+    """One account's view of the FLOCK token and the FL Alliance contract.
+
+    Writes are signed by `signer`; reads need no key. `as_signer` gives a client for another
+    participant sharing the same connection.
+    """
+
+    def __init__(self, chain: Chain, deployment: Deployment, signer: Signer) -> None:
+        if chain.chain_id != deployment.chain_id:
+            raise ChainSetupError(
+                f"deployment is for chain {deployment.chain_id}, connected to {chain.chain_id}"
+            )
+        self.chain = chain
+        self.deployment = deployment
+        self.signer = signer
+        self.token: Contract = chain.w3.eth.contract(
+            address=to_checksum_address(deployment.token), abi=load_artifact("FlockToken").abi
+        )
+        self.alliance: Contract = chain.w3.eth.contract(
+            address=to_checksum_address(deployment.alliance),
+            abi=load_artifact("FlockAlliance").abi,
+        )
+        self.tx = Transactor(chain.w3, _decoder())
+
+    def as_signer(self, signer: Signer) -> AllianceClient:
+        """The same contracts, acting as `signer`."""
+        return AllianceClient(self.chain, self.deployment, signer)
+
+    @property
+    def address(self) -> str:
+        """The acting account."""
+        return self.signer.address
+
+    def _send(self, call: Any) -> TxResult:
+        return self.tx.send(call, self.signer)
+
+    def _call(self, call: Any) -> Any:
+        try:
+            return call.call()
+        except self.tx._reverts as exc:
+            raise self.tx.decoder.translate(exc) from None
+
+    # -------------------------------------------------------------- token
+
+    def mint(self, to: str, amount: int) -> TxResult:
+        """Mint FLOCK (the signer needs MINTER_ROLE)."""
+        return self._send(self.token.functions.mint(to_checksum_address(to), amount))
+
+    def transfer(self, to: str, amount: int) -> TxResult:
+        """Transfer FLOCK."""
+        return self._send(self.token.functions.transfer(to_checksum_address(to), amount))
+
+    def balance_of(self, address: str | None = None) -> int:
+        """FLOCK balance (of the signer by default)."""
+        return int(
+            self._call(self.token.functions.balanceOf(to_checksum_address(address or self.address)))
+        )
+
+    def _approve(self, amount: int) -> None:
+        spender = to_checksum_address(self.deployment.alliance)
+        allowance = self._call(self.token.functions.allowance(self.address, spender))
+        if allowance < amount:
+            self._send(self.token.functions.approve(spender, amount))
+
+    # -------------------------------------------------------------- tasks and stake
+
+    def create_task(self, config: TaskConfig) -> tuple[int, TxResult]:
+        """Create a task, funding its reward pool from the signer; returns (task id, tx)."""
+        self._approve(config.reward_pool)
+        result = self._send(self.alliance.functions.createTask(config.as_abi()))
+        (event,) = self.events(result, "TaskCreated")
+        return int(event["taskId"]), result
+
+    def stake(self, task_id: int, amount: int) -> TxResult:
+        """Approve and stake `amount` in a task."""
+        self._approve(amount)
+        return self._send(self.alliance.functions.stake(task_id, amount))
+
+    def request_unstake(self, task_id: int, amount: int) -> TxResult:
+        """Start unbonding `amount` of active stake."""
+        return self._send(self.alliance.functions.requestUnstake(task_id, amount))
+
+    def withdraw(self, task_id: int) -> TxResult:
+        """Withdraw unbonded stake after the delay."""
+        return self._send(self.alliance.functions.withdraw(task_id))
+
+    # -------------------------------------------------------------- rounds
+
+    def start_round(self, task_id: int) -> tuple[int, TxResult]:
+        """Start the next round; returns (round index, tx)."""
+        result = self._send(self.alliance.functions.startRound(task_id))
+        (event,) = self.events(result, "RoundStarted")
+        return int(event["round"]), result
+
+    def submit_update(
+        self, task_id: int, round_: int, update_hash: bytes, num_samples: int
+    ) -> TxResult:
+        """Commit this proposer's update hash (training phase)."""
+        return self._send(
+            self.alliance.functions.submitUpdate(task_id, round_, update_hash, num_samples)
+        )
+
+    def post_aggregate(self, task_id: int, round_: int, aggregate_hash: bytes) -> TxResult:
+        """Post the aggregate hash (commit phase; by a proposer of the round or the creator)."""
+        return self._send(self.alliance.functions.postAggregate(task_id, round_, aggregate_hash))
+
+    def commit_vote(
+        self, task_id: int, round_: int, score: int, salt: bytes | None = None
+    ) -> tuple[Vote, TxResult]:
+        """Commit to a fixed-point score (see voting.to_fixed); keep the Vote for the reveal."""
+        salt = salt if salt is not None else new_salt()
+        commitment = vote_commitment(task_id, round_, self.address, score, salt)
+        result = self._send(self.alliance.functions.commitVote(task_id, round_, commitment))
+        return Vote(task_id, round_, self.address, score, salt, commitment), result
+
+    def reveal_vote(self, vote: Vote) -> TxResult:
+        """Reveal a committed vote (reveal phase)."""
+        return self._send(
+            self.alliance.functions.revealVote(vote.task_id, vote.round, vote.score, vote.salt)
+        )
+
+    def finalize_round(self, task_id: int, round_: int) -> TxResult | None:
+        """Finalize a round after its reveal deadline; None if it already was (crash-safe)."""
+        if self.phase_of(task_id, round_) is Phase.FINALIZED:
+            return None
+        return self._send(self.alliance.functions.finalizeRound(task_id, round_))
+
+    def report_no_show(self, task_id: int, round_: int, account: str) -> TxResult:
+        """Slash a participant selected in a finalized round that did nothing."""
+        return self._send(
+            self.alliance.functions.reportNoShow(task_id, round_, to_checksum_address(account))
+        )
+
+    def settle(self, task_id: int, account: str) -> TxResult:
+        """Settle `account`'s last finalized round (reward credited or slash taken)."""
+        return self._send(self.alliance.functions.settle(task_id, to_checksum_address(account)))
+
+    def claim(self, task_id: int) -> tuple[int, TxResult]:
+        """Pull everything accrued in a task; returns (amount paid, tx). Safe to repeat."""
+        result = self._send(self.alliance.functions.claim(task_id))
+        paid = sum(int(e["amount"]) for e in self.events(result, "Claimed"))
+        return paid, result
+
+    def reclaim_pool(self, task_id: int) -> tuple[int, TxResult]:
+        """Creator takes back the pool left after the last round; returns (amount, tx)."""
+        result = self._send(self.alliance.functions.reclaimPool(task_id))
+        (event,) = self.events(result, "PoolReclaimed")
+        return int(event["amount"]), result
+
+    # -------------------------------------------------------------- reads
+
+    def task_config(self, task_id: int) -> TaskConfig:
+        """The task's creation parameters."""
+        return TaskConfig.from_abi(tuple(self._call(self.alliance.functions.taskParams(task_id))))
+
+    def task_state(self, task_id: int) -> TaskState:
+        """The task's progress and token buckets."""
+        creator, started, participants, model, pool, staked, allotted, claimable = self._call(
+            self.alliance.functions.taskState(task_id)
+        )
+        return TaskState(
+            creator, started, participants, bytes(model), pool, staked, allotted, claimable
+        )
+
+    def round_info(self, task_id: int, round_: int) -> RoundInfo:
+        """A round's seed, deadlines, accumulators and settlement."""
+        values = list(self._call(self.alliance.functions.roundInfo(task_id, round_)))
+        values[0], values[1] = bytes(values[0]), bytes(values[1])
+        values[-1] = Majority(values[-1])
+        return RoundInfo(*values)
+
+    def record_of(self, task_id: int, round_: int, account: str | None = None) -> Record:
+        """What `account` (the signer by default) did in a round."""
+        action, accept, settled, weight, commitment = self._call(
+            self.alliance.functions.recordOf(
+                task_id, round_, to_checksum_address(account or self.address)
+            )
+        )
+        return Record(Action(action), accept, settled, weight, bytes(commitment))
+
+    def participant_of(self, task_id: int, account: str | None = None) -> ParticipantStake:
+        """`account`'s stake in a task."""
+        return ParticipantStake(
+            *self._call(
+                self.alliance.functions.participantOf(
+                    task_id, to_checksum_address(account or self.address)
+                )
+            )
+        )
+
+    def role_of(self, task_id: int, round_: int, account: str | None = None) -> Role:
+        """The role sortition gives `account` in a started round."""
+        return Role(
+            self._call(
+                self.alliance.functions.roleOf(
+                    task_id, round_, to_checksum_address(account or self.address)
+                )
+            )
+        )
+
+    def stake_at(self, task_id: int, round_: int, account: str | None = None) -> int:
+        """`account`'s stake as counted for a round's roles."""
+        return int(
+            self._call(
+                self.alliance.functions.stakeAt(
+                    task_id, to_checksum_address(account or self.address), round_
+                )
+            )
+        )
+
+    def phase_of(self, task_id: int, round_: int) -> Phase:
+        """The phase a round is in now."""
+        return Phase(self._call(self.alliance.functions.phaseOf(task_id, round_)))
+
+    def claimable_of(self, task_id: int, account: str | None = None) -> int:
+        """Settled, unclaimed tokens of `account`."""
+        return int(
+            self._call(
+                self.alliance.functions.claimableOf(
+                    task_id, to_checksum_address(account or self.address)
+                )
+            )
+        )
+
+    def events(self, result: TxResult, name: str) -> list[dict[str, Any]]:
+        """Decoded `name` events of a transaction, as dicts of their arguments."""
+        event = getattr(self.alliance.events, name, None) or getattr(self.token.events, name)
+        receipt = self.tx.receipt(result.tx_hash)
+        return [
+            dict(e["args"])
+            for e in event().process_receipt(receipt, errors=DISCARD)
+            if e["address"] in (self.alliance.address, self.token.address)
+        ]
+
+    def round_events(
+        self, task_id: int, round_: int, name: str, from_block: int = 0
+    ) -> list[dict[str, Any]]:
+        """All `name` events of one round (e.g. UpdateSubmitted to recompute the aggregate)."""
+        logs = getattr(self.alliance.events, name)().get_logs(
+            from_block=from_block, argument_filters={"taskId": task_id, "round": round_}
+        )
+        return [dict(log["args"]) for log in logs]

@@ -1,0 +1,187 @@
+"""Typed mirrors of the FlockAlliance structs and enums, as the Python client returns them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+__all__ = [
+    "Action",
+    "Majority",
+    "ParticipantStake",
+    "Phase",
+    "Record",
+    "Role",
+    "RoundInfo",
+    "TaskConfig",
+    "TaskState",
+    "TxResult",
+]
+
+TOKEN = 10**18
+
+
+class Phase(IntEnum):
+    """Where a round stands (FlockAlliance.Phase)."""
+
+    NOT_STARTED = 0
+    TRAINING = 1
+    COMMITTING = 2
+    REVEALING = 3
+    FINALIZABLE = 4
+    FINALIZED = 5
+
+
+class Role(IntEnum):
+    """A participant's role in a round (Sortition.Role)."""
+
+    NONE = 0
+    PROPOSER = 1
+    VOTER = 2
+
+
+class Action(IntEnum):
+    """What a participant did in a round (FlockAlliance.Action)."""
+
+    NONE = 0
+    SUBMITTED = 1
+    COMMITTED = 2
+    REVEALED = 3
+    NO_SHOW = 4
+
+
+class Majority(IntEnum):
+    """Which side of a round's vote won."""
+
+    NONE = 0
+    ACCEPT = 1
+    REJECT = 2
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Parameters of a new FL Alliance task; amounts in the token's smallest unit."""
+
+    model_hash: bytes
+    rounds: int = 3
+    reward_pool: int = 1_000 * TOKEN
+    min_stake: int = 10 * TOKEN
+    min_participants: int = 2
+    max_participants: int = 64
+    proposers_per_round: int = 2
+    voters_per_round: int = 2
+    slash_bps: int = 1_000
+    finalizer_share_bps: int = 1_000
+    proposer_reward_bps: int = 5_000
+    training_duration: int = 3_600
+    commit_duration: int = 600
+    reveal_duration: int = 600
+    unbonding_delay: int = 86_400
+    metadata_uri: str = ""
+
+    def as_abi(self) -> tuple[Any, ...]:
+        """The TaskParams tuple in ABI field order."""
+        return (
+            self.metadata_uri,
+            self.model_hash,
+            self.rounds,
+            self.min_participants,
+            self.max_participants,
+            self.proposers_per_round,
+            self.voters_per_round,
+            self.slash_bps,
+            self.finalizer_share_bps,
+            self.proposer_reward_bps,
+            self.training_duration,
+            self.commit_duration,
+            self.reveal_duration,
+            self.unbonding_delay,
+            self.min_stake,
+            self.reward_pool,
+        )
+
+    @classmethod
+    def from_abi(cls, values: tuple[Any, ...]) -> TaskConfig:
+        """Build from the TaskParams tuple the contract returns."""
+        (uri, model, rounds, min_p, max_p, props, voters, slash, fin, prop_bps, train, commit,
+         reveal, unbond, min_stake, pool) = values  # fmt: skip
+        return cls(
+            model_hash=bytes(model), rounds=rounds, reward_pool=pool, min_stake=min_stake,
+            min_participants=min_p, max_participants=max_p, proposers_per_round=props,
+            voters_per_round=voters, slash_bps=slash, finalizer_share_bps=fin,
+            proposer_reward_bps=prop_bps, training_duration=train, commit_duration=commit,
+            reveal_duration=reveal, unbonding_delay=unbond, metadata_uri=uri,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A task's progress and its token buckets (pool, staked, allotted, claimable)."""
+
+    creator: str
+    rounds_started: int
+    participants: int
+    global_model_hash: bytes
+    pool: int
+    staked: int
+    allotted: int
+    claimable: int
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A round's seed, deadlines, stake-weighted accumulators and settlement record."""
+
+    seed: bytes
+    aggregate_hash: bytes
+    training_ends: int
+    commit_ends: int
+    reveal_ends: int
+    updates: int
+    total_stake: int
+    proposer_weight: int
+    commit_weight: int
+    accept_weight: int
+    reject_weight: int
+    weighted_score: int
+    reward: int
+    proposer_reward_left: int
+    proposer_weight_left: int
+    voter_reward_left: int
+    voter_weight_left: int
+    finalizer: str
+    finalized: bool
+    accepted: bool
+    majority: Majority = field(default=Majority.NONE)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one participant did in one round."""
+
+    action: Action
+    accept: bool
+    settled: bool
+    weight: int
+    commitment: bytes
+
+
+@dataclass(frozen=True)
+class ParticipantStake:
+    """A participant's stake in a task; pending_round is 1-based (0: nothing to settle)."""
+
+    active: int
+    unbonding: int
+    release_at: int
+    pending_round: int
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction."""
+
+    tx_hash: str
+    gas_used: int
+    block_number: int
+    logs: tuple[dict[str, Any], ...] = ()
