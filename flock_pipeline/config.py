@@ -50,7 +50,7 @@ class DataConfig(_Section):
 
 class PartitionConfig(_Section):
     scheme: Literal["iid", "dirichlet", "shards"] = "dirichlet"
-    alpha: float = Field(0.5, description="Dirichlet concentration; must be > 0")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (label skew)")
     classes_per_participant: int = Field(2, ge=1)
     quantity_alpha: float | None = Field(
         None, description="iid quantity skew; None for equal sizes"

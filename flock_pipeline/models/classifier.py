@@ -64,6 +64,13 @@ class Classifier(L.LightningModule):
                 for p, p0 in zip(self.net.parameters(), self._anchor, strict=True):
                     p.sub_(self.lr * self.proximal_mu * (p - p0))
 
+    def release(self) -> None:
+        """Detach the DP wrapper's hooks so the network can be trained again later."""
+        close = getattr(self._trainable, "_close", None)
+        if self._trainable is not self.net and callable(close):
+            close()
+        self._trainable = self.net
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum)
         if self.privatize is None:

@@ -86,6 +86,10 @@ def train_local(
     before any training if it would cross the budget, and recorded in the ledger after it.
     """
     n = len(y)
+    if privacy.enabled:
+        if ledger is None:
+            raise ValueError("privacy is enabled but no ledger was given")
+        ledger.check(plan_spend(n, training, privacy))  # refuse before touching anything
     network.load_state_dict(global_weights)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -97,10 +101,7 @@ def train_local(
     spend: Spend | None = None
     privatize = None
     if privacy.enabled:
-        if ledger is None:
-            raise ValueError("privacy is enabled but no ledger was given")
         spend = plan_spend(n, training, privacy)
-        ledger.check(spend)
         loader = DPDataLoader.from_data_loader(loader, generator=generator)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # secure_mode off: seeded noise keeps runs reproducible
@@ -130,6 +131,7 @@ def train_local(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _quiet_trainer(training.local_epochs).fit(model, train_dataloaders=loader)
+    model.release()
 
     weights = {k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}
     losses = model.train_losses

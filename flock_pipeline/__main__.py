@@ -1,0 +1,3 @@
+from flock_pipeline.cli import main
+
+main()
