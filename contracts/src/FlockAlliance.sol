@@ -247,7 +247,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
     /// @notice No task has this id.
     error UnknownTask(uint256 taskId);
     /// @notice A creation parameter is out of range; `name` says which.
-    error InvalidTaskParameter(string name);
+    error InvalidTaskParameter(bytes32 name);
     /// @notice The round is not in the phase this call needs.
     error WrongPhase(uint256 taskId, uint256 round, Phase expected, Phase actual);
     /// @notice The stake is below what the call needs.
@@ -415,9 +415,10 @@ contract FlockAlliance is ReentrancyGuardTransient {
         _task(taskId);
         _requirePhase(taskId, round, Phase.Training);
         if (updateHash == bytes32(0) || numSamples == 0) revert ZeroValue();
+        _requireRole(taskId, round, Sortition.Role.Proposer);
         Record storage rec = _records[taskId][round][msg.sender];
         if (rec.action != Action.None) revert DuplicateSubmission(taskId, round, msg.sender);
-        uint128 weight = _enter(taskId, round, Sortition.Role.Proposer);
+        uint128 weight = _enter(taskId, round);
         Round storage r = _rounds[taskId][round];
         rec.action = Action.Submitted;
         rec.weight = weight;
@@ -457,9 +458,10 @@ contract FlockAlliance is ReentrancyGuardTransient {
         if (commitment == bytes32(0)) revert ZeroValue();
         Round storage r = _rounds[taskId][round];
         if (r.aggregateHash == bytes32(0)) revert AggregateNotPosted(taskId, round);
+        _requireRole(taskId, round, Sortition.Role.Voter);
         Record storage rec = _records[taskId][round][msg.sender];
         if (rec.action != Action.None) revert DuplicateVote(taskId, round, msg.sender);
-        uint128 weight = _enter(taskId, round, Sortition.Role.Voter);
+        uint128 weight = _enter(taskId, round);
         rec.action = Action.Committed;
         rec.weight = weight;
         rec.commitment = commitment;
@@ -757,15 +759,15 @@ contract FlockAlliance is ReentrancyGuardTransient {
         if (actual != expected) revert WrongPhase(taskId, round, expected, actual);
     }
 
-    /// @dev Checks the caller's role, settles its previous round and returns its weight for
-    ///      this one: its stake at the round's start, capped by what is still there to slash.
-    function _enter(uint256 taskId, uint256 round, Sortition.Role role)
-        private
-        returns (uint128 weight)
-    {
+    function _requireRole(uint256 taskId, uint256 round, Sortition.Role role) private view {
         if (roleOf(taskId, round, msg.sender) != role) {
             revert NotSelected(taskId, round, msg.sender, role);
         }
+    }
+
+    /// @dev Settles the caller's previous round and returns its weight for this one: its stake
+    ///      at the round's start, capped by what is still there to slash.
+    function _enter(uint256 taskId, uint256 round) private returns (uint128 weight) {
         _settle(taskId, msg.sender);
         Participant storage me = _participants[taskId][msg.sender];
         uint256 atStart = stakeAt(taskId, msg.sender, round);

@@ -60,10 +60,7 @@ class ContractRevert(ChainError):
 
     def __init__(self, name: str, args: dict[str, Any]) -> None:
         self.name = name
-        self.args_by_name = {
-            key: self.enums[key](value) if key in self.enums else value
-            for key, value in args.items()
-        }
+        self.args_by_name = {key: self._readable(key, value) for key, value in args.items()}
         shown = ", ".join(
             f"{key}={value.name if isinstance(value, IntEnum) else value}"
             for key, value in self.args_by_name.items()
@@ -72,6 +69,14 @@ class ContractRevert(ChainError):
         if self.hint:
             message += f": {self.hint}"
         super().__init__(message)
+
+
+    def _readable(self, key: str, value: Any) -> Any:
+        if key in self.enums:
+            return self.enums[key](value)
+        if isinstance(value, bytes) and len(value) == 32 and value.rstrip(b"\0").isascii():
+            return value.rstrip(b"\0").decode()  # short names passed as bytes32
+        return value
 
 
 class UnknownTask(ContractRevert):

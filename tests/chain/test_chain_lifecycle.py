@@ -1,0 +1,203 @@
+"""The FL Alliance round lifecycle, end to end on py-evm and on anvil (four participants)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import AGGREGATE, MODEL, STAKE, TOKEN, World
+
+from flock_pipeline.chain import Majority, Phase, role_of, to_fixed, vote_commitment
+from flock_pipeline.chain.errors import NotANoShow, PendingSettlement, StillUnbonding, WrongPhase
+
+GOOD = to_fixed(0.05)
+BAD = to_fixed(-0.02)
+
+
+def split(reward: int, bps: int = 5_000) -> tuple[int, int]:
+    proposer_part = reward * bps // 10_000
+    return proposer_part, reward - proposer_part
+
+
+def test_an_honest_round_is_accepted_and_pays_proposers_and_majority_voters(world: World) -> None:
+    # Prepare
+    r = world.open_round(min_proposers=1, min_voters=1)
+    pool = world.keeper.task_state(r.task_id).pool
+    # Execute
+    r.play([GOOD] * len(r.voters))
+    paid = {p.address: p.claim(r.task_id)[0] for p in r.proposers + r.voters}
+    # Assert
+    info = world.keeper.round_info(r.task_id, r.round)
+    state = world.keeper.task_state(r.task_id)
+    assert info.accepted and info.majority is Majority.ACCEPT
+    assert state.global_model_hash == AGGREGATE
+    proposer_part, voter_part = split(pool // 3)
+    assert info.reward == pool // 3
+    assert sum(paid[p.address] for p in r.proposers) == proposer_part
+    assert sum(paid[v.address] for v in r.voters) == voter_part
+    assert all(amount > 0 for amount in paid.values())
+    for person in r.proposers + r.voters:
+        assert world.keeper.participant_of(r.task_id, person.address).active == STAKE
+    assert state.pool == pool - proposer_part - voter_part
+    assert state.allotted == 0 and state.claimable == 0
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_a_round_voted_down_keeps_the_model_and_slashes_its_proposers(world: World) -> None:
+    # Prepare
+    r = world.open_round(min_proposers=1, min_voters=1)
+    pool = world.keeper.task_state(r.task_id).pool
+    # Execute
+    r.play([BAD] * len(r.voters))
+    proposer_paid = [p.claim(r.task_id)[0] for p in r.proposers]
+    voter_paid = [v.claim(r.task_id)[0] for v in r.voters]
+    keeper_paid, _ = world.keeper.claim(r.task_id)
+    # Assert
+    info = world.keeper.round_info(r.task_id, r.round)
+    assert not info.accepted and info.majority is Majority.REJECT
+    assert world.keeper.task_state(r.task_id).global_model_hash == MODEL
+    slash = STAKE * 1_000 // 10_000
+    for proposer in r.proposers:
+        assert world.keeper.participant_of(r.task_id, proposer.address).active == STAKE - slash
+    assert proposer_paid == [0] * len(r.proposers)
+    _, voter_part = split(pool // 3)
+    assert sum(voter_paid) == voter_part
+    total_slashed = slash * len(r.proposers)
+    finalizer_cut = total_slashed * 1_000 // 10_000
+    assert keeper_paid == finalizer_cut
+    assert world.keeper.task_state(r.task_id).pool == (
+        pool - voter_part + total_slashed - finalizer_cut
+    )
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_a_voter_who_does_not_reveal_is_slashed(world: World) -> None:
+    # Prepare
+    r = world.open_round(min_proposers=1, min_voters=2)
+    silent, *honest = r.voters
+    # Execute
+    r.play([GOOD] * len(r.voters), revealers=honest)
+    silent_paid, _ = silent.claim(r.task_id)
+    honest_paid = [v.claim(r.task_id)[0] for v in honest]
+    # Assert
+    assert world.keeper.round_info(r.task_id, r.round).accepted
+    assert silent_paid == 0
+    assert world.keeper.participant_of(r.task_id, silent.address).active == STAKE * 9 // 10
+    assert all(amount > 0 for amount in honest_paid)
+    assert world.keeper.claimable_of(r.task_id) == STAKE // 10 // 10
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_claims_add_up_exactly_to_what_the_contract_accrued(world: World) -> None:
+    # Prepare: uneven stakes so that every pro-rata share rounds
+    stakes = [100 * TOKEN + 1, 150 * TOKEN + 7, 70 * TOKEN + 3, 33 * TOKEN + 333]
+    r = world.open_round(min_proposers=1, min_voters=2, stakes=stakes)
+    balances_before = {p.address: p.balance_of() for p in world.people}
+    keeper_before = world.keeper.balance_of()
+    # Execute: a split vote (majority accepts) with one silent voter
+    silent, *revealers = r.voters
+    r.play([GOOD] + [GOOD] * (len(r.voters) - 2) + [BAD], revealers=revealers)
+    for person in world.people:
+        person.claim(r.task_id)
+    world.keeper.claim(r.task_id)
+    # Assert
+    info = world.keeper.round_info(r.task_id, r.round)
+    state = world.keeper.task_state(r.task_id)
+    received = sum(p.balance_of() - balances_before[p.address] for p in world.people)
+    received += world.keeper.balance_of() - keeper_before
+    allotted = info.reward if info.accepted else info.reward - split(info.reward)[0]
+    slashes = [
+        stakes[i] - world.keeper.participant_of(r.task_id, p.address).active
+        for i, p in enumerate(world.people)
+    ]
+    finalizer_cuts = sum(amount * 1_000 // 10_000 for amount in slashes)
+    assert state.allotted == 0 and state.claimable == 0
+    assert info.proposer_reward_left == 0 and info.voter_reward_left == 0
+    assert received == allotted + finalizer_cuts
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_finalize_and_claim_run_twice_do_nothing_the_second_time(world: World) -> None:
+    # Prepare
+    r = world.open_round()
+    r.play([GOOD] * len(r.voters))
+    proposer = r.proposers[0]
+    first, _ = proposer.claim(r.task_id)
+    state = world.keeper.task_state(r.task_id)
+    balance = proposer.balance_of()
+    # Execute
+    again = world.keeper.finalize_round(r.task_id, r.round)
+    second, _ = proposer.claim(r.task_id)
+    # Assert
+    assert first > 0 and again is None and second == 0
+    assert proposer.balance_of() == balance
+    assert world.keeper.task_state(r.task_id) == state
+    with pytest.raises(WrongPhase) as raised:
+        world.keeper.tx.send(
+            world.keeper.alliance.functions.finalizeRound(r.task_id, r.round), world.keeper.signer
+        )
+    assert raised.value.args_by_name["actual"] is Phase.FINALIZED
+
+
+def test_a_selected_proposer_who_does_not_submit_is_slashed_when_reported(world: World) -> None:
+    # Prepare
+    r = world.open_round(min_proposers=2, min_voters=1)
+    absent, *present = r.proposers
+    r.proposers = present
+    r.play([GOOD] * len(r.voters))
+    # Execute
+    world.keeper.report_no_show(r.task_id, r.round, absent.address)
+    # Assert
+    slash = STAKE // 10
+    assert world.keeper.participant_of(r.task_id, absent.address).active == STAKE - slash
+    assert world.keeper.claimable_of(r.task_id) == slash // 10
+    with pytest.raises(NotANoShow):
+        world.keeper.report_no_show(r.task_id, r.round, absent.address)
+    with pytest.raises(NotANoShow):
+        world.keeper.report_no_show(r.task_id, r.round, present[0].address)
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_unbonding_stake_stays_slashable_and_leaves_after_the_delay(world: World) -> None:
+    # Prepare
+    r = world.open_round(min_proposers=1, min_voters=1)
+    leaver = r.proposers[0]
+    r.submit_all()
+    leaver.request_unstake(r.task_id, STAKE)
+    # Execute / Assert: cannot leave while its round is unsettled
+    with pytest.raises(PendingSettlement):
+        leaver.withdraw(r.task_id)
+    r.post_aggregate()
+    r.commit([BAD] * len(r.voters))
+    r.reveal()
+    r.finalize()
+    with pytest.raises(StillUnbonding):
+        leaver.withdraw(r.task_id)
+    world.chain.advance(86_400)
+    before = leaver.balance_of()
+    leaver.withdraw(r.task_id)
+    assert leaver.balance_of() - before == STAKE * 9 // 10
+    assert world.keeper.participant_of(r.task_id, leaver.address).unbonding == 0
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_anyone_can_check_roles_from_seed_address_and_stake(world: World) -> None:
+    r = world.open_round()
+    info = world.keeper.round_info(r.task_id, r.round)
+    config = world.keeper.task_config(r.task_id)
+    for person in world.people:
+        stake = world.keeper.stake_at(r.task_id, r.round, person.address)
+        computed = role_of(
+            info.seed,
+            person.address,
+            stake,
+            info.total_stake,
+            config.proposers_per_round,
+            config.voters_per_round,
+        )
+        assert computed is person.role_of(r.task_id, r.round)
+
+
+def test_vote_commitments_are_computed_like_the_contract(world: World) -> None:
+    salt = b"\x07" * 32
+    address = world.people[0].address
+    on_chain = world.keeper.alliance.functions.voteCommitment(3, 1, address, BAD, salt).call()
+    assert bytes(on_chain) == vote_commitment(3, 1, address, BAD, salt)
