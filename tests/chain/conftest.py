@@ -40,7 +40,7 @@ def anvil_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     node.down()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def chain(request: pytest.FixtureRequest) -> Chain:
     if request.param == "py-evm":
         return in_process()
@@ -147,8 +147,9 @@ class World:
         return total
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def world(chain: Chain) -> World:
+    """Shared by a module's tests: each test opens its own tasks, so they stay independent."""
     deployer, keeper, *people = dev_signers(chain, 6)
     deployment = deploy(chain, deployer)
     creator = AllianceClient(chain, deployment, deployer)
