@@ -70,7 +70,6 @@ class ContractRevert(ChainError):
             message += f": {self.hint}"
         super().__init__(message)
 
-
     def _readable(self, key: str, value: Any) -> Any:
         if key in self.enums:
             return self.enums[key](value)

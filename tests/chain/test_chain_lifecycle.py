@@ -93,7 +93,7 @@ def test_claims_add_up_exactly_to_what_the_contract_accrued(world: World) -> Non
     balances_before = {p.address: p.balance_of() for p in world.people}
     keeper_before = world.keeper.balance_of()
     # Execute: a split vote (majority accepts) with one silent voter
-    silent, *revealers = r.voters
+    _silent, *revealers = r.voters
     r.play([GOOD] + [GOOD] * (len(r.voters) - 2) + [BAD], revealers=revealers)
     for person in world.people:
         person.claim(r.task_id)
