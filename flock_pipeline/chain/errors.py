@@ -60,6 +60,7 @@ class ContractRevert(ChainError):
 
     def __init__(self, name: str, args: dict[str, Any]) -> None:
         self.name = name
+        self._raw_args = args
         self.args_by_name = {key: self._readable(key, value) for key, value in args.items()}
         shown = ", ".join(
             f"{key}={value.name if isinstance(value, IntEnum) else value}"
@@ -69,6 +70,9 @@ class ContractRevert(ChainError):
         if self.hint:
             message += f": {self.hint}"
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, e.g. across Prefect task workers
+        return (self.__class__, (self.name, self._raw_args))
 
     def _readable(self, key: str, value: Any) -> Any:
         if key in self.enums:

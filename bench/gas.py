@@ -1,0 +1,166 @@
+"""Gas of every FlockAlliance call, and of finalize/claim as the number of participants grows.
+
+Runs on the in-process py-evm chain (same EVM rules and gas schedule as anvil and Base). With N
+participants every one of them gets a role (N/2 expected proposers and voters), one voter never
+votes (reported as a no-show) and one commits without revealing (slashed on settlement).
+Settlement is O(1) per round, so finalize and claim must cost the same at 4, 16 and 64.
+
+    python bench/gas.py [--quick]    # writes bench/results/gas.json; last line is the headline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from flock_pipeline.chain import (
+    AllianceClient,
+    Phase,
+    Role,
+    TaskConfig,
+    deploy,
+    dev_signers,
+    in_process,
+    to_fixed,
+)
+
+TOKEN = 10**18
+GOAL = 1.1
+RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
+
+
+def _round_ends(client: AllianceClient, task_id: int, round_: int, phase: Phase) -> int:
+    info = client.round_info(task_id, round_)
+    return {
+        Phase.COMMITTING: info.training_ends,
+        Phase.REVEALING: info.commit_ends,
+        Phase.FINALIZABLE: info.reveal_ends,
+    }[phase]
+
+
+def measure(n: int) -> dict[str, Any]:
+    """Play one task round with n participants; return gas per call (median over callers)."""
+    chain = in_process()
+    deployer, keeper_signer, *signers = dev_signers(chain, n + 2, label=f"gas-{n}")
+    gas: dict[str, list[int]] = {}
+
+    def record(name: str, used: int) -> None:
+        gas.setdefault(name, []).append(used)
+
+    started = time.perf_counter()
+    deployment = deploy(chain, deployer)
+    creator = AllianceClient(chain, deployment, deployer)
+    keeper = creator.as_signer(keeper_signer)
+    people = [creator.as_signer(s) for s in signers]
+    creator.mint(deployer.address, 1_000_000 * TOKEN)
+    for person in people:
+        record("token.mint", creator.mint(person.address, 1_000 * TOKEN).gas_used)
+        approve = person.token.functions.approve(deployment.alliance, 2**255)
+        record("token.approve", person.tx.send(approve, person.signer).gas_used)
+    creator.tx.send(creator.token.functions.approve(deployment.alliance, 2**255), creator.signer)
+    config = TaskConfig(
+        model_hash=b"\x11" * 32,
+        rounds=2,
+        max_participants=n,
+        proposers_per_round=n // 2,
+        voters_per_round=n // 2,
+    )
+    for _ in range(50):  # sortition may give too few voters: try another task
+        task_id, created = creator.create_task(config)
+        record("createTask", created.gas_used)
+        for person in people:
+            record("stake", person.stake(task_id, 100 * TOKEN).gas_used)
+        round_, start = keeper.start_round(task_id)
+        record("startRound", start.gas_used)
+        roles = {p.address: p.role_of(task_id, round_) for p in people}
+        proposers = [p for p in people if roles[p.address] is Role.PROPOSER]
+        voters = [p for p in people if roles[p.address] is Role.VOTER]
+        if proposers and len(voters) >= 3:
+            break
+    else:
+        raise RuntimeError("sortition never gave one proposer and three voters")
+    topped = proposers[0].stake(task_id, 10 * TOKEN)  # counts from the next round
+    record("stake (top-up)", topped.gas_used)
+    for index, proposer in enumerate(proposers):
+        update = (index + 1).to_bytes(32, "big")
+        record("submitUpdate", proposer.submit_update(task_id, round_, update, 100).gas_used)
+    chain.advance_to(_round_ends(keeper, task_id, round_, Phase.COMMITTING))
+    record("postAggregate", proposers[0].post_aggregate(task_id, round_, b"\x22" * 32).gas_used)
+    absent, silent, *honest = voters
+    votes = {}
+    for voter in [silent, *honest]:
+        votes[voter.address], committed = voter.commit_vote(task_id, round_, to_fixed(0.05))
+        record("commitVote", committed.gas_used)
+    chain.advance_to(_round_ends(keeper, task_id, round_, Phase.REVEALING))
+    for voter in honest:
+        record("revealVote", voter.reveal_vote(votes[voter.address]).gas_used)
+    chain.advance_to(_round_ends(keeper, task_id, round_, Phase.FINALIZABLE))
+    finalized = keeper.finalize_round(task_id, round_)
+    assert finalized is not None
+    record("finalizeRound", finalized.gas_used)
+    record("reportNoShow", keeper.report_no_show(task_id, round_, absent.address).gas_used)
+    record("settle", keeper.settle(task_id, proposers[0].address).gas_used)
+    for person in proposers + honest:
+        record("claim (reward)", person.claim(task_id)[1].gas_used)
+    record("claim (slashed, nothing due)", silent.claim(task_id)[1].gas_used)
+    record("claim (finalizer share)", keeper.claim(task_id)[1].gas_used)
+    record("claim (again, nothing due)", proposers[-1].claim(task_id)[1].gas_used)
+    record("requestUnstake", honest[0].request_unstake(task_id, 100 * TOKEN).gas_used)
+    last, again = keeper.start_round(task_id)
+    record("startRound", again.gas_used)
+    chain.advance_to(_round_ends(keeper, task_id, last, Phase.FINALIZABLE))
+    record("finalizeRound (empty round)", (keeper.finalize_round(task_id, last) or again).gas_used)
+    chain.advance(config.unbonding_delay)
+    record("withdraw", honest[0].withdraw(task_id).gas_used)
+    record("reclaimPool", creator.reclaim_pool(task_id)[1].gas_used)
+    claims = gas["claim (reward)"]
+    return {
+        "participants": n,
+        "proposers": len(proposers),
+        "voters": len(voters),
+        "seconds": round(time.perf_counter() - started, 2),
+        "finalize": gas["finalizeRound"][0],
+        "claim_max": max(claims),
+        "claim_median": int(statistics.median(claims)),
+        "calls": {name: int(statistics.median(values)) for name, values in gas.items()},
+    }
+
+
+def main() -> None:
+    """Measure, print the table, write JSON, print the headline last."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4, 16 and 64 participants only")
+    args = parser.parse_args()
+    sizes = (4, 16, 64) if args.quick else (4, 16, 64, 128)
+    runs = [measure(n) for n in sizes]
+    names = list(runs[0]["calls"])
+    header = "".join(f"{'N=' + str(r['participants']):>10}" for r in runs)
+    print(f"{'call (median gas)':<30}{header}")
+    for name in names:
+        print(f"{name:<30}" + "".join(f"{r['calls'].get(name, 0):>10}" for r in runs))
+    first = next(r for r in runs if r["participants"] == 4)
+    big = next(r for r in runs if r["participants"] == 64)
+    ratio = (big["finalize"] + big["claim_max"]) / (first["finalize"] + first["claim_max"])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"quick": args.quick, "runs": runs}, indent=2) + "\n")
+    print(
+        json.dumps(
+            {
+                "metric": "finalize_plus_claim_gas_ratio_64_vs_4",
+                "value": round(ratio, 4),
+                "goal": GOAL,
+                "better": "lower",
+                "finalize_gas": {str(r["participants"]): r["finalize"] for r in runs},
+                "claim_gas_max": {str(r["participants"]): r["claim_max"] for r in runs},
+                "quick": args.quick,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
