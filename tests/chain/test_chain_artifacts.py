@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import repo_root
+from chain_world import repo_root
 
 from flock_pipeline.chain.artifacts import ARTIFACTS_DIR, CONTRACT_NAMES, load_artifact
 from flock_pipeline.chain.compile import compile_contracts, source_hash

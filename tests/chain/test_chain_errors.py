@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import STAKE, TOKEN, World
+from chain_world import STAKE, TOKEN, World
 
 from flock_pipeline.chain import Phase, Role, TaskConfig, Vote, to_fixed
 from flock_pipeline.chain.errors import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import repo_root
+from chain_world import repo_root
 
 FORGE = repo_root() / "node_modules" / "@foundry-rs" / "forge-linux-amd64" / "bin" / "forge"
 

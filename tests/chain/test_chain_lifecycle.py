@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import AGGREGATE, MODEL, STAKE, TOKEN, World
+from chain_world import AGGREGATE, MODEL, STAKE, TOKEN, World
 
 from flock_pipeline.chain import Majority, Phase, role_of, to_fixed, vote_commitment
 from flock_pipeline.chain.errors import NotANoShow, PendingSettlement, StillUnbonding, WrongPhase
