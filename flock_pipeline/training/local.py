@@ -86,10 +86,11 @@ def train_local(
     before any training if it would cross the budget, and recorded in the ledger after it.
     """
     n = len(y)
+    epsilon: float | None = None
     if privacy.enabled:
         if ledger is None:
             raise ValueError("privacy is enabled but no ledger was given")
-        ledger.check(plan_spend(n, training, privacy))  # refuse before touching anything
+        epsilon = ledger.check(plan_spend(n, training, privacy))  # refuse before any training
     network.load_state_dict(global_weights)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -142,10 +143,8 @@ def train_local(
         else float("nan"),
         "steps": float(len(losses)),
     }
-    epsilon: float | None = None
     if spend is not None and ledger is not None:
-        ledger.record(spend)
-        epsilon = ledger.epsilon
+        ledger.record(spend)  # epsilon is what check() computed for exactly this history
     return Update(
         participant=participant,
         weights=weights,

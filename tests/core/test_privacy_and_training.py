@@ -1,4 +1,4 @@
-"""Local training: loss goes down, DP accounting equals Opacus', budgets persist and are enforced."""
+"""Local training: the loss goes down, DP accounting equals Opacus, budgets persist and hold."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_round_past_the_budget_is_refused_before_training(digits, tmp_path):
     # Execute: a new process would load the ledger from disk
     reloaded = store.load("p0", 1e-5, budget=one_round * 1.2)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with pytest.raises(PrivacyBudgetExceeded, match="p0.*past its budget"):
+    with pytest.raises(PrivacyBudgetExceeded, match=r"p0.*past its budget"):
         train_local("p0", net, w, x, y, training, privacy, reloaded, seed=2)
     # Assert: nothing trained, nothing recorded
     assert len(reloaded.history) == 1
