@@ -39,6 +39,9 @@ def test_an_honest_round_is_accepted_and_pays_proposers_and_majority_voters(worl
     assert state.pool == pool - proposer_part - voter_part
     assert state.allotted == 0 and state.claimable == 0
     assert world.alliance_balance() == world.bucket_total()
+    submitted = world.keeper.round_events(r.task_id, r.round, "UpdateSubmitted")
+    assert {e["proposer"] for e in submitted} == {p.address for p in r.proposers}
+    assert all(len(e["updateHash"]) == 32 and e["numSamples"] == 100 for e in submitted)
 
 
 def test_a_round_voted_down_keeps_the_model_and_slashes_its_proposers(world: World) -> None:
