@@ -10,7 +10,7 @@ export MPLCONFIGDIR := $(CURDIR)/.flock/matplotlib
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint typecheck bench lock clean node
+.PHONY: setup run test lint typecheck bench lock clean node contracts
 
 setup: $(STAMP) node
 
@@ -45,6 +45,11 @@ typecheck: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/dp_overhead.py --quick
+	$(BIN)/python bench/gas.py --quick
+
+# Recompile contracts/ into flock_pipeline/chain/artifacts/ (solcjs from node_modules).
+contracts: setup
+	$(BIN)/python -m flock_pipeline.chain.compile
 
 # Re-resolve the full pin set from requirements.in (needs the package index).
 lock:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from flock_pipeline.chain.cli import chain_app
 from flock_pipeline.config import load_config
 from flock_pipeline.errors import FlockError
 
@@ -84,15 +85,7 @@ def show_config(config: ConfigOpt = None) -> None:
     print(load_config(config).model_dump_json(indent=2))
 
 
-def _mount_optional() -> None:
-    try:
-        from flock_pipeline.chain.cli import chain_app
-    except ImportError:
-        return
-    app.add_typer(chain_app, name="chain", help="The local chain: up, down, status.")
-
-
-_mount_optional()
+app.add_typer(chain_app, name="chain", help="The local chain: up, down, status, deploy.")
 
 
 def main() -> None:

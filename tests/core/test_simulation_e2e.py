@@ -12,7 +12,8 @@ from flock_pipeline.config import load_config
 from flock_pipeline.simulation import run_simulation
 
 # Measured with the default config (4 participants, Dirichlet 0.5, 3 rounds, DP-SGD with noise 1.0,
-# 3 local epochs): 0.70-0.75 global test accuracy over seeds 0-3. Chance is 0.10.
+# 3 local epochs): 0.66-0.85 global test accuracy over seeds 0-3 (0.72 at seed 0, used here).
+# Chance is 0.10.
 ACCURACY_FLOOR = 0.60
 
 
@@ -22,7 +23,10 @@ def test_flock_run_learns_mnist_with_dp_and_writes_its_report(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "flock_pipeline", "run", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # Assert: the report
