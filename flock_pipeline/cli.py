@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from flock_pipeline.chain.cli import chain_app
-from flock_pipeline.config import load_config
+from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.errors import FlockError
 
 __all__ = ["app", "main"]
@@ -34,30 +34,87 @@ def _overrides(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-@app.command()
-def run(
-    config: ConfigOpt = None,
-    out: OutOpt = None,
-    rounds: Annotated[int | None, typer.Option(help="number of rounds")] = None,
-    participants: Annotated[int | None, typer.Option(help="number of participants")] = None,
-    seed: Annotated[int | None, typer.Option(help="task seed")] = None,
-    dataset: Annotated[str | None, typer.Option(help="mnist5k | digits | fashion_mnist")] = None,
-    model: Annotated[str | None, typer.Option(help="mlp | cnn")] = None,
-    dp: Annotated[bool | None, typer.Option("--dp/--no-dp", help="local DP-SGD on or off")] = None,
-) -> None:
-    """Run a federated task on the embedded defaults and write summary.json and plots."""
-    from flock_pipeline.simulation import run_simulation
-
-    cfg = load_config(
+def _cli_config(
+    config: Path | None,
+    rounds: int | None,
+    participants: int | None,
+    seed: int | None,
+    dataset: str | None,
+    model: str | None,
+    dp: bool | None,
+    task: str | None = None,
+    data_dir: Path | None = None,
+) -> FlockConfig:
+    return load_config(
         config,
         _overrides(
             rounds=rounds,
             participants=participants,
             seed=seed,
+            task=task,
+            data_dir=data_dir,
             **{"data.dataset": dataset, "model.name": model, "privacy.enabled": dp},
         ),
     )
-    out_dir = out or cfg.data_dir / "runs" / "latest"
+
+
+RoundsOpt = Annotated[int | None, typer.Option(help="number of rounds")]
+ParticipantsOpt = Annotated[int | None, typer.Option(help="number of participants")]
+SeedOpt = Annotated[int | None, typer.Option(help="task seed")]
+DatasetOpt = Annotated[str | None, typer.Option(help="mnist5k | digits | fashion_mnist")]
+ModelOpt = Annotated[str | None, typer.Option(help="mlp | cnn")]
+DpOpt = Annotated[bool | None, typer.Option("--dp/--no-dp", help="local DP-SGD on or off")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="state folder (.flock)")]
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    rounds: RoundsOpt = None,
+    participants: ParticipantsOpt = None,
+    seed: SeedOpt = None,
+    dataset: DatasetOpt = None,
+    model: ModelOpt = None,
+    dp: DpOpt = None,
+    task: Annotated[str | None, typer.Option(help="task name (default: resume or new)")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run a federated task as a Prefect flow: DVC snapshots, DP training, on-chain settlement,
+    MLflow versions. Resumes the unfinished task of the same config after a crash."""
+    cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, task, data_dir)
+    from flows.federated import federated_task
+
+    summary = federated_task(config=cfg, out_dir=str(out) if out else None)
+    final = summary["final"]
+    out_dir = out or cfg.data_dir / "runs" / summary["task"]["name"]
+    err.print(f"summary: {out_dir / 'summary.json'}")
+    line = {
+        "task": summary["task"]["name"],
+        "accuracy": final["accuracy"],
+        "champion_version": final["champion_version"],
+        "out": str(out_dir),
+    }
+    print(json.dumps(line))
+
+
+@app.command()
+def simulate(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    rounds: RoundsOpt = None,
+    participants: ParticipantsOpt = None,
+    seed: SeedOpt = None,
+    dataset: DatasetOpt = None,
+    model: ModelOpt = None,
+    dp: DpOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The plain simulation: same rounds, no orchestration, chain, registry or snapshots."""
+    from flock_pipeline.simulation import run_simulation
+
+    cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, None, data_dir)
+    out_dir = out or cfg.data_dir / "runs" / "simulation"
     result = run_simulation(cfg, out_dir, console=err)
     for name, path in result.files.items():
         err.print(f"{name}: {path}")

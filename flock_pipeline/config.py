@@ -19,11 +19,14 @@ from flock_pipeline.errors import ConfigError
 
 __all__ = [
     "FASHION_MNIST_DEFAULT_DIR",
+    "ChainConfig",
     "DataConfig",
     "FlockConfig",
     "ModelConfig",
     "PartitionConfig",
     "PrivacyConfig",
+    "StorageConfig",
+    "TrackingConfig",
     "TrainingConfig",
     "format_validation_error",
     "load_config",
@@ -68,6 +71,7 @@ class TrainingConfig(_Section):
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     proximal_mu: float = Field(0.0, ge=0, description="FedProx proximal term; 0 for plain FedAvg")
+    timeout_minutes: float = Field(30.0, gt=0, description="limit on one local training (flows)")
 
 
 class PrivacyConfig(_Section):
@@ -87,6 +91,34 @@ class PrivacyConfig(_Section):
         if self.enabled and self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError("privacy is enabled: set noise_multiplier or target_epsilon")
         return self
+
+
+class ChainConfig(_Section):
+    url: str | None = Field(
+        None, description="JSON-RPC URL; None: the managed local anvil under data_dir/chain"
+    )
+    key_env: str = Field("FLOCK_CHAIN_PRIVATE_KEY", description="env var with the creator's key")
+    stake: int = Field(100, gt=0, description="FLOCK each participant stakes (whole tokens)")
+    min_stake: int = Field(50, gt=0, description="stake below which a participant gets no role")
+    reward_pool: int = Field(1_000, gt=0, description="FLOCK the task pays out (whole tokens)")
+    slash_bps: int = Field(1_000, ge=0, le=10_000, description="slash rate in basis points")
+    finalizer_share_bps: int = Field(1_000, ge=0, le=10_000)
+    proposers_per_round: int | None = Field(None, ge=1, description="None: half the participants")
+    voters_per_round: int | None = Field(None, ge=1, description="None: the other half")
+    training_seconds: int = Field(3_600, ge=1, description="training phase length")
+    commit_seconds: int = Field(600, ge=1)
+    reveal_seconds: int = Field(600, ge=1)
+
+
+class StorageConfig(_Section):
+    url: str | None = Field(None, description="None: data_dir/blobs; or a folder; or s3://bucket/p")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO ...)")
+
+
+class TrackingConfig(_Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; None: sqlite in data_dir")
+    experiment: str = "flock"
+    registered_name: str | None = Field(None, description="None: flock-<dataset>-<model>")
 
 
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("flock_file_values")
@@ -109,6 +141,9 @@ class FlockConfig(BaseSettings):
         env_prefix="FLOCK_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
     )
 
+    task: str | None = Field(
+        None, description="task name; None: resume the unfinished task of this config or start one"
+    )
     participants: int = Field(4, ge=1)
     rounds: int = Field(3, ge=1)
     seed: int = 0
@@ -118,6 +153,13 @@ class FlockConfig(BaseSettings):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    chain: ChainConfig = ChainConfig()
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def registered_name(self) -> str:
+        return self.tracking.registered_name or f"flock-{self.data.dataset}-{self.model.name}"
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "FlockError",
+    "LocalTrainingTimeout",
     "PrivacyBudgetExceeded",
     "SerializationError",
 ]
@@ -37,3 +38,7 @@ class SerializationError(FlockError):
 
 class PrivacyBudgetExceeded(FlockError):
     """Training would push a participant past its (epsilon, delta) budget."""
+
+
+class LocalTrainingTimeout(FlockError):
+    """Local training did not finish within its time limit."""

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from rich.table import Table
 
-__all__ = ["partition_table", "plot_accuracy", "plot_partition"]
+__all__ = ["partition_table", "plot_accuracy", "plot_partition", "plot_rewards"]
 
 
 def partition_table(counts: npt.NDArray[np.int64], ids: Sequence[str]) -> Table:
@@ -62,6 +62,27 @@ def plot_accuracy(
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title("Accuracy of the global model per round")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_rewards(
+    ids: Sequence[str], rewards: Sequence[float], slashed: Sequence[float], path: Path
+) -> Path:
+    """FLOCK earned and slashed per participant over the whole task."""
+    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(ids), 4))
+    x = np.arange(len(ids))
+    ax.bar(x - 0.2, rewards, width=0.4, color="tab:green", label="rewarded")
+    ax.bar(x + 0.2, [-s for s in slashed], width=0.4, color="tab:red", label="slashed")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, list(ids))
+    ax.set_xlabel("participant")
+    ax.set_ylabel("FLOCK")
+    ax.set_title("Rewards and slashes per participant")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

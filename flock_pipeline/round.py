@@ -49,6 +49,7 @@ def train_participant(
     global_weights: Weights,
     round_number: int,
     ledger: PrivacyLedger | None,
+    spend_label: str | None = None,
 ) -> Update:
     part = fed.participants[index]
     net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
@@ -62,6 +63,8 @@ def train_participant(
         cfg.privacy,
         ledger,
         seed=derive_seed(cfg.seed, "train", round_number, part.id),
+        spend_label=spend_label,
+        max_seconds=cfg.training.timeout_minutes * 60,
     )
 
 

@@ -19,12 +19,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from web3.types import RPCEndpoint
+
 from flock_pipeline.chain.backends import Chain, connect
 from flock_pipeline.chain.errors import ChainSetupError
 
 __all__ = ["ANVIL_CHAIN_ID", "AnvilNode", "AnvilStatus", "find_anvil"]
 
 ANVIL_CHAIN_ID = 31337
+GENESIS_TIMESTAMP = 1_767_225_600  # 2026-01-01T00:00:00Z
+BLOCK_INTERVAL = 2  # seconds of chain time per block, as on Base
 _NPM_BIN = Path("node_modules") / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,6 +126,8 @@ class AnvilNode:
             "--state", str(self.state_file),
             "--state-interval", str(self.state_interval),
         ]  # fmt: skip
+        if not self.state_file.exists():
+            command += ["--timestamp", str(GENESIS_TIMESTAMP)]
         with (self.dir / "anvil.log").open("ab") as log:
             process = subprocess.Popen(
                 command,
@@ -140,10 +146,15 @@ class AnvilNode:
                     f"anvil exited with code {process.returncode}; see {self.dir / 'anvil.log'}"
                 )
             try:
-                connect(url, kind="anvil", timeout=2.0)
+                chain = connect(url, kind="anvil", timeout=2.0)
             except ChainSetupError:
                 time.sleep(0.05)
                 continue
+            # Block time follows the chain, not the wall clock: with a fixed genesis, the same
+            # transactions give the same block hashes, hence the same round seeds and roles.
+            chain.w3.provider.make_request(
+                RPCEndpoint("anvil_setBlockTimestampInterval"), [BLOCK_INTERVAL]
+            )
             return self.status()
         self.down()
         raise ChainSetupError(f"anvil did not answer on {url} within {timeout} s")

@@ -22,11 +22,16 @@ __all__ = ["LedgerStore", "PrivacyLedger", "Spend"]
 
 @dataclass(frozen=True)
 class Spend:
-    """One run of the subsampled Gaussian mechanism: Opacus' (noise, sample rate, steps)."""
+    """One run of the subsampled Gaussian mechanism: Opacus' (noise, sample rate, steps).
+
+    ``label`` (e.g. ``task/round``) makes recording idempotent: a flow that crashed and re-runs
+    the same round with the same seed releases the same output again, which costs nothing more.
+    """
 
     noise_multiplier: float
     sample_rate: float
     steps: int
+    label: str | None = None
 
 
 @dataclass
@@ -49,7 +54,12 @@ class PrivacyLedger:
         """Cumulative epsilon at this ledger's delta."""
         return self.epsilon_of(self.history, self.delta)
 
+    def has(self, label: str | None) -> bool:
+        return label is not None and any(s.label == label for s in self.history)
+
     def projected(self, spend: Spend) -> float:
+        if self.has(spend.label):
+            return self.epsilon
         return self.epsilon_of([*self.history, spend], self.delta)
 
     def check(self, spend: Spend) -> float:
@@ -65,7 +75,8 @@ class PrivacyLedger:
         return after
 
     def record(self, spend: Spend) -> None:
-        self.history.append(spend)
+        if not self.has(spend.label):
+            self.history.append(spend)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -73,7 +84,9 @@ class PrivacyLedger:
                 "participant": self.participant,
                 "delta": self.delta,
                 "budget": self.budget,
-                "history": [[s.noise_multiplier, s.sample_rate, s.steps] for s in self.history],
+                "history": [
+                    [s.noise_multiplier, s.sample_rate, s.steps, s.label] for s in self.history
+                ],
                 "epsilon": self.epsilon,
             },
             indent=2,
@@ -87,7 +100,10 @@ class PrivacyLedger:
                 participant=str(raw["participant"]),
                 delta=float(raw["delta"]),
                 budget=None if raw.get("budget") is None else float(raw["budget"]),
-                history=[Spend(float(n), float(q), int(s)) for n, q, s in raw["history"]],
+                history=[
+                    Spend(float(h[0]), float(h[1]), int(h[2]), h[3] if len(h) > 3 else None)
+                    for h in raw["history"]
+                ],
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"privacy ledger {source} is corrupt: {exc}") from None

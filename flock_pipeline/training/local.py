@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from datetime import timedelta
 from typing import Any
 
 import lightning as L
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from flock_pipeline.config import PrivacyConfig, TrainingConfig
+from flock_pipeline.errors import LocalTrainingTimeout
 from flock_pipeline.models import Classifier
 from flock_pipeline.privacy import PrivacyLedger, Spend
 from flock_pipeline.serialization import Weights
@@ -25,11 +27,13 @@ from flock_pipeline.update import Update
 
 __all__ = ["plan_spend", "train_local"]
 
-for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 
-def plan_spend(num_samples: int, training: TrainingConfig, privacy: PrivacyConfig) -> Spend:
+def plan_spend(
+    num_samples: int, training: TrainingConfig, privacy: PrivacyConfig, label: str | None = None
+) -> Spend:
     """The DP-SGD run a local training will do, known before it starts (for the budget check).
 
     Mirrors Opacus: Poisson sampling at rate 1/len(loader), len(loader) = ceil(n / batch) steps
@@ -51,12 +55,13 @@ def plan_spend(num_samples: int, training: TrainingConfig, privacy: PrivacyConfi
     else:
         assert privacy.noise_multiplier is not None  # guaranteed by PrivacyConfig
         noise = float(privacy.noise_multiplier)
-    return Spend(noise, sample_rate, steps)
+    return Spend(noise, sample_rate, steps, label)
 
 
-def _quiet_trainer(epochs: int) -> L.Trainer:
+def _quiet_trainer(epochs: int, max_seconds: float | None) -> L.Trainer:
     return L.Trainer(
         max_epochs=epochs,
+        max_time=None if max_seconds is None else timedelta(seconds=max_seconds),
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -79,18 +84,25 @@ def train_local(
     privacy: PrivacyConfig,
     ledger: PrivacyLedger | None = None,
     seed: int = 0,
+    spend_label: str | None = None,
+    max_seconds: float | None = None,
 ) -> Update:
     """Train ``network`` from ``global_weights`` on (x, y) and return the participant's update.
 
     With privacy enabled, ``ledger`` is required: the round is refused (PrivacyBudgetExceeded)
     before any training if it would cross the budget, and recorded in the ledger after it.
+    ``spend_label`` names the spend so that re-running the same (task, round) is not counted twice.
+    ``max_seconds`` stops training at that wall-clock limit and raises LocalTrainingTimeout: a
+    partial update is not submitted (and, since noise was already drawn, its spend is recorded).
     """
     n = len(y)
     epsilon: float | None = None
     if privacy.enabled:
         if ledger is None:
             raise ValueError("privacy is enabled but no ledger was given")
-        epsilon = ledger.check(plan_spend(n, training, privacy))  # refuse before any training
+        epsilon = ledger.check(
+            plan_spend(n, training, privacy, spend_label)
+        )  # refuse before any training
     network.load_state_dict(global_weights)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -102,7 +114,7 @@ def train_local(
     spend: Spend | None = None
     privatize = None
     if privacy.enabled:
-        spend = plan_spend(n, training, privacy)
+        spend = plan_spend(n, training, privacy, spend_label)
         loader = DPDataLoader.from_data_loader(loader, generator=generator)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # secure_mode off: seeded noise keeps runs reproducible
@@ -131,8 +143,17 @@ def train_local(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _quiet_trainer(training.local_epochs).fit(model, train_dataloaders=loader)
+        trainer = _quiet_trainer(training.local_epochs, max_seconds)
+        trainer.fit(model, train_dataloaders=loader)
     model.release()
+    if trainer.current_epoch < training.local_epochs:
+        if spend is not None and ledger is not None:
+            ledger.record(spend)
+        raise LocalTrainingTimeout(
+            f"participant {participant}: local training hit its {max_seconds:g} s limit after "
+            f"{trainer.current_epoch} of {training.local_epochs} epochs; raise "
+            "training.timeout_minutes or train fewer epochs"
+        )
 
     weights = {k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}
     losses = model.train_losses

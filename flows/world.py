@@ -1,0 +1,291 @@
+"""Everything a task's rounds act on, opened once per flow run: data, chain, stores, registry.
+
+Each outside system is reached through its adapter; this module only wires them together and
+checks, before any training starts, that every one of them is usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_utils.crypto import keccak
+
+from flock_pipeline.chain import (
+    AllianceClient,
+    Chain,
+    ChainSetupError,
+    Signer,
+    TaskConfig,
+    connect,
+    dev_signers,
+    load_or_deploy,
+    signer_from_env,
+)
+from flock_pipeline.chain.anvil import AnvilNode
+from flock_pipeline.config import FlockConfig
+from flock_pipeline.data import Federation
+from flock_pipeline.errors import ConfigError
+from flock_pipeline.privacy import LedgerStore, PrivacyLedger
+from flock_pipeline.round import initial_weights, prepare_federation
+from flock_pipeline.serialization import canonical_bytes
+from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
+from flock_pipeline.storage import BlobStore, open_store
+from flock_pipeline.tracking import ModelRegistry
+
+__all__ = ["Member", "World", "config_hash", "open_world"]
+
+TOKEN = 10**18
+_WORLDS: dict[str, World] = {}
+_LOCK = threading.Lock()
+
+
+def config_hash(cfg: FlockConfig) -> str:
+    """What makes two runs the same task: everything but the task name and where state lives."""
+    data = json.loads(cfg.model_dump_json(exclude={"task", "data_dir"}))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Member:
+    """One participant: its data index, its key and chain client, its privacy ledger."""
+
+    id: str
+    index: int
+    client: AllianceClient
+    ledger: PrivacyLedger | None
+    snapshot: Snapshot
+
+    @property
+    def address(self) -> str:
+        return self.client.address
+
+    def salt(self, task_id: int, round_index: int) -> bytes:
+        """A vote salt only this participant can compute: stable across a crash and restart."""
+        key = bytes(self.client.signer.account.key)
+        return keccak(key + f"flock-vote/{task_id}/{round_index}".encode())
+
+
+@dataclass
+class World:
+    cfg: FlockConfig
+    name: str
+    folder: Path
+    fed: Federation
+    chain: Chain
+    creator: AllianceClient
+    task_id: int
+    members: list[Member]
+    store: BlobStore
+    registry: ModelRegistry
+    snapshots: DatasetSnapshots
+    ledgers: LedgerStore | None
+    anvil: AnvilNode | None = None
+    started_anvil: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def member(self, pid: str) -> Member:
+        return next(m for m in self.members if m.id == pid)
+
+    def by_address(self, address: str) -> Member:
+        return next(m for m in self.members if m.address.lower() == address.lower())
+
+    def save_ledger(self, member: Member) -> None:
+        if self.ledgers is not None and member.ledger is not None:
+            self.ledgers.save(member.ledger)
+
+    def close(self) -> None:
+        with _LOCK:
+            _WORLDS.pop(self.name, None)
+        if self.anvil is not None and self.started_anvil:
+            self.anvil.down()
+
+
+def get_world(name: str) -> World:
+    with _LOCK:
+        try:
+            return _WORLDS[name]
+        except KeyError:
+            raise ConfigError(
+                f"task {name!r} is not open in this process; run it through federated_task"
+            ) from None
+
+
+def _task_name(cfg: FlockConfig, digest: str) -> tuple[str, bool]:
+    """(name, resume?): an explicit name, else the newest unfinished task of this config."""
+    tasks = cfg.data_dir / "tasks"
+    if cfg.task is not None:
+        return cfg.task, (tasks / cfg.task / "task.json").exists()
+    known = sorted(tasks.glob("*/task.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in known:
+        meta = json.loads(path.read_text())
+        if meta.get("config_hash") == digest and not meta.get("complete"):
+            return str(meta["name"]), True
+    base = cfg.registered_name
+    n = 1
+    while (tasks / f"{base}-{n}").exists():
+        n += 1
+    return f"{base}-{n}", False
+
+
+def _open_chain(cfg: FlockConfig) -> tuple[Chain, AnvilNode | None, bool]:
+    if cfg.chain.url is None:
+        node = AnvilNode(cfg.data_dir)
+        was_running = node.status().running
+        node.up()
+        return node.chain(), node, not was_running
+    chain = connect(cfg.chain.url)
+    version = str(chain.w3.client_version).lower()
+    if "anvil" in version:
+        chain.kind = "anvil"
+    return chain, None, False
+
+
+def _signers(cfg: FlockConfig, chain: Chain) -> tuple[Signer, list[Signer]]:
+    if chain.kind == "rpc":
+        # On a public chain each participant runs its own worker with its own key; one process
+        # cannot hold everyone's keys.
+        signer_from_env(cfg.chain.key_env)
+        raise ChainSetupError(
+            "a simulated federation needs a dev chain (anvil) where it can fund its participants; "
+            "on a public chain run one worker per participant"
+        )
+    (creator,) = dev_signers(chain, 1, label="flock-creator")
+    return creator, dev_signers(chain, cfg.participants, label="flock-participant")
+
+
+def _task_config(cfg: FlockConfig, model_hash: bytes) -> TaskConfig:
+    n = cfg.participants
+    proposers = cfg.chain.proposers_per_round or max(1, n // 2)
+    voters = cfg.chain.voters_per_round or max(1, n - proposers)
+    phases = cfg.chain.training_seconds + cfg.chain.commit_seconds + cfg.chain.reveal_seconds
+    return TaskConfig(
+        model_hash=model_hash,
+        rounds=cfg.rounds,
+        reward_pool=cfg.chain.reward_pool * TOKEN,
+        min_stake=cfg.chain.min_stake * TOKEN,
+        min_participants=min(n, 2),
+        max_participants=max(n, 2),
+        proposers_per_round=proposers,
+        voters_per_round=voters,
+        slash_bps=cfg.chain.slash_bps,
+        finalizer_share_bps=cfg.chain.finalizer_share_bps,
+        training_duration=cfg.chain.training_seconds,
+        commit_duration=cfg.chain.commit_seconds,
+        reveal_duration=cfg.chain.reveal_seconds,
+        unbonding_delay=2 * phases,
+        metadata_uri=f"flock://{cfg.registered_name}",
+    )
+
+
+def open_world(cfg: FlockConfig) -> World:
+    """Open (or resume) the task of ``cfg``. Fails before any training if a system is unusable."""
+    digest = config_hash(cfg)
+    name, resume = _task_name(cfg, digest)
+    folder = cfg.data_dir / "tasks" / name
+    if resume:
+        meta = json.loads((folder / "task.json").read_text())
+        if meta.get("config_hash") != digest:
+            raise ConfigError(
+                f"task {name!r} was created with another configuration; pick a new task name"
+            )
+    # Cheap checks first: tracking and storage open or fail by name.
+    registry = ModelRegistry.open(
+        cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name
+    )
+    store = open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url)
+    chain, anvil, started = _open_chain(cfg)
+    try:
+        creator_signer, people = _signers(cfg, chain)
+        deployment = load_or_deploy(
+            chain, creator_signer, cfg.data_dir / "chain" / "deployment.json"
+        )
+        creator = AllianceClient(chain, deployment, creator_signer)
+
+        fed = prepare_federation(cfg)
+        snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
+        snaps = {}
+        for p in fed.participants:
+            if not resume:
+                snapshots.write(
+                    p.id,
+                    {"x_train": p.x_train, "y_train": p.y_train, "x_holdout": p.x_holdout,
+                     "y_holdout": p.y_holdout},
+                )  # fmt: skip
+                snaps[p.id] = snapshots.snapshot(p.id)
+            else:
+                recorded = json.loads((folder / "task.json").read_text())["datasets"][p.id]
+                snaps[p.id] = Snapshot(p.id, snapshots.folder(p.id), recorded)
+                snapshots.verify(snaps[p.id])
+
+        if resume:
+            task_id = int(meta["task_id"])
+            if meta["alliance"].lower() != deployment.alliance.lower():
+                raise ConfigError(
+                    f"task {name!r} lives on contract {meta['alliance']}, the chain in "
+                    f"{cfg.data_dir / 'chain'} has {deployment.alliance}; was the chain reset?"
+                )
+        else:
+            weights = initial_weights(cfg, fed)
+            init_hash = store.put(canonical_bytes(weights))
+            task_cfg = _task_config(cfg, bytes.fromhex(init_hash[2:]))
+            creator.mint(creator.address, task_cfg.reward_pool)
+            task_id, _ = creator.create_task(task_cfg)
+            meta = {
+                "name": name,
+                "config_hash": digest,
+                "chain_id": chain.chain_id,
+                "alliance": deployment.alliance,
+                "token": deployment.token,
+                "task_id": task_id,
+                "initial_model": init_hash,
+                "datasets": {pid: s.hash for pid, s in snaps.items()},
+                "complete": False,
+            }
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "task.json").write_text(json.dumps(meta, indent=2))
+
+        ledgers = LedgerStore(folder / "privacy") if cfg.privacy.enabled else None
+        members = []
+        for i, (p, signer) in enumerate(zip(fed.participants, people, strict=True)):
+            client = creator.as_signer(signer)
+            ledger = (
+                ledgers.load(p.id, cfg.privacy.delta, cfg.privacy.epsilon_budget)
+                if ledgers is not None
+                else None
+            )
+            members.append(Member(p.id, i, client, ledger, snaps[p.id]))
+        for m in members:  # stake once; a resumed task finds the stake already there
+            if m.client.participant_of(task_id).active < cfg.chain.stake * TOKEN:
+                if m.client.balance_of() < cfg.chain.stake * TOKEN:
+                    creator.mint(m.address, cfg.chain.stake * TOKEN)
+                m.client.stake(task_id, cfg.chain.stake * TOKEN)
+    except BaseException:
+        if anvil is not None and started:
+            anvil.down()
+        raise
+
+    world = World(
+        cfg=cfg,
+        name=name,
+        folder=folder,
+        fed=fed,
+        chain=chain,
+        creator=creator,
+        task_id=task_id,
+        members=members,
+        store=store,
+        registry=registry,
+        snapshots=snapshots,
+        ledgers=ledgers,
+        anvil=anvil,
+        started_anvil=started,
+        meta=meta,
+    )
+    with _LOCK:
+        _WORLDS[name] = world
+    return world
