@@ -84,7 +84,9 @@ def run(
     MLflow versions. Resumes the unfinished task of the same config after a crash."""
     cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, task, data_dir)
     from flows.federated import federated_task
+    from flows.world import preflight
 
+    preflight(cfg)
     summary = federated_task(config=cfg, out_dir=str(out) if out else None)
     final = summary["final"]
     out_dir = out or cfg.data_dir / "runs" / summary["task"]["name"]
@@ -140,6 +142,34 @@ def partition(config: ConfigOpt = None, out: OutOpt = None) -> None:
 def show_config(config: ConfigOpt = None) -> None:
     """Print the fully resolved configuration (defaults < file < FLOCK_* env)."""
     print(load_config(config).model_dump_json(indent=2))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    name: Annotated[str, typer.Option(help="deployment name")] = "nightly",
+    cron: Annotated[str, typer.Option(help="cron schedule")] = "0 3 * * *",
+    timezone: Annotated[str, typer.Option(help="IANA timezone of the schedule")] = "UTC",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve federated_task as a scheduled Prefect deployment (typed form in the UI) until
+    Ctrl-C. Set PREFECT_API_URL to the server of `flock ui` to see and trigger it there."""
+    from flock_pipeline.serve import serve_deployment
+
+    cfg = load_config(config, _overrides(data_dir=data_dir))
+    serve_deployment(cfg, name=name, cron=cron, timezone=timezone, console=err)
+
+
+@app.command()
+def ui(
+    data_dir: DataDirOpt = None,
+    prefect_port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
+) -> None:
+    """Start the Prefect UI and the MLflow UI on 127.0.0.1 over the runs' stores; Ctrl-C stops."""
+    from flock_pipeline.serve import run_ui
+
+    run_ui(data_dir or load_config().data_dir, prefect_port, mlflow_port, console=err)
 
 
 app.add_typer(chain_app, name="chain", help="The local chain: up, down, status, deploy.")

@@ -37,7 +37,7 @@ from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import BlobStore, open_store
 from flock_pipeline.tracking import ModelRegistry
 
-__all__ = ["Member", "World", "config_hash", "open_world"]
+__all__ = ["Member", "World", "config_hash", "open_world", "preflight"]
 
 TOKEN = 10**18
 _WORLDS: dict[str, World] = {}
@@ -180,6 +180,25 @@ def _task_config(cfg: FlockConfig, model_hash: bytes) -> TaskConfig:
         unbonding_delay=2 * phases,
         metadata_uri=f"flock://{cfg.registered_name}",
     )
+
+
+def preflight(cfg: FlockConfig) -> None:
+    """Every check that can fail on user input, before an orchestrator or a trainer starts:
+    tracking URI, blob store, chain URL, and (when resuming) the participants' data."""
+    ModelRegistry.open(cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name)
+    open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url)
+    if cfg.chain.url is not None:
+        connect(cfg.chain.url)
+    name, resume = _task_name(cfg, config_hash(cfg))
+    if resume:
+        meta = json.loads((cfg.data_dir / "tasks" / name / "task.json").read_text())
+        if meta.get("config_hash") != config_hash(cfg):
+            raise ConfigError(
+                f"task {name!r} was created with another configuration; pick a new task name"
+            )
+        snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
+        for pid, recorded in meta["datasets"].items():
+            snapshots.verify(Snapshot(pid, snapshots.folder(pid), recorded))
 
 
 def open_world(cfg: FlockConfig) -> World:
