@@ -9,8 +9,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MPLCONFIGDIR := $(CURDIR)/.flock/matplotlib
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.flock/dvc-site
 
-.PHONY: setup run test lint typecheck bench lock clean node contracts
+.PHONY: setup run test lint typecheck bench lock clean node contracts repro
 
 setup: $(STAMP) node
 
@@ -46,10 +47,15 @@ typecheck: $(STAMP)
 bench: setup
 	$(BIN)/python bench/dp_overhead.py --quick
 	$(BIN)/python bench/gas.py --quick
+	$(BIN)/python bench/orchestration_overhead.py --quick
 
 # Recompile contracts/ into flock_pipeline/chain/artifacts/ (solcjs from node_modules).
 contracts: setup
 	$(BIN)/python -m flock_pipeline.chain.compile
+
+# The DVC pipeline (prepare -> federate -> evaluate); `dvc metrics show`, `dvc plots show` after.
+repro: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 # Re-resolve the full pin set from requirements.in (needs the package index).
 lock:
