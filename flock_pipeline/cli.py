@@ -126,16 +126,34 @@ def simulate(
 
 @app.command()
 def partition(config: ConfigOpt = None, out: OutOpt = None) -> None:
-    """Show how the data set is split among participants (table, and a PNG with --out)."""
+    """Show how the data set is split among participants (table; with --out also
+    partition.json and partition.png)."""
     from flock_pipeline.reporting import partition_table, plot_partition
     from flock_pipeline.round import prepare_federation
 
     cfg = load_config(config)
     fed = prepare_federation(cfg)
     ids = [p.id for p in fed.participants]
-    Console().print(partition_table(fed.counts, ids))
+    Console(stderr=True).print(partition_table(fed.counts, ids))
     if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        counts = {pid: [int(v) for v in row] for pid, row in zip(ids, fed.counts, strict=True)}
+        (out / "partition.json").write_text(json.dumps(counts, indent=2) + "\n")
         err.print(f"partition plot: {plot_partition(fed.counts, ids, out / 'partition.png')}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    summary: Annotated[Path, typer.Option(help="summary.json of a task run")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for metrics.json, rounds.csv")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Evaluate a finished task: its champion on the global test split, metrics per round."""
+    from flock_pipeline.evaluation_report import evaluate_task
+
+    cfg = load_config(config, _overrides(data_dir=data_dir))
+    print(json.dumps(evaluate_task(cfg, summary, out), sort_keys=True))
 
 
 @app.command("config")
