@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -114,7 +115,7 @@ def test_a_run_killed_in_round_two_resumes_and_settles_each_round_once(tmp_path)
                 break
             assert time.monotonic() < deadline
     finally:
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its ephemeral Prefect server
         proc.wait(timeout=30)
     assert seen_round_two
     node, client = open_chain(data)
