@@ -1,0 +1,124 @@
+"""Update-level attacks: applied after honest local training, before submission.
+
+Deltas are computed in float64 and rounded once to each tensor's dtype. Non-floating tensors
+(counters) keep the update's own values, except for the free rider, which submits the global
+model as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from flock_pipeline.aggregation.base import ordered
+from flock_pipeline.attacks.spec import AttackSpec
+from flock_pipeline.errors import AggregationError, ConfigError
+from flock_pipeline.serialization import Weights
+from flock_pipeline.update import Update
+
+__all__ = ["skips_training", "tamper_update"]
+
+
+def skips_training(spec: AttackSpec | None) -> bool:
+    """True for attacks that discard the honest weights (free rider, copier): no need to train."""
+    return spec is not None and spec.kind in ("free_rider", "copier")
+
+
+def _clone(weights: Mapping[str, torch.Tensor]) -> Weights:
+    return {k: v.detach().to("cpu").clone().contiguous() for k, v in weights.items()}
+
+
+def _check_shapes(update: Update, global_weights: Mapping[str, torch.Tensor]) -> None:
+    if set(update.weights) != set(global_weights):
+        raise AggregationError(
+            f"update of {update.participant} has a different architecture than the global model"
+        )
+    for name, t in update.weights.items():
+        if t.shape != global_weights[name].shape:
+            raise AggregationError(
+                f"update of {update.participant}: tensor {name!r} has shape {tuple(t.shape)}, "
+                f"expected {tuple(global_weights[name].shape)}"
+            )
+
+
+def _affine(update: Update, global_weights: Mapping[str, torch.Tensor], factor: float) -> Weights:
+    """global + factor * (w - global), tensor by tensor."""
+    out: Weights = {}
+    for name, w in update.weights.items():
+        if not w.is_floating_point():
+            out[name] = w.detach().clone().contiguous()
+            continue
+        g = global_weights[name].detach().to("cpu", torch.float64)
+        new = g + factor * (w.detach().to("cpu", torch.float64) - g)
+        out[name] = new.to(w.dtype).contiguous()
+    return out
+
+
+def _gaussian(
+    update: Update, global_weights: Mapping[str, torch.Tensor], sigma: float, seed: int
+) -> Weights:
+    """global + N(0, sigma²) per coordinate, drawn in sorted tensor-name order."""
+    gen = torch.Generator().manual_seed(seed)
+    out: Weights = {}
+    for name in sorted(update.weights):
+        w = update.weights[name]
+        if not w.is_floating_point():
+            out[name] = w.detach().clone().contiguous()
+            continue
+        g = global_weights[name].detach().to("cpu", torch.float64)
+        noise = torch.randn(g.shape, generator=gen, dtype=torch.float64)
+        out[name] = (g + sigma * noise).to(w.dtype).contiguous()
+    return out
+
+
+def _copy_source(update: Update, spec: AttackSpec, others: Sequence[Update]) -> Update:
+    candidates = [u for u in others if u.participant != update.participant]
+    if spec.copy_from is not None:
+        for u in candidates:
+            if u.participant == spec.copy_from:
+                return u
+        available = ", ".join(sorted(u.participant for u in candidates)) or "none"
+        raise ConfigError(
+            f"copier {update.participant}: copy_from {spec.copy_from!r} submitted no update "
+            f"this round (available: {available})"
+        )
+    if not candidates:
+        raise ConfigError(
+            f"copier {update.participant}: no other participant's update to copy this round"
+        )
+    return ordered(candidates)[0]
+
+
+def tamper_update(
+    update: Update,
+    global_weights: Weights,
+    spec: AttackSpec | None,
+    seed: int,
+    others: Sequence[Update] = (),
+) -> Update:
+    """The update the attacker submits instead of ``update`` (its honest local training).
+
+    ``seed`` drives the Gaussian noise (``torch.Generator().manual_seed(seed)``); ``others`` are
+    the round's other updates a copier may copy. ``label_flip``, ``dishonest_voter`` and no spec
+    return ``update`` itself. Participant id, sample count, metrics and privacy accounting are
+    always the attacker's own.
+    """
+    if spec is None or spec.kind in ("label_flip", "dishonest_voter"):
+        return update
+    if spec.kind == "copier":
+        source = _copy_source(update, spec, others)
+        return dataclasses.replace(update, weights=_clone(source.weights))
+    _check_shapes(update, global_weights)
+    if spec.kind == "free_rider":
+        weights = _clone(global_weights)
+    elif spec.kind == "sign_flip":
+        weights = _affine(update, global_weights, -1.0)
+    elif spec.kind == "boosted":
+        weights = _affine(update, global_weights, spec.scale)
+    elif spec.kind == "gaussian_noise":
+        weights = _gaussian(update, global_weights, spec.sigma, seed)
+    else:  # pragma: no cover - AttackKind is exhaustive
+        raise ConfigError(f"unknown attack kind {spec.kind!r}")
+    return dataclasses.replace(update, weights=weights)
