@@ -59,7 +59,7 @@ Attacks = dict[str, AttackSpec]
 
 
 def check_attacks(attacks: Attacks, participants: Iterable[str]) -> None:
-    """Refuse attacks on unknown participants and copiers of nobody or of themselves."""
+    """Refuse attacks on unknown participants and copiers of nobody, themselves or a copier."""
     ids = list(participants)
     known = set(ids)
     shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
@@ -74,4 +74,10 @@ def check_attacks(attacks: Attacks, participants: Iterable[str]) -> None:
             raise ConfigError(
                 f"attacks.{pid}.copy_from: no participant {spec.copy_from!r}; "
                 f"participants are {shown}"
+            )
+        target = attacks.get(spec.copy_from)
+        if target is not None and target.kind == "copier":
+            raise ConfigError(
+                f"attacks.{pid}.copy_from: {spec.copy_from} is itself a copier; "
+                "copy an honest or tampering participant"
             )

@@ -86,6 +86,11 @@ def test_check_attacks_names_unknown_participants_and_copy_targets():
         check_attacks({"p1": AttackSpec(kind="copier", copy_from="p9")}, ids)
     with pytest.raises(ConfigError, match="cannot copy itself"):
         check_attacks({"p1": AttackSpec(kind="copier", copy_from="p1")}, ids)
+    with pytest.raises(ConfigError, match="p2 is itself a copier"):
+        check_attacks(
+            {"p1": AttackSpec(kind="copier", copy_from="p2"), "p2": AttackSpec(kind="copier")},
+            ids,
+        )
 
 
 def test_skips_training_only_for_attacks_that_discard_the_honest_weights():
