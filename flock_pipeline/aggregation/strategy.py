@@ -1,0 +1,54 @@
+"""The server-side strategy interface every aggregation rule implements.
+
+A strategy is a pure function of (committed updates, current global weights, its own state):
+deterministic, so every voter recomputes the same aggregate and hash. State (server momentum,
+Adam moments, adaptive clip norms) is explicit and serializable, never hidden in the object, so a
+resumed task or a late voter can continue from the published state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from flock_pipeline.serialization import Weights
+from flock_pipeline.update import Update
+
+__all__ = ["Aggregate", "Strategy", "StrategyState"]
+
+StrategyState = dict[str, torch.Tensor]
+"""Named tensors carried from round to round (empty for stateless strategies)."""
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A strategy's output: the new global weights, its next state, and what it measured."""
+
+    weights: Weights
+    state: StrategyState = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    selected: tuple[str, ...] = ()
+    """Participants whose updates were used (robust rules drop some); empty means all."""
+
+
+class Strategy(ABC):
+    """Base of every aggregation rule. Subclasses hold only hyper-parameters."""
+
+    name: str = "strategy"
+
+    @abstractmethod
+    def aggregate(
+        self,
+        updates: Sequence[Update],
+        global_weights: Weights,
+        state: StrategyState | None = None,
+        seed: int = 0,
+    ) -> Aggregate:
+        """Combine ``updates`` (full weights, not deltas) into the next global model.
+
+        ``seed`` feeds any randomness (central DP noise) so that it, too, is reproducible.
+        Implementations must call ``check_compatible`` and iterate updates in ``ordered`` order.
+        """
