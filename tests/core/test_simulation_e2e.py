@@ -18,11 +18,11 @@ ACCURACY_FLOOR = 0.60
 
 
 @pytest.mark.slow
-def test_flock_run_learns_mnist_with_dp_and_writes_its_report(tmp_path):
+def test_flock_simulate_learns_mnist_with_dp_and_writes_its_report(tmp_path):
     # Execute: the CLI, as a user runs it
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "flock_pipeline", "run", "--out", str(out)],
+        [sys.executable, "-m", "flock_pipeline", "simulate", "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
