@@ -15,10 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from flock_pipeline.attacks.spec import AttackSpec, check_attacks
 from flock_pipeline.errors import ConfigError
 
 __all__ = [
     "FASHION_MNIST_DEFAULT_DIR",
+    "AggregationConfig",
+    "CentralDPConfig",
     "ChainConfig",
     "DataConfig",
     "FlockConfig",
@@ -93,6 +96,31 @@ class PrivacyConfig(_Section):
         return self
 
 
+StrategyName = Literal[
+    "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg",
+    "krum", "multikrum", "bulyan",
+]  # fmt: skip
+
+
+class CentralDPConfig(_Section):
+    """User-level DP at aggregation (clip each update, Gaussian noise on the sum)."""
+
+    noise_multiplier: float = Field(1.0, ge=0)
+    clip_norm: float = Field(1.0, gt=0, description="initial clip norm when adaptive")
+    adaptive: bool = Field(False, description="adaptive clipping (Andrew et al. 2021)")
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_lr: float = Field(0.2, gt=0)
+    clipped_count_stddev: float | None = Field(None, gt=0)
+
+
+class AggregationConfig(_Section):
+    strategy: StrategyName = "fedavg"
+    params: dict[str, float | int | bool] = Field(
+        {}, description="strategy parameters, e.g. {num_malicious: 1} for krum"
+    )
+    central_dp: CentralDPConfig | None = Field(None, description="None: no central DP")
+
+
 class ChainConfig(_Section):
     url: str | None = Field(
         None, description="JSON-RPC URL; None: the managed local anvil under data_dir/chain"
@@ -153,9 +181,21 @@ class FlockConfig(BaseSettings):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    attacks: dict[str, AttackSpec] = Field(
+        {}, description="participant id -> attack; unlisted participants are honest"
+    )
     chain: ChainConfig = ChainConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _attack_targets(self) -> FlockConfig:
+        try:
+            check_attacks(self.attacks, [f"p{i}" for i in range(self.participants)])
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @property
     def registered_name(self) -> str:

@@ -5,11 +5,14 @@ The plain simulation and the Prefect flows both call exactly these, so round log
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from flock_pipeline.aggregation import fedavg
+from flock_pipeline.aggregation import Aggregate, CentralDP, Strategy, StrategyState, build_strategy
+from flock_pipeline.attacks import poison_labels, skips_training, tamper_update
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, build_federation, load_dataset
 from flock_pipeline.evaluation import Evaluation, evaluate
@@ -23,9 +26,12 @@ from flock_pipeline.update import Update
 __all__ = [
     "RoundOutcome",
     "aggregate",
+    "attack_update",
+    "build_aggregator",
     "evaluate_round",
     "initial_weights",
     "prepare_federation",
+    "submitted_updates",
     "train_participant",
 ]
 
@@ -51,14 +57,22 @@ def train_participant(
     ledger: PrivacyLedger | None,
     spend_label: str | None = None,
 ) -> Update:
+    """Honest local training, or what the participant's configured attack does instead.
+
+    Free riders and copiers do not train (their update is made by ``attack_update``); a label
+    flipper trains on flipped labels.
+    """
     part = fed.participants[index]
+    spec = cfg.attacks.get(part.id)
+    if skips_training(spec):
+        return Update(part.id, {k: v.clone() for k, v in global_weights.items()}, len(part.y_train))
     net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
     return train_local(
         part.id,
         net,
         global_weights,
         part.x_train,
-        part.y_train,
+        poison_labels(part.y_train, fed.num_classes, spec).astype(np.int64),
         cfg.training,
         cfg.privacy,
         ledger,
@@ -68,8 +82,51 @@ def train_participant(
     )
 
 
-def aggregate(updates: list[Update], global_weights: Weights) -> Weights:
-    return fedavg(updates, reference=global_weights)
+def attack_update(
+    cfg: FlockConfig,
+    update: Update,
+    global_weights: Weights,
+    round_number: int,
+    others: Sequence[Update] = (),
+) -> Update:
+    """The update a participant submits: its trained one, or its attack's (seeded) version."""
+    spec = cfg.attacks.get(update.participant)
+    seed = derive_seed(cfg.seed, "attack", round_number, update.participant)
+    return tamper_update(update, global_weights, spec, seed, others)
+
+
+def build_aggregator(cfg: FlockConfig) -> Strategy:
+    """The configured strategy, wrapped in central DP when that is on."""
+    inner = build_strategy(cfg.aggregation.strategy, **cfg.aggregation.params)
+    dp = cfg.aggregation.central_dp
+    if dp is None:
+        return inner
+    return CentralDP(inner, **dp.model_dump())
+
+
+def submitted_updates(
+    cfg: FlockConfig, trained: Sequence[Update], global_weights: Weights, round_number: int
+) -> list[Update]:
+    """Apply each participant's attack to its trained update; copiers go last so they copy what
+    the others actually submitted."""
+    copier = {u.participant for u in trained if (s := cfg.attacks.get(u.participant)) and
+              s.kind == "copier"}  # fmt: skip
+    first = [attack_update(cfg, u, global_weights, round_number) for u in trained
+             if u.participant not in copier]  # fmt: skip
+    rest = [attack_update(cfg, u, global_weights, round_number, first) for u in trained
+            if u.participant in copier]  # fmt: skip
+    by_id = {u.participant: u for u in [*first, *rest]}
+    return [by_id[u.participant] for u in trained]
+
+
+def aggregate(
+    strategy: Strategy,
+    updates: Sequence[Update],
+    global_weights: Weights,
+    state: StrategyState | None,
+    seed: int,
+) -> Aggregate:
+    return strategy.aggregate(list(updates), global_weights, state or {}, seed)
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,21 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flock_pipeline.aggregation import CentralDP, StrategyState
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation
 from flock_pipeline.privacy import LedgerStore
 from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition
 from flock_pipeline.round import (
     aggregate,
+    build_aggregator,
     evaluate_round,
     initial_weights,
     prepare_federation,
+    submitted_updates,
     train_participant,
 )
+from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, content_hash, write_weights
 
 __all__ = ["SimulationResult", "run_simulation"]
@@ -72,6 +76,9 @@ def run_simulation(
     }
 
     weights = initial_weights(cfg, fed)
+    strategy = build_aggregator(cfg)
+    central = strategy.accountant() if isinstance(strategy, CentralDP) else None
+    state: StrategyState = {}
     rounds: list[dict[str, Any]] = []
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -83,15 +90,19 @@ def run_simulation(
     with progress:
         job = progress.add_task("local training", total=cfg.rounds * len(ids))
         for r in range(1, cfg.rounds + 1):
-            updates = []
+            trained = []
             for i, pid in enumerate(ids):
                 progress.update(job, description=f"round {r}/{cfg.rounds} · {pid} training")
                 ledger = ledgers[pid]
-                updates.append(train_participant(cfg, fed, i, weights, r, ledger))
+                trained.append(train_participant(cfg, fed, i, weights, r, ledger))
                 if ledger is not None:
                     store.save(ledger)
                 progress.advance(job)
-            weights = aggregate(updates, weights)
+            updates = submitted_updates(cfg, trained, weights, r)
+            agg = aggregate(strategy, updates, weights, state, derive_seed(cfg.seed, "agg", r))
+            weights, state = agg.weights, dict(agg.state)
+            if central is not None:
+                central.step(label=str(r))
             outcome = evaluate_round(cfg, fed, weights)
             rounds.append(
                 {
@@ -101,6 +112,10 @@ def run_simulation(
                         "loss": outcome.global_eval.loss,
                     },
                     "aggregate_hash": content_hash(weights),
+                    "selected": list(agg.selected),
+                    "central_epsilon": None
+                    if central is None
+                    else central.epsilon(cfg.privacy.delta),
                     "participants": [
                         {
                             "id": u.participant,
@@ -111,6 +126,9 @@ def run_simulation(
                                 "accuracy": outcome.holdout[u.participant].accuracy,
                                 "loss": outcome.holdout[u.participant].loss,
                             },
+                            "attack": None
+                            if (spec := cfg.attacks.get(u.participant)) is None
+                            else spec.kind,
                             "epsilon": u.epsilon,
                             "delta": u.delta,
                         }

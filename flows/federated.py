@@ -20,14 +20,17 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flock_pipeline.aggregation import fedavg
-from flock_pipeline.chain import Phase, Role, to_fixed, vote_commitment
+from flock_pipeline.aggregation import Aggregate, StrategyState
+from flock_pipeline.attacks import tamper_score
+from flock_pipeline.chain import Phase, Role, Vote, to_fixed, vote_commitment
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.evaluation import evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.reporting import plot_accuracy, plot_rewards
-from flock_pipeline.round import train_participant
-from flock_pipeline.serialization import Weights, canonical_bytes, from_bytes
+from flock_pipeline.round import aggregate as aggregate_updates
+from flock_pipeline.round import attack_update, build_aggregator, train_participant
+from flock_pipeline.seeding import derive_seed
+from flock_pipeline.serialization import Weights, canonical_bytes, content_hash, from_bytes
 from flock_pipeline.update import Update
 from flows.world import TOKEN, World, get_world, open_world
 
@@ -63,10 +66,30 @@ def _committed_updates(w: World, r: int) -> list[Update]:
     out = []
     for ev in w.creator.round_events(w.task_id, r, "UpdateSubmitted"):
         digest = _hex(ev["updateHash"])
-        out.append(
-            Update(str(ev["proposer"]), from_bytes(w.store.get(digest), digest), ev["numSamples"])
-        )
+        pid = w.by_address(str(ev["proposer"])).id
+        out.append(Update(pid, from_bytes(w.store.get(digest), digest), int(ev["numSamples"])))
     return out
+
+
+def _previous_state_hash(w: World, r: int) -> str | None:
+    """The strategy state published with the latest settled round before ``r``."""
+    for k in range(r, 0, -1):
+        path = w.folder / "rounds" / f"{k}.json"
+        if path.exists():
+            value = json.loads(path.read_text()).get("strategy_state")
+            return None if value is None else str(value)
+    return None
+
+
+def _aggregate(w: World, r: int) -> Aggregate:
+    """Everyone's recomputation: the configured strategy over the committed updates, from the
+    published state, with the round's chain seed for any noise."""
+    seed = derive_seed(w.cfg.seed, "aggregate", _hex(w.creator.round_info(w.task_id, r).seed))
+    digest = _previous_state_hash(w, r)
+    state: StrategyState = {} if digest is None else from_bytes(w.store.get(digest), digest)
+    return aggregate_updates(
+        build_aggregator(w.cfg), _committed_updates(w, r), _global_weights(w), state, seed
+    )
 
 
 # ---------------------------------------------------------------- tasks
@@ -134,10 +157,13 @@ def train_and_submit(name: str, r: int, pid: str, global_hash: str) -> dict[str,
         return {"update_hash": _hex(ev["updateHash"]), "num_samples": int(ev["numSamples"]),
                 "epsilon": m.ledger.epsilon if m.ledger else None}  # fmt: skip
     weights = from_bytes(w.store.get(global_hash), global_hash)
-    update = train_participant(
+    trained = train_participant(
         w.cfg, w.fed, m.index, weights, r, m.ledger, spend_label=f"{w.name}/{r}"
     )
     w.save_ledger(m)
+    spec = w.cfg.attacks.get(pid)
+    others = _committed_updates(w, r) if spec is not None and spec.kind == "copier" else []
+    update = attack_update(w.cfg, trained, weights, r, others)
     digest = w.store.put(canonical_bytes(update.weights))
     m.client.submit_update(w.task_id, r, bytes.fromhex(digest[2:]), update.num_samples)
     logger.info(
@@ -153,21 +179,21 @@ def train_and_submit(name: str, r: int, pid: str, global_hash: str) -> dict[str,
     retry_delay_seconds=_DELAYS,
     retry_condition_fn=_transient,
 )
-def aggregate(name: str, r: int, training_ends: int) -> str | None:
-    """After the training deadline: FedAvg of the committed updates; post its hash."""
+def aggregate(name: str, r: int, training_ends: int) -> dict[str, Any] | None:
+    """After the training deadline: the strategy over the committed updates; post its hash."""
     w = get_world(name)
     w.chain.advance_to(training_ends + 1)
-    updates = _committed_updates(w, r)
-    if not updates:
+    if not w.creator.round_events(w.task_id, r, "UpdateSubmitted"):
         return None
-    weights = fedavg(updates, reference=_global_weights(w))
-    digest = w.store.put(canonical_bytes(weights))
+    agg = _aggregate(w, r)
+    digest = w.store.put(canonical_bytes(agg.weights))
+    state = w.store.put(canonical_bytes(agg.state)) if agg.state else None
     posted = w.creator.round_info(w.task_id, r).aggregate_hash
     if posted == bytes(32):
         w.creator.post_aggregate(w.task_id, r, bytes.fromhex(digest[2:]))
     elif _hex(posted) != digest:
         raise RuntimeError(f"round {r + 1}: posted aggregate {_hex(posted)} is not {digest}")
-    return digest
+    return {"hash": digest, "state": state, "selected": list(agg.selected)}
 
 
 def _score(w: World, pid: str, new: Weights, old: Weights) -> float:
@@ -192,15 +218,14 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     m = w.member(pid)
     posted = _hex(w.creator.round_info(w.task_id, r).aggregate_hash)
     old = _global_weights(w)
-    mine = fedavg(_committed_updates(w, r), reference=old)
-    from flock_pipeline.serialization import content_hash
-
+    mine = _aggregate(w, r).weights
     if content_hash(mine) != posted:
         # An honest voter never endorses an aggregate it cannot reproduce.
         score = -1.0
         get_run_logger().warning("%s: posted aggregate %s does not match mine", pid, posted)
     else:
         score = _score(w, pid, mine, old)
+    score = tamper_score(score, w.cfg.attacks.get(pid))  # a dishonest voter lies here
     fixed = to_fixed(round(score, 6))
     if m.client.record_of(w.task_id, r).action.name == "NONE":
         salt = m.salt(w.task_id, r)
@@ -216,8 +241,6 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     retry_condition_fn=_transient,
 )
 def reveal(name: str, r: int, pid: str, fixed: int, commit_ends: int) -> None:
-    from flock_pipeline.chain import Vote
-
     w = get_world(name)
     m = w.member(pid)
     w.chain.advance_to(commit_ends + 1)
@@ -324,9 +347,15 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
     global_hash = _hex(w.creator.task_state(w.task_id).global_model_hash)
     proposers = [pid for pid, x in role.items() if x == Role.PROPOSER.name.lower()]
     voters = [pid for pid, x in role.items() if x == Role.VOTER.name.lower()]
-    trained = train_and_submit.map(name, r, proposers, global_hash).result()
-    updates = dict(zip(proposers, trained, strict=True))
-    agg = aggregate(name, r, started["training_ends"])
+    # Copiers submit last: they copy what the others committed.
+    copiers = [p for p in proposers if (a := w.cfg.attacks.get(p)) and a.kind == "copier"]
+    updates: dict[str, dict[str, Any]] = {}
+    for group in ([p for p in proposers if p not in copiers], copiers):
+        if group:
+            results = train_and_submit.map(name, r, group, global_hash).result()
+            updates.update(zip(group, results, strict=True))
+    aggregated = aggregate(name, r, started["training_ends"])
+    agg = None if aggregated is None else aggregated["hash"]
     votes: dict[str, dict[str, Any]] = {}
     if agg is not None and voters:
         scored = validate_and_commit.map(name, r, voters).result()
@@ -348,6 +377,7 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
                 "id": m.id,
                 "address": m.address,
                 "role": role[m.id],
+                "attack": None if (a := w.cfg.attacks.get(m.id)) is None else a.kind,
                 "update_hash": up.get("update_hash"),
                 "num_samples": up.get("num_samples"),
                 "dataset_hash": datasets[m.id],
@@ -364,6 +394,10 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
         "accepted": accepted,
         "global": {"accuracy": ev.accuracy, "loss": ev.loss},
         "aggregate_hash": agg,
+        "selected": None if aggregated is None else aggregated["selected"],
+        "strategy_state": aggregated["state"]
+        if accepted and aggregated is not None
+        else _previous_state_hash(w, r),
         "global_model_hash": _hex(w.creator.task_state(w.task_id).global_model_hash),
         "settlement": {"tx": settlement["tx"], "gas_used": settlement["gas_used"]},
         "participants": participants,
