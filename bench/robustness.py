@@ -1,0 +1,507 @@
+"""Robustness: every aggregation strategy against every attack, and who gets paid for it.
+
+Two parts, both with 10 participants of whom 3 (p1, p4, p7) are malicious (30%), Dirichlet
+alpha=0.5 label skew, local DP-SGD off (``privacy.enabled: false``) so that only the aggregation
+rule and the attack differ, MLP model (the fastest of the two networks on a shared CPU):
+
+- accuracy: the plain simulation (``flock_pipeline.simulation.run_simulation``, in process, one
+  ``Federation`` per data setting reused via ``fed=``) for every strategy in ``STRATEGIES`` x
+  every attack in ``ATTACK_KINDS`` plus ``none`` (all honest). ``dishonest_voter`` changes only
+  votes, and the plain simulation has none, so that column is n/a (it would equal ``none``).
+  Full mode: Fashion-MNIST capped at ``data.max_samples`` training samples; --quick: MNIST 5k.
+- rewards: the real flow (``flows.federated.federated_task``: on-chain sortition, commit-reveal
+  votes, settlement and pull claims on a managed local anvil, a fresh ``data_dir`` per run) with
+  FedAvg x each attack (--quick: free_rider, sign_flip, dishonest_voter). Net reward per
+  participant = sum of rewards - sum of slashes over the rounds, in FLOCK. Rewards are
+  stake-pro-rata today (contribution-based rewards are not implemented), so a free rider or a
+  copier that proposes in an accepted round is paid like an honest proposer.
+
+    .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + all 7 flow runs
+    .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
+
+The last stdout line is one JSON object with the headline metric: the worst accuracy drop (in
+points) of a robust strategy (median, trimmed mean, Krum, Multi-Krum, Bulyan) under any attack,
+against the same strategy's all-honest run (goal <= 3.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import functools
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results" / "robustness.json"
+RESULTS_QUICK = ROOT / "bench" / "results" / "robustness_quick.json"
+GOAL = 3.0
+
+# Tool state (Prefect's database, matplotlib's cache) goes to a throw-away folder; this must be
+# set before prefect is imported (the rewards part imports it).
+_TMP = Path(tempfile.mkdtemp(prefix="flock-robustness-bench-"))
+atexit.register(shutil.rmtree, _TMP, True)
+os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
+os.environ["MPLCONFIGDIR"] = str(_TMP / "matplotlib")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from flock_pipeline.aggregation.registry import STRATEGIES  # noqa: E402
+from flock_pipeline.attacks.spec import ATTACK_KINDS  # noqa: E402
+from flock_pipeline.chain import dev_signers as _DEV_SIGNERS  # noqa: E402
+from flock_pipeline.config import FlockConfig, load_config  # noqa: E402
+from flock_pipeline.round import initial_weights, prepare_federation, train_participant  # noqa: E402
+from flock_pipeline.simulation import run_simulation  # noqa: E402
+
+PARTICIPANTS = 10
+MALICIOUS = ("p1", "p4", "p7")
+ROBUST = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+VOTE_ONLY = ("dishonest_voter",)  # no effect without votes: n/a in the plain simulation
+QUICK_REWARD_ATTACKS = ("free_rider", "sign_flip", "dishonest_voter")
+TOKEN = 10**18
+GAS_FUNDING = 100 * 10**18  # wei of gas money per dev account in the rewards part (see there)
+
+# num_malicious is f. Bulyan needs n >= 4f + 3 updates: with n = 10 that allows f = 1 only.
+STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
+    "krum": {"num_malicious": 3},
+    "multikrum": {"num_malicious": 3},
+    "bulyan": {"num_malicious": 1},
+    "fedtrimmedavg": {"beta": 0.3},
+}
+ATTACK_PARAMS: dict[str, dict[str, Any]] = {
+    "boosted": {"scale": 10.0},
+    "gaussian_noise": {"sigma": 1.0},
+    "label_flip": {"flip_to": "reverse"},
+    "copier": {"copy_from": "p0"},  # p0 is honest
+}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _attacks(attack: str) -> dict[str, Any]:
+    if attack == "none":
+        return {}
+    return {pid: {"kind": attack, **ATTACK_PARAMS.get(attack, {})} for pid in MALICIOUS}
+
+
+def _config(
+    data_dir: Path,
+    dataset: str,
+    max_samples: int | None,
+    rounds: int,
+    epochs: int,
+    strategy: str = "fedavg",
+    attack: str = "none",
+    model: str = "mlp",
+) -> FlockConfig:
+    return load_config(
+        None,
+        {
+            "data_dir": str(data_dir),
+            "participants": PARTICIPANTS,
+            "rounds": rounds,
+            "seed": 0,
+            "data.dataset": dataset,
+            "data.max_samples": max_samples,
+            "partition.scheme": "dirichlet",
+            "partition.alpha": 0.5,
+            "model.name": model,
+            "training.local_epochs": epochs,
+            "privacy.enabled": False,
+            "aggregation.strategy": strategy,
+            "aggregation.params": STRATEGY_PARAMS.get(strategy, {}),
+            "attacks": _attacks(attack),
+        },
+    )
+
+
+@contextlib.contextmanager
+def _fresh_dir(label: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=_TMP))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _rms(tensors: list[torch.Tensor]) -> float:
+    flat = torch.cat([t.detach().to(torch.float64).flatten() for t in tensors])
+    return float(flat.pow(2).mean().sqrt())
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def _scale_check(cfg: FlockConfig, fed: Any) -> dict[str, float]:
+    """Per-coordinate RMS of the initial weights and of one honest round-1 update's delta, to
+    put the Gaussian-noise attack's sigma in proportion."""
+    g = initial_weights(cfg, fed)
+    u = train_participant(cfg, fed, 0, g, 1, None)
+    names = [k for k, v in g.items() if v.is_floating_point()]
+    weight_rms = _rms([g[k] for k in names])
+    delta_rms = _rms([u.weights[k] - g[k] for k in names])
+    sigma = float(ATTACK_PARAMS["gaussian_noise"]["sigma"])
+    return {
+        "initial_weight_rms": weight_rms,
+        "honest_delta_rms_p0_round1": delta_rms,
+        "sigma": sigma,
+        "sigma_over_weight_rms": sigma / weight_rms,
+        "sigma_over_delta_rms": sigma / delta_rms,
+    }
+
+
+def accuracy_part(
+    dataset: str, max_samples: int | None, rounds: int, epochs: int
+) -> dict[str, Any]:
+    attacks = ["none", *ATTACK_KINDS]
+    runnable = [a for a in attacks if a not in VOTE_ONLY]
+    cells: dict[str, dict[str, Any]] = {s: {} for s in STRATEGIES}
+    quiet = Console(stderr=True, quiet=True)
+    t_all = time.perf_counter()
+    with _fresh_dir("accuracy") as d:
+        base = _config(d / "data", dataset, max_samples, rounds, epochs)
+        t0 = time.perf_counter()
+        fed = prepare_federation(base)
+        data_seconds = time.perf_counter() - t0
+        scale = _scale_check(base, fed)
+        train_sizes = {p.id: len(p.y_train) for p in fed.participants}
+        total = len(STRATEGIES) * len(runnable)
+        done = 0
+        for attack in runnable:
+            for strategy in STRATEGIES:
+                cfg = _config(d / "data", dataset, max_samples, rounds, epochs, strategy, attack)
+                t0 = time.perf_counter()
+                result = run_simulation(cfg, None, quiet, fed=fed)
+                wall = time.perf_counter() - t0
+                rounds_out = result.summary["rounds"]
+                selected = rounds_out[-1]["selected"]
+                cells[strategy][attack] = {
+                    "accuracy": result.final_accuracy,
+                    "accuracy_per_round": [r["global"]["accuracy"] for r in rounds_out],
+                    "final_loss": result.summary["final"]["loss"],
+                    "selected_last_round": selected,
+                    "malicious_selected_last_round": sorted(set(selected) & set(MALICIOUS)),
+                    "seconds": round(wall, 3),
+                }
+                done += 1
+                _log(
+                    f"[accuracy {done}/{total}] {strategy:<13} {attack:<15} "
+                    f"acc {result.final_accuracy:.4f} ({wall:.1f}s)"
+                )
+    for strategy in STRATEGIES:
+        for attack in VOTE_ONLY:
+            cells[strategy][attack] = None
+
+    honest_fedavg = cells["fedavg"]["none"]["accuracy"]
+    for row in cells.values():
+        honest = row["none"]["accuracy"]
+        for cell in row.values():
+            if cell is None:
+                continue
+            cell["drop_vs_same_strategy_honest"] = round(100 * (honest - cell["accuracy"]), 2)
+            cell["drop_vs_fedavg_honest"] = round(100 * (honest_fedavg - cell["accuracy"]), 2)
+
+    robust_drops = [
+        (cells[s][a]["drop_vs_same_strategy_honest"], s, a)
+        for s in ROBUST
+        for a in runnable
+        if a != "none"
+    ]
+    worst, worst_s, worst_a = max(robust_drops)
+    failing = sorted(
+        [{"strategy": s, "attack": a, "drop": v} for v, s, a in robust_drops if v > GOAL],
+        key=lambda x: -x["drop"],
+    )
+    return {
+        "settings": {
+            "dataset": dataset,
+            "max_samples": max_samples,
+            "test_samples": len(fed.y_test),
+            "train_samples_per_participant": train_sizes,
+            "participants": PARTICIPANTS,
+            "malicious": list(MALICIOUS),
+            "rounds": rounds,
+            "local_epochs": epochs,
+            "model": "mlp",
+            "privacy": "off (local DP-SGD disabled to isolate robustness); no central DP",
+            "partition": "dirichlet alpha=0.5",
+            "strategy_params": STRATEGY_PARAMS,
+            "attack_params": ATTACK_PARAMS,
+            "config": json.loads(base.model_dump_json()),
+        },
+        "gaussian_noise_scale_check": scale,
+        "cells": cells,
+        "attacks": attacks,
+        "not_applicable": {
+            a: "changes only votes; the plain simulation has no votes" for a in VOTE_ONLY
+        },
+        "honest_fedavg_accuracy": honest_fedavg,
+        "worst_robust_drop": {"value": worst, "strategy": worst_s, "attack": worst_a},
+        "robust_cells_over_goal": failing,
+        "data_seconds": round(data_seconds, 3),
+        "seconds": round(time.perf_counter() - t_all, 3),
+    }
+
+
+# ---------------------------------------------------------------- rewards
+
+
+def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in summary["rounds"]:
+        for p in r["participants"]:
+            row = out.setdefault(
+                p["id"],
+                {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0},
+            )
+            row["reward"] += int(p["reward"])
+            row["slashed"] += int(p["slashed"])
+            row["roles"].append(p["role"])
+            if p["role"] == "proposer" and r["accepted"]:
+                row["proposed_in_accepted_round"] += 1
+    for pid, row in out.items():
+        row["net_flock"] = (row["reward"] - row["slashed"]) / TOKEN
+        row["reward_flock"] = row.pop("reward") / TOKEN
+        row["slashed_flock"] = row.pop("slashed") / TOKEN
+        row["claimed_flock"] = int(summary["claimed"].get(pid, "0")) / TOKEN
+        row["malicious"] = pid in MALICIOUS
+    return out
+
+
+def rewards_part(
+    attacks: list[str], rounds: int, epochs: int, max_samples: int | None
+) -> dict[str, Any]:
+    import flows.federated as federated  # prefect: only when this part runs
+    import flows.world as world
+
+    # The managed anvil's rich account holds 10,000 ETH and dev_signers gives every account
+    # 1,000 ETH of gas money by default: the creator plus 10 participants need 11,000, so the
+    # 10th participant's funding fails. 100 ETH each is still far more gas than a task uses.
+    world.dev_signers = functools.partial(_DEV_SIGNERS, fund=GAS_FUNDING)
+
+    runs: dict[str, Any] = {}
+    t_all = time.perf_counter()
+    for i, attack in enumerate(attacks, 1):
+        with _fresh_dir(f"flow-{attack}") as d:
+            cfg = _config(d / "data", "mnist5k", max_samples, rounds, epochs, "fedavg", attack)
+            t0 = time.perf_counter()
+            summary = federated.federated_task(config=cfg, out_dir=str(d / "out"))
+            wall = time.perf_counter() - t0
+        per = _net_rewards(summary)
+        mal = [per[p]["net_flock"] for p in per if per[p]["malicious"]]
+        hon = [per[p]["net_flock"] for p in per if not per[p]["malicious"]]
+        runs[attack] = {
+            "participants": per,
+            "accepted": [bool(r["accepted"]) for r in summary["rounds"]],
+            "accuracy_per_round": [r["global"]["accuracy"] for r in summary["rounds"]],
+            "mean_net_malicious_flock": sum(mal) / len(mal),
+            "mean_net_honest_flock": sum(hon) / len(hon),
+            "malicious_positive": sorted(
+                p for p in per if per[p]["malicious"] and per[p]["net_flock"] > 0
+            ),
+            "seconds": round(wall, 3),
+        }
+        run = runs[attack]
+        _log(
+            f"[rewards {i}/{len(attacks)}] fedavg x {attack:<15} accepted {run['accepted']} "
+            f"net malicious {run['mean_net_malicious_flock']:.2f} "
+            f"honest {run['mean_net_honest_flock']:.2f} FLOCK ({wall:.1f}s)"
+        )
+    positive = {a: r["malicious_positive"] for a, r in runs.items() if r["malicious_positive"]}
+    return {
+        "settings": {
+            "flow": "flows.federated.federated_task, managed local anvil, fresh data_dir per run",
+            "strategy": "fedavg",
+            "dataset": "mnist5k",
+            "max_samples": max_samples,
+            "participants": PARTICIPANTS,
+            "malicious": list(MALICIOUS),
+            "rounds": rounds,
+            "local_epochs": epochs,
+            "model": "mlp",
+            "privacy": "off",
+            "attack_params": ATTACK_PARAMS,
+            "reward_rule": "stake-pro-rata (contribution-based rewards, issue 5 item 4, are not "
+            "implemented yet): a proposer in an accepted round is paid whatever it submitted",
+        },
+        "runs": runs,
+        "malicious_with_positive_net": positive,
+        "goal_no_malicious_positive": not positive,
+        "seconds": round(time.perf_counter() - t_all, 3),
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def _table_accuracy(part: dict[str, Any]) -> str:
+    attacks = part["attacks"]
+    cells = part["cells"]
+    lines = [
+        "| strategy | " + " | ".join(attacks) + " |",
+        "|---|" + "---:|" * len(attacks),
+    ]
+    for s, row in cells.items():
+        out = []
+        for a in attacks:
+            c = row[a]
+            out.append("n/a" if c is None else f"{100 * c['accuracy']:.1f}")
+        name = f"**{s}**" if s in ROBUST else s
+        lines.append(f"| {name} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def _table_drop(part: dict[str, Any], key: str) -> str:
+    attacks = [a for a in part["attacks"] if a not in VOTE_ONLY and a != "none"]
+    lines = ["| strategy | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
+    for s, row in part["cells"].items():
+        vals = [f"{row[a][key]:+.1f}" for a in attacks]
+        name = f"**{s}**" if s in ROBUST else s
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def _table_rewards(part: dict[str, Any]) -> str:
+    lines = [
+        "| attack | accepted rounds | mean net malicious (FLOCK) | mean net honest (FLOCK) "
+        "| malicious with net > 0 |",
+        "|---|---|---:|---:|---|",
+    ]
+    for a, r in part["runs"].items():
+        acc = "".join("A" if x else "R" for x in r["accepted"])
+        pos = ", ".join(r["malicious_positive"]) or "none"
+        lines.append(
+            f"| {a} | {acc} | {r['mean_net_malicious_flock']:+.2f} | "
+            f"{r['mean_net_honest_flock']:+.2f} | {pos} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="MNIST 5k, 3 flow runs (< 8 min)")
+    parser.add_argument("--parts", nargs="+", default=["accuracy", "rewards"],
+                        choices=["accuracy", "rewards"])  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=None, help="accuracy part rounds")
+    parser.add_argument("--epochs", type=int, default=None, help="accuracy part local epochs")
+    parser.add_argument("--max-samples", type=int, default=None, help="accuracy part data cap")
+    parser.add_argument("--reward-rounds", type=int, default=None)
+    parser.add_argument("--reward-epochs", type=int, default=2)
+    parser.add_argument("--reward-max-samples", type=int, default=None, help="None: all 4000")
+    parser.add_argument("--reward-attacks", nargs="+", default=None, choices=list(ATTACK_KINDS))
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    # One intra-op thread: these models are tiny, and on a shared 2-core machine two threads
+    # spin against each other (measured 10-20x slower per training job).
+    torch.set_num_threads(args.threads)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    mode = "quick" if args.quick else "full"
+    dataset = "mnist5k" if args.quick else "fashion_mnist"
+    max_samples = args.max_samples if args.max_samples is not None else (
+        None if args.quick else 12000
+    )  # fmt: skip
+    rounds = args.rounds or (5 if args.quick else 10)
+    epochs = args.epochs or 2
+    reward_rounds = args.reward_rounds or 3
+    reward_attacks = args.reward_attacks or list(
+        QUICK_REWARD_ATTACKS if args.quick else ATTACK_KINDS
+    )
+
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    payload: dict[str, Any] = {"benchmark": "robustness", "mode": mode, "quick": args.quick}
+    if "accuracy" in args.parts:
+        payload["accuracy"] = accuracy_part(dataset, max_samples, rounds, epochs)
+    if "rewards" in args.parts:
+        payload["rewards"] = rewards_part(
+            reward_attacks, reward_rounds, args.reward_epochs, args.reward_max_samples
+        )
+    total = time.perf_counter() - t_start
+    payload["environment"] = {
+        "torch": torch.__version__,
+        "torch_num_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+    }
+    payload["seconds_total"] = round(total, 1)
+    payload["goal"] = {
+        "accuracy": f"robust strategies {list(ROBUST)} within {GOAL} accuracy points of their "
+        "all-honest run under every attack",
+        "rewards": "no malicious participant ends with a positive net reward",
+    }
+
+    outs = [args.out] + ([RESULTS_QUICK] if args.quick and args.out == RESULTS else [])
+    for out in outs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+
+    headline: dict[str, Any] = {
+        "metric": "worst_robust_accuracy_drop_points",
+        "value": None,
+        "goal": GOAL,
+        "better": "lower",
+        "mode": mode,
+    }
+    if "accuracy" in payload:
+        acc = payload["accuracy"]
+        s = acc["settings"]
+        print(
+            f"accuracy (%): {s['dataset']} max_samples={s['max_samples']} rounds={s['rounds']} "
+            f"local_epochs={s['local_epochs']} model=mlp DP off, malicious {', '.join(MALICIOUS)}"
+        )
+        print(_table_accuracy(acc))
+        print("\ndrop vs the same strategy's all-honest run (accuracy points; + is worse):")
+        print(_table_drop(acc, "drop_vs_same_strategy_honest"))
+        print("\ndrop vs all-honest FedAvg (accuracy points; + is worse):")
+        print(_table_drop(acc, "drop_vs_fedavg_honest"))
+        w = acc["worst_robust_drop"]
+        headline.update(
+            value=w["value"],
+            worst_strategy=w["strategy"],
+            worst_attack=w["attack"],
+            robust_cells_over_goal=len(acc["robust_cells_over_goal"]),
+            honest_fedavg_accuracy=acc["honest_fedavg_accuracy"],
+            dataset=s["dataset"],
+            accuracy_seconds=acc["seconds"],
+        )
+    if "rewards" in payload:
+        rw = payload["rewards"]
+        print(f"\nnet reward (FedAvg, real flow, {rw['settings']['rounds']} rounds; "
+              "A = accepted round, R = rejected):")  # fmt: skip
+        print(_table_rewards(rw))
+        headline.update(
+            malicious_positive_net=sum(len(v) for v in rw["malicious_with_positive_net"].values()),
+            rewards_goal_pass=rw["goal_no_malicious_positive"],
+            rewards_seconds=rw["seconds"],
+        )
+    headline["seconds_total"] = round(total, 1)
+    print(json.dumps(headline))
+
+
+if __name__ == "__main__":
+    main()
