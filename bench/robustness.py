@@ -91,16 +91,23 @@ ATTACK_PARAMS: dict[str, dict[str, Any]] = {
     "label_flip": {"flip_to": "reverse"},
     "copier": {"copy_from": "p0"},  # p0 is honest
 }
+FLOW_ATTACK_PARAMS: dict[str, dict[str, Any]] = {"copier": {"copy_from": None}}
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _attacks(attack: str) -> dict[str, Any]:
+def _attacks(attack: str, flow: bool = False) -> dict[str, Any]:
     if attack == "none":
         return {}
-    return {pid: {"kind": attack, **ATTACK_PARAMS.get(attack, {})} for pid in MALICIOUS}
+    params = dict(ATTACK_PARAMS.get(attack, {}))
+    if flow and attack == "copier":
+        # In the flow only the round's proposers (on-chain sortition) submit: a fixed copy_from
+        # makes every round where p0 is not a proposer fail with ConfigError, so the flow's
+        # copiers copy the first other proposer (copy_from None) instead.
+        params.update(FLOW_ATTACK_PARAMS["copier"])
+    return {pid: {"kind": attack, **params} for pid in MALICIOUS}
 
 
 def _config(
@@ -112,6 +119,7 @@ def _config(
     strategy: str = "fedavg",
     attack: str = "none",
     model: str = "mlp",
+    flow: bool = False,
 ) -> FlockConfig:
     return load_config(
         None,
@@ -129,7 +137,7 @@ def _config(
             "privacy.enabled": False,
             "aggregation.strategy": strategy,
             "aggregation.params": STRATEGY_PARAMS.get(strategy, {}),
-            "attacks": _attacks(attack),
+            "attacks": _attacks(attack, flow),
         },
     )
 
@@ -302,9 +310,17 @@ def rewards_part(
     t_all = time.perf_counter()
     for i, attack in enumerate(attacks, 1):
         with _fresh_dir(f"flow-{attack}") as d:
-            cfg = _config(d / "data", "mnist5k", max_samples, rounds, epochs, "fedavg", attack)
+            cfg = _config(
+                d / "data", "mnist5k", max_samples, rounds, epochs, "fedavg", attack, flow=True
+            )
             t0 = time.perf_counter()
-            summary = federated.federated_task(config=cfg, out_dir=str(d / "out"))
+            try:
+                summary = federated.federated_task(config=cfg, out_dir=str(d / "out"))
+            except Exception as exc:  # one failed run must not lose the others
+                wall = time.perf_counter() - t0
+                runs[attack] = {"error": f"{type(exc).__name__}: {exc}", "seconds": round(wall, 3)}
+                _log(f"[rewards {i}/{len(attacks)}] fedavg x {attack:<15} FAILED: {exc}")
+                continue
             wall = time.perf_counter() - t0
         per = _net_rewards(summary)
         mal = [per[p]["net_flock"] for p in per if per[p]["malicious"]]
@@ -326,7 +342,7 @@ def rewards_part(
             f"net malicious {run['mean_net_malicious_flock']:.2f} "
             f"honest {run['mean_net_honest_flock']:.2f} FLOCK ({wall:.1f}s)"
         )
-    positive = {a: r["malicious_positive"] for a, r in runs.items() if r["malicious_positive"]}
+    positive = {a: r["malicious_positive"] for a, r in runs.items() if r.get("malicious_positive")}
     return {
         "settings": {
             "flow": "flows.federated.federated_task, managed local anvil, fresh data_dir per run",
@@ -340,12 +356,14 @@ def rewards_part(
             "model": "mlp",
             "privacy": "off",
             "attack_params": ATTACK_PARAMS,
+            "attack_params_flow_overrides": FLOW_ATTACK_PARAMS,
             "reward_rule": "stake-pro-rata (contribution-based rewards, issue 5 item 4, are not "
             "implemented yet): a proposer in an accepted round is paid whatever it submitted",
         },
         "runs": runs,
         "malicious_with_positive_net": positive,
         "goal_no_malicious_positive": not positive,
+        "failed_runs": sorted(a for a, r in runs.items() if "error" in r),
         "seconds": round(time.perf_counter() - t_all, 3),
     }
 
@@ -387,6 +405,9 @@ def _table_rewards(part: dict[str, Any]) -> str:
         "|---|---|---:|---:|---|",
     ]
     for a, r in part["runs"].items():
+        if "error" in r:
+            lines.append(f"| {a} | failed: {r['error'][:80]} | | | |")
+            continue
         acc = "".join("A" if x else "R" for x in r["accepted"])
         pos = ", ".join(r["malicious_positive"]) or "none"
         lines.append(
@@ -394,6 +415,13 @@ def _table_rewards(part: dict[str, Any]) -> str:
             f"{r['mean_net_honest_flock']:+.2f} | {pos} |"
         )
     return "\n".join(lines)
+
+
+def _write(payload: dict[str, Any], args: argparse.Namespace) -> None:
+    outs = [args.out] + ([RESULTS_QUICK] if args.quick and args.out == RESULTS else [])
+    for out in outs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -434,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     payload: dict[str, Any] = {"benchmark": "robustness", "mode": mode, "quick": args.quick}
     if "accuracy" in args.parts:
         payload["accuracy"] = accuracy_part(dataset, max_samples, rounds, epochs)
+    if "accuracy" in payload and "rewards" in args.parts:  # keep the long part if the rest fails
+        _write(payload, args)
     if "rewards" in args.parts:
         payload["rewards"] = rewards_part(
             reward_attacks, reward_rounds, args.reward_epochs, args.reward_max_samples
@@ -455,10 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         "rewards": "no malicious participant ends with a positive net reward",
     }
 
-    outs = [args.out] + ([RESULTS_QUICK] if args.quick and args.out == RESULTS else [])
-    for out in outs:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2) + "\n")
+    _write(payload, args)
 
     headline: dict[str, Any] = {
         "metric": "worst_robust_accuracy_drop_points",
