@@ -92,6 +92,14 @@ def attack_update(
     """The update a participant submits: its trained one, or its attack's (seeded) version."""
     spec = cfg.attacks.get(update.participant)
     seed = derive_seed(cfg.seed, "attack", round_number, update.participant)
+    if spec is not None and spec.kind == "copier":
+        # In a task only the round's proposers submit: a copier copies whoever is there, and
+        # with nobody to copy it free-rides.
+        others = [u for u in others if u.participant != update.participant]
+        if not others:
+            return update
+        if spec.copy_from not in {u.participant for u in others}:
+            spec = spec.model_copy(update={"copy_from": None})
     return tamper_update(update, global_weights, spec, seed, others)
 
 

@@ -29,7 +29,7 @@ __all__ = [
 
 ChainKind = Literal["py-evm", "anvil", "rpc"]
 DEFAULT_KEY_ENV = "FLOCK_CHAIN_PRIVATE_KEY"
-_DEV_FUNDING = 1_000 * 10**18
+_DEV_FUNDING = 10 * 10**18  # gas money; anvil's funder (10,000 ETH) serves ~1,000 accounts
 
 
 @dataclass

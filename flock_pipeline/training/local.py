@@ -27,8 +27,15 @@ from flock_pipeline.update import Update
 
 __all__ = ["plan_spend", "train_local"]
 
-for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+_LIGHTNING_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric",
+    "lightning.fabric.utilities.rank_zero",
+    "pytorch_lightning",
+    "pytorch_lightning.utilities.rank_zero",
+)
 
 
 def plan_spend(
@@ -59,6 +66,10 @@ def plan_spend(
 
 
 def _quiet_trainer(epochs: int, max_seconds: float | None) -> L.Trainer:
+    # Orchestrators (Prefect) reconfigure logging after import; silence the trainer's banners
+    # ("GPU available ...") again right before each trainer is built.
+    for name in _LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     return L.Trainer(
         max_epochs=epochs,
         max_time=None if max_seconds is None else timedelta(seconds=max_seconds),

@@ -58,3 +58,19 @@ def test_attacks_on_unknown_participants_are_refused():
 def test_unknown_strategy_is_refused():
     with pytest.raises(ConfigError, match=r"aggregation\.strategy"):
         load_config(overrides={"aggregation.strategy": "fedmagic"})
+
+
+def test_a_copier_whose_target_did_not_submit_copies_another_or_free_rides():
+    import torch
+
+    from flock_pipeline.round import attack_update
+    from flock_pipeline.update import Update
+
+    cfg = load_config(overrides={"attacks": {"p2": {"kind": "copier", "copy_from": "p0"}}})
+    glob = {"w": torch.zeros(3)}
+    mine = Update("p2", {"w": torch.zeros(3)}, 10)
+    other = Update("p3", {"w": torch.ones(3)}, 20)
+    copied = attack_update(cfg, mine, glob, 1, [other])  # p0 is not a proposer this round
+    assert torch.equal(copied.weights["w"], other.weights["w"]) and copied.participant == "p2"
+    alone = attack_update(cfg, mine, glob, 1, [])
+    assert torch.equal(alone.weights["w"], glob["w"])
