@@ -125,7 +125,6 @@ class ChainConfig(_Section):
     url: str | None = Field(
         None, description="JSON-RPC URL; None: the managed local anvil under data_dir/chain"
     )
-    key_env: str = Field("FLOCK_CHAIN_PRIVATE_KEY", description="env var with the creator's key")
     stake: int = Field(100, gt=0, description="FLOCK each participant stakes (whole tokens)")
     min_stake: int = Field(50, gt=0, description="stake below which a participant gets no role")
     reward_pool: int = Field(1_000, gt=0, description="FLOCK the task pays out (whole tokens)")

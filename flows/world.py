@@ -24,7 +24,6 @@ from flock_pipeline.chain import (
     connect,
     dev_signers,
     load_or_deploy,
-    signer_from_env,
 )
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig
@@ -149,7 +148,6 @@ def _signers(cfg: FlockConfig, chain: Chain) -> tuple[Signer, list[Signer]]:
     if chain.kind == "rpc":
         # On a public chain each participant runs its own worker with its own key; one process
         # cannot hold everyone's keys.
-        signer_from_env(cfg.chain.key_env)
         raise ChainSetupError(
             "a simulated federation needs a dev chain (anvil) where it can fund its participants; "
             "on a public chain run one worker per participant"
