@@ -297,7 +297,7 @@ def register_model(name: str, r: int, record: dict[str, Any]) -> dict[str, str]:
         if tags.get("task") == w.name and tags.get("round") == str(r + 1):
             return {"registered_name": ref.registered_name, "version": ref.version,
                     "run_id": ref.run_id}  # fmt: skip
-    digest = record["aggregate_hash"] or w.meta["initial_model"]
+    digest = record["aggregate_hash"] or record["global_model_hash"]  # no updates: unchanged
     weights = from_bytes(w.store.get(digest), digest)
     tags = {
         "task": w.name,
