@@ -180,6 +180,16 @@ def _task_config(cfg: FlockConfig, model_hash: bytes) -> TaskConfig:
     )
 
 
+def _resumed_meta(cfg: FlockConfig, name: str) -> dict[str, Any]:
+    """The recorded metadata of task ``name``, refused if it was made from another config."""
+    meta: dict[str, Any] = json.loads((cfg.data_dir / "tasks" / name / "task.json").read_text())
+    if meta.get("config_hash") != config_hash(cfg):
+        raise ConfigError(
+            f"task {name!r} was created with another configuration; pick a new task name"
+        )
+    return meta
+
+
 def preflight(cfg: FlockConfig) -> None:
     """Every check that can fail on user input, before an orchestrator or a trainer starts:
     tracking URI, blob store, chain URL, and (when resuming) the participants' data."""
@@ -189,11 +199,7 @@ def preflight(cfg: FlockConfig) -> None:
         connect(cfg.chain.url)
     name, resume = _task_name(cfg, config_hash(cfg))
     if resume:
-        meta = json.loads((cfg.data_dir / "tasks" / name / "task.json").read_text())
-        if meta.get("config_hash") != config_hash(cfg):
-            raise ConfigError(
-                f"task {name!r} was created with another configuration; pick a new task name"
-            )
+        meta = _resumed_meta(cfg, name)
         snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
         for pid, recorded in meta["datasets"].items():
             snapshots.verify(Snapshot(pid, snapshots.folder(pid), recorded))
@@ -205,11 +211,7 @@ def open_world(cfg: FlockConfig) -> World:
     name, resume = _task_name(cfg, digest)
     folder = cfg.data_dir / "tasks" / name
     if resume:
-        meta = json.loads((folder / "task.json").read_text())
-        if meta.get("config_hash") != digest:
-            raise ConfigError(
-                f"task {name!r} was created with another configuration; pick a new task name"
-            )
+        meta = _resumed_meta(cfg, name)
     # Cheap checks first: tracking and storage open or fail by name.
     registry = ModelRegistry.open(
         cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name
@@ -235,7 +237,7 @@ def open_world(cfg: FlockConfig) -> World:
                 )  # fmt: skip
                 snaps[p.id] = snapshots.snapshot(p.id)
             else:
-                recorded = json.loads((folder / "task.json").read_text())["datasets"][p.id]
+                recorded = meta["datasets"][p.id]
                 snaps[p.id] = Snapshot(p.id, snapshots.folder(p.id), recorded)
                 snapshots.verify(snaps[p.id])
 
