@@ -4,6 +4,7 @@ pragma solidity 0.8.37;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Checkpoints} from "@openzeppelin/contracts/utils/structs/Checkpoints.sol";
 
@@ -76,6 +77,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint16 proposersPerRound;
         uint16 votersPerRound;
         uint16 slashBps;
+        uint16 penaltyBps;
         uint16 finalizerShareBps;
         uint16 proposerRewardBps;
         uint64 trainingDuration;
@@ -112,9 +114,10 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint128 acceptWeight;
         uint128 rejectWeight;
         int256 weightedScore;
+        uint256 contributionTotal;
+        uint256 contributionLeft;
         uint128 reward;
         uint128 proposerRewardLeft;
-        uint128 proposerWeightLeft;
         uint128 voterRewardLeft;
         uint128 voterWeightLeft;
         address finalizer;
@@ -128,8 +131,18 @@ contract FlockAlliance is ReentrancyGuardTransient {
         Action action;
         bool accept;
         bool settled;
+        uint32 updateIndex;
         uint128 weight;
         bytes32 commitment;
+    }
+
+    /// @notice One submitted update of a round, by submission index: its proposer, the
+    ///         proposer's weight and the contribution accumulated from accepting voters,
+    ///         sum of voterWeight * contribution (contributions in SCORE_SCALE fixed point).
+    struct Update {
+        address proposer;
+        uint128 weight;
+        int256 contribution;
     }
 
     /// @notice A participant's stake in one task.
@@ -151,6 +164,8 @@ contract FlockAlliance is ReentrancyGuardTransient {
     mapping(uint256 taskId => Checkpoints.Trace208) private _totalStake;
     mapping(uint256 taskId => mapping(uint256 round => Round)) private _rounds;
     mapping(uint256 taskId => mapping(uint256 round => mapping(address => Record))) private _records;
+    mapping(uint256 taskId => mapping(uint256 round => mapping(uint256 index => Update))) private
+        _updates;
     mapping(uint256 taskId => mapping(address => Participant)) private _participants;
     mapping(uint256 taskId => mapping(address => Checkpoints.Trace208)) private _stakeHistory;
     mapping(uint256 taskId => mapping(address => uint256)) private _claimable;
@@ -189,7 +204,8 @@ contract FlockAlliance is ReentrancyGuardTransient {
         address indexed proposer,
         bytes32 updateHash,
         uint256 numSamples,
-        uint256 weight
+        uint256 weight,
+        uint256 index
     );
     /// @notice The hash of the round's aggregate was posted.
     event AggregatePosted(
@@ -199,13 +215,14 @@ contract FlockAlliance is ReentrancyGuardTransient {
     event VoteCommitted(
         uint256 indexed taskId, uint256 indexed round, address indexed voter, bytes32 commitment
     );
-    /// @notice A voter revealed its score.
+    /// @notice A voter revealed its score and its contribution of each update (by index).
     event VoteRevealed(
         uint256 indexed taskId,
         uint256 indexed round,
         address indexed voter,
         int128 score,
-        uint256 weight
+        uint256 weight,
+        int128[] contributions
     );
     /// @notice A round was tallied; `allotted` tokens left the pool for its rewards.
     event RoundFinalized(
@@ -278,6 +295,11 @@ contract FlockAlliance is ReentrancyGuardTransient {
     error RevealMismatch(uint256 taskId, uint256 round, address account);
     /// @notice The score is outside the accepted range.
     error ScoreOutOfRange(int256 score);
+    /// @notice A vote carries `actual` contributions where the round needs `expected` (one per
+    ///         update; a rejecting vote may also carry none).
+    error ContributionsMismatch(uint256 taskId, uint256 round, uint256 expected, uint256 actual);
+    /// @notice Contribution `index` is outside [-SCORE_SCALE, SCORE_SCALE].
+    error ContributionOutOfRange(uint256 index, int256 value);
     /// @notice `account` acted in this round or was not selected: nothing to report.
     error NotANoShow(uint256 taskId, uint256 round, address account);
     /// @notice `account` acted in a round that is not finalized yet; its stake cannot leave.
@@ -420,12 +442,17 @@ contract FlockAlliance is ReentrancyGuardTransient {
         if (rec.action != Action.None) revert DuplicateSubmission(taskId, round, msg.sender);
         uint128 weight = _enter(taskId, round);
         Round storage r = _rounds[taskId][round];
+        uint32 index = r.updates;
         rec.action = Action.Submitted;
+        rec.updateIndex = index;
         rec.weight = weight;
         rec.commitment = updateHash;
+        Update storage u = _updates[taskId][round][index];
+        u.proposer = msg.sender;
+        u.weight = weight;
         r.proposerWeight += weight;
-        r.updates += 1;
-        emit UpdateSubmitted(taskId, round, msg.sender, updateHash, numSamples, weight);
+        r.updates = index + 1;
+        emit UpdateSubmitted(taskId, round, msg.sender, updateHash, numSamples, weight, index);
     }
 
     /// @notice Post the hash of the round's aggregate (commit phase, once). Only a proposer that
@@ -451,7 +478,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
     /// @notice Commit to a hidden score (commit phase, selected voters only, once).
     /// @param taskId The task.
     /// @param round The current round.
-    /// @param commitment voteCommitment(taskId, round, voter, score, salt).
+    /// @param commitment voteCommitment(taskId, round, voter, score, contributions, salt).
     function commitVote(uint256 taskId, uint256 round, bytes32 commitment) external {
         _task(taskId);
         _requirePhase(taskId, round, Phase.Committing);
@@ -469,26 +496,48 @@ contract FlockAlliance is ReentrancyGuardTransient {
         emit VoteCommitted(taskId, round, msg.sender, commitment);
     }
 
-    /// @notice Reveal a committed score (reveal phase). Positive scores vote to accept.
+    /// @notice Reveal a committed score and contributions (reveal phase). Positive scores vote
+    ///         to accept. An accepting vote carries one contribution per update (by submission
+    ///         index), each in [-SCORE_SCALE, SCORE_SCALE]; they add voterWeight * contribution
+    ///         to the update's accumulator. A rejecting vote carries none or one per update, and
+    ///         they are ignored. O(1) gas per contribution.
     /// @param taskId The task.
     /// @param round The current round.
     /// @param score Change of the validation metric, fixed point with SCORE_SCALE.
+    /// @param contributions Contribution of update i, fixed point with SCORE_SCALE.
     /// @param salt The secret salt used in the commitment.
-    function revealVote(uint256 taskId, uint256 round, int128 score, bytes32 salt) external {
+    function revealVote(
+        uint256 taskId,
+        uint256 round,
+        int128 score,
+        int128[] calldata contributions,
+        bytes32 salt
+    ) external {
         _task(taskId);
         _requirePhase(taskId, round, Phase.Revealing);
         Record storage rec = _records[taskId][round][msg.sender];
         if (rec.action != Action.Committed) revert NoCommitment(taskId, round, msg.sender);
-        if (voteCommitment(taskId, round, msg.sender, score, salt) != rec.commitment) {
+        if (voteCommitment(taskId, round, msg.sender, score, contributions, salt) != rec.commitment)
+        {
             revert RevealMismatch(taskId, round, msg.sender);
         }
         Round storage r = _rounds[taskId][round];
+        uint256 n = contributions.length;
+        if (n != r.updates && (score > 0 || n != 0)) {
+            revert ContributionsMismatch(taskId, round, r.updates, n);
+        }
+        uint128 weight = rec.weight;
         rec.action = Action.Revealed;
         rec.accept = score > 0;
-        if (score > 0) r.acceptWeight += rec.weight;
-        else r.rejectWeight += rec.weight;
-        r.weightedScore += int256(score) * int256(uint256(rec.weight));
-        emit VoteRevealed(taskId, round, msg.sender, score, rec.weight);
+        if (score > 0) {
+            r.acceptWeight += weight;
+            r.contributionTotal = _accumulate(taskId, round, r.contributionTotal, weight, contributions);
+        } else {
+            r.rejectWeight += weight;
+            for (uint256 i = 0; i < n; i++) _checkContribution(i, contributions[i]);
+        }
+        r.weightedScore += int256(score) * int256(uint256(weight));
+        emit VoteRevealed(taskId, round, msg.sender, score, weight, contributions);
     }
 
     /// @notice Tally a round after its reveal deadline (anyone, once): stake-weighted majority
@@ -513,9 +562,9 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint128 proposerPart = uint128(uint256(reward) * p.proposerRewardBps / BPS);
         uint128 allotted;
         r.reward = reward;
-        if (accepted && r.proposerWeight > 0) {
+        if (accepted && r.contributionTotal > 0) {
             r.proposerRewardLeft = proposerPart;
-            r.proposerWeightLeft = r.proposerWeight;
+            r.contributionLeft = r.contributionTotal;
             allotted += proposerPart;
         }
         if (r.majority != Majority.None) {
@@ -559,7 +608,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
         rec.settled = true;
         emit NoShowReported(taskId, round, account, msg.sender);
         uint256 weight = _stakeHistory[taskId][account].upperLookupRecent(uint48(round));
-        _slash(taskId, account, weight, msg.sender);
+        _slash(taskId, account, weight, _params[taskId].slashBps, msg.sender);
     }
 
     // ------------------------------------------------------------------ settlement
@@ -605,11 +654,13 @@ contract FlockAlliance is ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ views
 
-    /// @notice The commitment a voter submits: binds task, round, voter, score and salt.
+    /// @notice The commitment a voter submits: binds task, round, voter, score, contributions
+    ///         and salt: keccak256(abi.encode(taskId, round, voter, score, contributions, salt)).
     /// @param taskId The task.
     /// @param round The round.
     /// @param voter The voter's address (so nobody can replay another's commitment).
     /// @param score The hidden score.
+    /// @param contributions The hidden contribution of each update, by submission index.
     /// @param salt A fresh random secret.
     /// @return The keccak256 commitment.
     function voteCommitment(
@@ -617,9 +668,26 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint256 round,
         address voter,
         int128 score,
+        int128[] calldata contributions,
         bytes32 salt
     ) public pure returns (bytes32) {
-        return keccak256(abi.encode(taskId, round, voter, score, salt));
+        return keccak256(abi.encode(taskId, round, voter, score, contributions, salt));
+    }
+
+    /// @notice Update `index` (0-based, submission order) of a round.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param index The submission index.
+    /// @return proposer Who submitted it (zero if no such update).
+    /// @return weight The proposer's weight in the round.
+    /// @return contribution Sum over accepting voters of voterWeight * contribution.
+    function updateAt(uint256 taskId, uint256 round, uint256 index)
+        external
+        view
+        returns (address proposer, uint128 weight, int256 contribution)
+    {
+        Update storage u = _updates[taskId][round][index];
+        return (u.proposer, u.weight, u.contribution);
     }
 
     /// @notice The role sortition gives `account` in `round`, from the round's seed and total
@@ -727,6 +795,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
         if (p.proposersPerRound == 0) revert InvalidTaskParameter("proposersPerRound");
         if (p.votersPerRound == 0) revert InvalidTaskParameter("votersPerRound");
         if (p.slashBps > BPS) revert InvalidTaskParameter("slashBps");
+        if (p.penaltyBps > BPS) revert InvalidTaskParameter("penaltyBps");
         if (p.finalizerShareBps > BPS) revert InvalidTaskParameter("finalizerShareBps");
         if (p.proposerRewardBps > BPS) revert InvalidTaskParameter("proposerRewardBps");
         if (p.trainingDuration == 0) revert InvalidTaskParameter("trainingDuration");
@@ -788,15 +857,15 @@ contract FlockAlliance is ReentrancyGuardTransient {
         Record storage rec = _records[taskId][round][account];
         rec.settled = true;
         uint256 reward;
-        bool slash;
+        uint256 slashBps;
         if (rec.action == Action.Submitted) {
-            if (r.accepted) reward = _share(r, true, rec.weight);
-            else slash = true;
+            if (r.accepted) (reward, slashBps) = _proposerOutcome(taskId, round, r, rec);
+            else slashBps = _params[taskId].slashBps;
         } else if (rec.action == Action.Committed) {
-            slash = true;
+            slashBps = _params[taskId].slashBps;
         } else if (rec.action == Action.Revealed && r.majority != Majority.None) {
-            if (rec.accept == (r.majority == Majority.Accept)) reward = _share(r, false, rec.weight);
-            else slash = true;
+            if (rec.accept == (r.majority == Majority.Accept)) reward = _voterShare(r, rec.weight);
+            else slashBps = _params[taskId].slashBps;
         }
         if (reward > 0) {
             TaskState storage t = _tasks[taskId];
@@ -804,37 +873,84 @@ contract FlockAlliance is ReentrancyGuardTransient {
             t.claimable += uint128(reward);
             _claimable[taskId][account] += reward;
         }
-        uint256 slashed = slash ? _slash(taskId, account, rec.weight, r.finalizer) : 0;
+        uint256 slashed =
+            slashBps > 0 ? _slash(taskId, account, rec.weight, slashBps, r.finalizer) : 0;
         emit Settled(taskId, round, account, reward, slashed);
         return true;
     }
 
-    /// @dev Pro-rata share of what is left; the last one settled gets the exact remainder.
-    function _share(Round storage r, bool proposer, uint128 weight)
-        private
-        returns (uint256 amount)
-    {
-        if (proposer) {
-            amount = uint256(r.proposerRewardLeft) * weight / r.proposerWeightLeft;
-            r.proposerRewardLeft -= uint128(amount);
-            r.proposerWeightLeft -= weight;
-        } else {
-            amount = uint256(r.voterRewardLeft) * weight / r.voterWeightLeft;
-            r.voterRewardLeft -= uint128(amount);
-            r.voterWeightLeft -= weight;
+    /// @dev Adds voterWeight * c_i to update i's accumulator for every i, and keeps
+    ///      total = sum_i proposerWeight_i * max(0, C_i) exact by adding each update's change.
+    function _accumulate(
+        uint256 taskId,
+        uint256 round,
+        uint256 total,
+        uint128 voterWeight,
+        int128[] calldata contributions
+    ) private returns (uint256) {
+        mapping(uint256 => Update) storage updates = _updates[taskId][round];
+        int256 w = int256(uint256(voterWeight));
+        for (uint256 i = 0; i < contributions.length; i++) {
+            int128 c = contributions[i];
+            _checkContribution(i, c);
+            if (c == 0) continue;
+            Update storage u = updates[i];
+            int256 before = u.contribution;
+            int256 next = before + w * c;
+            u.contribution = next;
+            uint256 pw = u.weight;
+            if (next > 0) total += pw * uint256(next);
+            if (before > 0) total -= pw * uint256(before);
         }
+        return total;
     }
 
-    /// @dev Takes slashBps of `weight` (capped by what is there), unbonding stake first; the
-    ///      beneficiary gets finalizerShareBps of it, the pool the rest.
-    function _slash(uint256 taskId, address account, uint256 weight, address beneficiary)
+    function _checkContribution(uint256 index, int128 c) private pure {
+        if (c < -SCORE_SCALE || c > SCORE_SCALE) revert ContributionOutOfRange(index, c);
+    }
+
+    /// @dev A proposer's outcome in an accepted round, from its update's contribution C and the
+    ///      accepting weight A: slashed at penaltyBps if the accepting voters' stake-weighted mean
+    ///      contribution is <= -0.5 (2C <= -A * SCORE_SCALE); else, if C > 0, its share
+    ///      w*C / contributionLeft of the proposers' pot left (the last one gets the exact
+    ///      remainder); else nothing.
+    function _proposerOutcome(uint256 taskId, uint256 round, Round storage r, Record storage rec)
         private
-        returns (uint256 amount)
+        returns (uint256 reward, uint256 slashBps)
     {
+        int256 c = _updates[taskId][round][rec.updateIndex].contribution;
+        if (2 * c <= -int256(uint256(r.acceptWeight)) * SCORE_SCALE) {
+            return (0, _params[taskId].penaltyBps);
+        }
+        uint256 left = r.contributionLeft;
+        if (c <= 0 || left == 0) return (0, 0);
+        uint256 part = uint256(rec.weight) * uint256(c);
+        reward = Math.mulDiv(r.proposerRewardLeft, part, left);
+        r.proposerRewardLeft -= uint128(reward);
+        r.contributionLeft = left - part;
+    }
+
+    /// @dev Pro-rata share of the voters' pot left; the last one settled gets the exact
+    ///      remainder.
+    function _voterShare(Round storage r, uint128 weight) private returns (uint256 amount) {
+        amount = uint256(r.voterRewardLeft) * weight / r.voterWeightLeft;
+        r.voterRewardLeft -= uint128(amount);
+        r.voterWeightLeft -= weight;
+    }
+
+    /// @dev Takes `bps` of `weight` (capped by what is there), unbonding stake first; the
+    ///      beneficiary gets finalizerShareBps of it, the pool the rest.
+    function _slash(
+        uint256 taskId,
+        address account,
+        uint256 weight,
+        uint256 bps,
+        address beneficiary
+    ) private returns (uint256 amount) {
         TaskState storage t = _tasks[taskId];
         TaskParams storage p = _params[taskId];
         Participant storage me = _participants[taskId][account];
-        amount = weight * p.slashBps / BPS;
+        amount = weight * bps / BPS;
         uint256 available = uint256(me.active) + me.unbonding;
         if (amount > available) amount = available;
         if (amount == 0) return 0;

@@ -44,6 +44,7 @@ abstract contract AllianceFixture is Test {
         p.proposersPerRound = 2;
         p.votersPerRound = 2;
         p.slashBps = 1_000;
+        p.penaltyBps = 5_000;
         p.finalizerShareBps = 1_000;
         p.proposerRewardBps = 5_000;
         p.trainingDuration = 600;
@@ -59,17 +60,31 @@ abstract contract AllianceFixture is Test {
         internal
         returns (uint256 taskId, address[] memory proposers, address[] memory voters)
     {
-        for (uint256 attempt = 0; attempt < 64; attempt++) {
+        uint256[] memory stakes = new uint256[](people.length);
+        for (uint256 i = 0; i < stakes.length; i++) stakes[i] = STAKE;
+        return _openRoundWith(stakes, address(0), Sortition.Role.None);
+    }
+
+    /// @dev Like _openRound with people[i] staking stakes[i], and until `who` has `role`
+    ///      (any split if `who` is zero).
+    function _openRoundWith(uint256[] memory stakes, address who, Sortition.Role role)
+        internal
+        returns (uint256 taskId, address[] memory proposers, address[] memory voters)
+    {
+        for (uint256 attempt = 0; attempt < 96; attempt++) {
             vm.prank(creator);
             taskId = alliance.createTask(_params(3));
             for (uint256 i = 0; i < people.length; i++) {
                 vm.prank(people[i]);
-                alliance.stake(taskId, STAKE);
+                alliance.stake(taskId, stakes[i]);
             }
             vm.roll(block.number + 1);
             alliance.startRound(taskId);
             (proposers, voters) = _roles(taskId, 0);
-            if (proposers.length == 2 && voters.length == 2) return (taskId, proposers, voters);
+            bool split = proposers.length == 2 && voters.length == 2;
+            if (split && (who == address(0) || alliance.roleOf(taskId, 0, who) == role)) {
+                return (taskId, proposers, voters);
+            }
         }
         revert("no 2/2 split");
     }

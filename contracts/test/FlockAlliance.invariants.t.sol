@@ -24,6 +24,7 @@ contract AllianceHandler is Cheats {
     uint256 public paidClaims;
     mapping(address => mapping(uint256 => int128)) internal scores;
     mapping(address => mapping(uint256 => bytes32)) internal salts;
+    mapping(address => mapping(uint256 => int128[])) internal contributions;
 
     constructor(FlockToken token_, FlockAlliance alliance_, uint256 taskId_, address[] memory a, address k)
     {
@@ -115,14 +116,29 @@ contract AllianceHandler is Cheats {
         try alliance.postAggregate(taskId, round, keccak256("aggregate")) {} catch {}
     }
 
+    /// @dev One contribution per update, mostly in range (full credit, none, a mild or a
+    ///      flagging minus); one vote in sixteen carries one too many (its reveal reverts).
+    function _contributions(uint256 seed, uint256 round) internal view returns (int128[] memory cs) {
+        uint256 n = alliance.roundInfo(taskId, round).updates;
+        if (seed % 16 == 1) n += 1;
+        cs = new int128[](n);
+        int128[6] memory menu = [int128(1e18), 0, -3e17, -1e18, 5e17, 1e18 + 1];
+        for (uint256 i = 0; i < n; i++) {
+            uint256 pick = uint256(keccak256(abi.encode(seed, i)));
+            cs[i] = menu[pick % (pick % 32 == 0 ? 6 : 5)];
+        }
+    }
+
     function commit(uint256 seed, int128 score) external {
         address who = seed % 4 == 0 ? _actor(seed) : _withRole(seed, Sortition.Role.Voter);
         uint256 round = _round();
-        bytes32 commitment = alliance.voteCommitment(taskId, round, who, score, bytes32(seed));
+        int128[] memory cs = _contributions(seed, round);
+        bytes32 commitment = alliance.voteCommitment(taskId, round, who, score, cs, bytes32(seed));
         vm.prank(who);
         try alliance.commitVote(taskId, round, commitment) {
             scores[who][round] = score;
             salts[who][round] = bytes32(seed);
+            contributions[who][round] = cs;
         } catch {}
     }
 
@@ -133,7 +149,8 @@ contract AllianceHandler is Cheats {
         // One reveal in eight uses a wrong salt: it reverts and the voter is slashed later.
         bytes32 salt = seed % 8 == 0 ? bytes32(seed) : salts[who][round];
         vm.prank(who);
-        try alliance.revealVote(taskId, round, scores[who][round], salt) {} catch {}
+        try alliance.revealVote(taskId, round, scores[who][round], contributions[who][round], salt)
+        {} catch {}
     }
 
     function finalize(uint256 seed) external {
