@@ -28,9 +28,16 @@ from flock_pipeline.chain.structs import (
     TaskConfig,
     TaskState,
     TxResult,
+    UpdateInfo,
 )
 from flock_pipeline.chain.transactions import Signer
-from flock_pipeline.chain.voting import from_fixed, new_salt, to_fixed, vote_commitment
+from flock_pipeline.chain.voting import (
+    from_fixed,
+    new_salt,
+    to_fixed,
+    validate_contributions,
+    vote_commitment,
+)
 
 __all__ = [
     "DEFAULT_KEY_ENV",
@@ -51,6 +58,7 @@ __all__ = [
     "TaskConfig",
     "TaskState",
     "TxResult",
+    "UpdateInfo",
     "Vote",
     "connect",
     "deploy",
@@ -62,5 +70,6 @@ __all__ = [
     "role_of",
     "signer_from_env",
     "to_fixed",
+    "validate_contributions",
     "vote_commitment",
 ]

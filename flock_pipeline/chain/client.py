@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ from flock_pipeline.chain.structs import (
     TaskConfig,
     TaskState,
     TxResult,
+    UpdateInfo,
 )
 from flock_pipeline.chain.transactions import RevertDecoder, Signer, Transactor
-from flock_pipeline.chain.voting import new_salt, vote_commitment
+from flock_pipeline.chain.voting import new_salt, validate_contributions, vote_commitment
 
 __all__ = ["DEFAULT_CAP", "AllianceClient", "Deployment", "Vote", "deploy", "load_or_deploy"]
 
@@ -56,7 +58,12 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Vote:
-    """A committed vote; keep it (score and salt) until the reveal phase."""
+    """A committed vote; keep it (score, salt, contributions) until the reveal phase.
+
+    contributions[i] is the voter's contribution score of update i (submission index), 18-decimal
+    fixed point in [-1, 1]; an accepting vote needs one per update, a rejecting one may carry
+    none (they are ignored).
+    """
 
     task_id: int
     round: int
@@ -64,6 +71,7 @@ class Vote:
     score: int
     salt: bytes
     commitment: bytes
+    contributions: tuple[int, ...] = ()
 
 
 def _decoder() -> RevertDecoder:
@@ -203,18 +211,30 @@ class AllianceClient:
         return self._send(self.alliance.functions.postAggregate(task_id, round_, aggregate_hash))
 
     def commit_vote(
-        self, task_id: int, round_: int, score: int, salt: bytes | None = None
+        self,
+        task_id: int,
+        round_: int,
+        score: int,
+        salt: bytes | None = None,
+        contributions: Sequence[int] = (),
     ) -> tuple[Vote, TxResult]:
-        """Commit to a fixed-point score (see voting.to_fixed); keep the Vote for the reveal."""
+        """Commit to a fixed-point score (see voting.to_fixed) and, for an accepting vote, one
+        fixed-point contribution in [-1, 1] per update of the round (by submission index); keep
+        the Vote for the reveal. A wrong count or an out-of-range value raises ConfigError
+        before sending (a commitment that cannot be revealed would be slashed)."""
+        updates = self.round_info(task_id, round_).updates
+        values = validate_contributions(contributions, updates, accepting=score > 0)
         salt = salt if salt is not None else new_salt()
-        commitment = vote_commitment(task_id, round_, self.address, score, salt)
+        commitment = vote_commitment(task_id, round_, self.address, score, salt, values)
         result = self._send(self.alliance.functions.commitVote(task_id, round_, commitment))
-        return Vote(task_id, round_, self.address, score, salt, commitment), result
+        return Vote(task_id, round_, self.address, score, salt, commitment, values), result
 
     def reveal_vote(self, vote: Vote) -> TxResult:
-        """Reveal a committed vote (reveal phase)."""
+        """Reveal a committed vote with its contributions (reveal phase)."""
         return self._send(
-            self.alliance.functions.revealVote(vote.task_id, vote.round, vote.score, vote.salt)
+            self.alliance.functions.revealVote(
+                vote.task_id, vote.round, vote.score, list(vote.contributions), vote.salt
+            )
         )
 
     def finalize_round(self, task_id: int, round_: int) -> TxResult | None:
@@ -269,12 +289,19 @@ class AllianceClient:
 
     def record_of(self, task_id: int, round_: int, account: str | None = None) -> Record:
         """What `account` (the signer by default) did in a round."""
-        action, accept, settled, weight, commitment = self._call(
+        action, accept, settled, update_index, weight, commitment = self._call(
             self.alliance.functions.recordOf(
                 task_id, round_, to_checksum_address(account or self.address)
             )
         )
-        return Record(Action(action), accept, settled, weight, bytes(commitment))
+        return Record(Action(action), accept, settled, weight, bytes(commitment), update_index)
+
+    def update_at(self, task_id: int, round_: int, index: int) -> UpdateInfo:
+        """Update `index` (submission order) of a round: proposer, weight, contribution."""
+        proposer, weight, contribution = self._call(
+            self.alliance.functions.updateAt(task_id, round_, index)
+        )
+        return UpdateInfo(index, str(proposer), int(weight), int(contribution))
 
     def participant_of(self, task_id: int, account: str | None = None) -> ParticipantStake:
         """`account`'s stake in a task."""

@@ -14,6 +14,8 @@ __all__ = [
     "ChainError",
     "ChainSetupError",
     "ContractRevert",
+    "ContributionOutOfRange",
+    "ContributionsMismatch",
     "DuplicateSubmission",
     "DuplicateVote",
     "InsufficientStake",
@@ -167,6 +169,19 @@ class RevealMismatch(ContractRevert):
 class ScoreOutOfRange(ContractRevert):
     error = "ScoreOutOfRange"
     hint = "the score does not fit the contract's fixed-point range"
+
+
+class ContributionsMismatch(ContractRevert):
+    error = "ContributionsMismatch"
+    hint = (
+        "an accepting vote needs one contribution per submitted update (by submission index); "
+        "a rejecting vote may carry none; commit the count the round expects"
+    )
+
+
+class ContributionOutOfRange(ContractRevert):
+    error = "ContributionOutOfRange"
+    hint = "each contribution must lie in [-1, 1] as 18-decimal fixed point (see to_fixed)"
 
 
 class NotANoShow(ContractRevert):

@@ -17,6 +17,7 @@ __all__ = [
     "TaskConfig",
     "TaskState",
     "TxResult",
+    "UpdateInfo",
 ]
 
 TOKEN = 10**18
@@ -72,6 +73,7 @@ class TaskConfig:
     proposers_per_round: int = 2
     voters_per_round: int = 2
     slash_bps: int = 1_000
+    penalty_bps: int = 10_000
     finalizer_share_bps: int = 1_000
     proposer_reward_bps: int = 5_000
     training_duration: int = 3_600
@@ -91,6 +93,7 @@ class TaskConfig:
             self.proposers_per_round,
             self.voters_per_round,
             self.slash_bps,
+            self.penalty_bps,
             self.finalizer_share_bps,
             self.proposer_reward_bps,
             self.training_duration,
@@ -104,12 +107,12 @@ class TaskConfig:
     @classmethod
     def from_abi(cls, values: tuple[Any, ...]) -> TaskConfig:
         """Build from the TaskParams tuple the contract returns."""
-        (uri, model, rounds, min_p, max_p, props, voters, slash, fin, prop_bps, train, commit,
-         reveal, unbond, min_stake, pool) = values  # fmt: skip
+        (uri, model, rounds, min_p, max_p, props, voters, slash, penalty, fin, prop_bps, train,
+         commit, reveal, unbond, min_stake, pool) = values  # fmt: skip
         return cls(
             model_hash=bytes(model), rounds=rounds, reward_pool=pool, min_stake=min_stake,
             min_participants=min_p, max_participants=max_p, proposers_per_round=props,
-            voters_per_round=voters, slash_bps=slash, finalizer_share_bps=fin,
+            voters_per_round=voters, slash_bps=slash, penalty_bps=penalty, finalizer_share_bps=fin,
             proposer_reward_bps=prop_bps, training_duration=train, commit_duration=commit,
             reveal_duration=reveal, unbonding_delay=unbond, metadata_uri=uri,
         )  # fmt: skip
@@ -131,7 +134,12 @@ class TaskState:
 
 @dataclass(frozen=True)
 class RoundInfo:
-    """A round's seed, deadlines, stake-weighted accumulators and settlement record."""
+    """A round's seed, deadlines, stake-weighted accumulators and settlement record.
+
+    contribution_total is sum over updates of proposerWeight * max(0, C) (C: an update's
+    contribution accumulator); contribution_left is what of it is not settled yet (set by
+    finalize only when the proposers' pot is allotted).
+    """
 
     seed: bytes
     aggregate_hash: bytes
@@ -145,9 +153,10 @@ class RoundInfo:
     accept_weight: int
     reject_weight: int
     weighted_score: int
+    contribution_total: int
+    contribution_left: int
     reward: int
     proposer_reward_left: int
-    proposer_weight_left: int
     voter_reward_left: int
     voter_weight_left: int
     finalizer: str
@@ -158,13 +167,26 @@ class RoundInfo:
 
 @dataclass(frozen=True)
 class Record:
-    """What one participant did in one round."""
+    """What one participant did in one round; update_index: its update's submission index."""
 
     action: Action
     accept: bool
     settled: bool
     weight: int
     commitment: bytes
+    update_index: int = 0
+
+
+@dataclass(frozen=True)
+class UpdateInfo:
+    """Update `index` of a round: its proposer and weight, and the contribution accumulated
+    from accepting voters (sum of voterWeight * contribution, contributions in 1e18 fixed
+    point); proposer is the zero address if there is no such update."""
+
+    index: int
+    proposer: str
+    weight: int
+    contribution: int
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flock_pipeline.chain import AllianceClient, Chain, Phase, Role, TaskConfig, Vote
 
 TOKEN = 10**18
+FULL = 10**18  # a contribution of 1.0
 STAKE = 100 * TOKEN
 MODEL = b"\x11" * 32
 AGGREGATE = b"\x22" * 32
@@ -43,11 +45,27 @@ class RoundUnderTest:
         self.enter(Phase.COMMITTING)
         self.proposers[0].post_aggregate(self.task_id, self.round, AGGREGATE)
 
-    def commit(self, scores: list[int | None]) -> None:
-        """Voter i commits scores[i]; None means it does not vote at all."""
-        for voter, score in zip(self.voters, scores, strict=True):
-            if score is not None:
-                self.votes[voter.address], _ = voter.commit_vote(self.task_id, self.round, score)
+    def commit(
+        self,
+        scores: list[int | None],
+        contributions: list[Sequence[int]] | None = None,
+    ) -> None:
+        """Voter i commits scores[i] with contributions[i]; None means it does not vote at all.
+
+        Without `contributions`, accepting voters give every update full credit (1.0) and
+        rejecting voters none.
+        """
+        updates = self.world.keeper.round_info(self.task_id, self.round).updates
+        for index, (voter, score) in enumerate(zip(self.voters, scores, strict=True)):
+            if score is None:
+                continue
+            if contributions is not None:
+                given: Sequence[int] = contributions[index]
+            else:
+                given = [FULL] * updates if score > 0 else []
+            self.votes[voter.address], _ = voter.commit_vote(
+                self.task_id, self.round, score, contributions=given
+            )
 
     def reveal(self, who: list[AllianceClient] | None = None) -> None:
         self.enter(Phase.REVEALING)
@@ -59,11 +77,16 @@ class RoundUnderTest:
         self.enter(Phase.FINALIZABLE)
         self.world.keeper.finalize_round(self.task_id, self.round)
 
-    def play(self, scores: list[int | None], revealers: list[AllianceClient] | None = None) -> None:
+    def play(
+        self,
+        scores: list[int | None],
+        revealers: list[AllianceClient] | None = None,
+        contributions: list[Sequence[int]] | None = None,
+    ) -> None:
         """Submit every update, post the aggregate, vote, reveal and finalize."""
         self.submit_all()
         self.post_aggregate()
-        self.commit(scores)
+        self.commit(scores, contributions)
         self.reveal(revealers)
         self.finalize()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from chain_world import AGGREGATE, MODEL, STAKE, TOKEN, World
+from chain_world import AGGREGATE, FULL, MODEL, STAKE, TOKEN, World
 
 from flock_pipeline.chain import Majority, Phase, role_of, to_fixed, vote_commitment
 from flock_pipeline.chain.errors import NotANoShow, PendingSettlement, StillUnbonding, WrongPhase
@@ -202,5 +202,69 @@ def test_anyone_can_check_roles_from_seed_address_and_stake(world: World) -> Non
 def test_vote_commitments_are_computed_like_the_contract(world: World) -> None:
     salt = b"\x07" * 32
     address = world.people[0].address
-    on_chain = world.keeper.alliance.functions.voteCommitment(3, 1, address, BAD, salt).call()
-    assert bytes(on_chain) == vote_commitment(3, 1, address, BAD, salt)
+    commitment = world.keeper.alliance.functions.voteCommitment
+    for contributions in ([], [FULL, -FULL, 0, to_fixed(0.25)]):
+        on_chain = commitment(3, 1, address, BAD, contributions, salt).call()
+        assert bytes(on_chain) == vote_commitment(3, 1, address, BAD, salt, contributions)
+    assert vote_commitment(3, 1, address, BAD, salt) != vote_commitment(
+        3, 1, address, BAD, salt, [0]
+    )
+
+
+def test_proposers_are_paid_stake_times_contribution_exactly(world: World) -> None:
+    # Prepare: uneven stakes, and each voter scores each update differently
+    stakes = [100 * TOKEN + 1, 150 * TOKEN + 7, 70 * TOKEN + 3, 33 * TOKEN + 333]
+    r = world.open_round(min_proposers=2, min_voters=1, stakes=stakes)
+    n = len(r.proposers)
+    table = [[to_fixed(0.9 - 0.3 * i + 0.1 * v) for i in range(n)] for v in range(len(r.voters))]
+    # Execute
+    r.play([GOOD] * len(r.voters), contributions=table)
+    info = world.keeper.round_info(r.task_id, r.round)
+    paid = [p.claim(r.task_id)[0] for p in reversed(r.proposers)][::-1]
+    # Assert: C_i = sum_v w_v c_vi; share_i = w_i C_i / sum_j w_j C_j of the proposers' pot,
+    # settled in claim order, the last one taking the exact remainder
+    voter_w = [world.keeper.record_of(r.task_id, r.round, v.address).weight for v in r.voters]
+    weights = [world.keeper.record_of(r.task_id, r.round, p.address).weight for p in r.proposers]
+    totals = [sum(w * row[i] for w, row in zip(voter_w, table, strict=True)) for i in range(n)]
+    parts = [w * max(0, c) for w, c in zip(weights, totals, strict=True)]
+    assert info.contribution_total == sum(parts) > 0
+    for i, proposer in enumerate(r.proposers):
+        update = world.keeper.update_at(r.task_id, r.round, i)
+        assert (update.proposer, update.weight) == (proposer.address, weights[i])
+        assert update.contribution == totals[i]
+        assert world.keeper.record_of(r.task_id, r.round, proposer.address).update_index == i
+    left, contribution_left = split(info.reward)[0], sum(parts)
+    expected = [0] * n
+    for i in reversed(range(n)):
+        expected[i] = left * parts[i] // contribution_left
+        left, contribution_left = left - expected[i], contribution_left - parts[i]
+    assert paid == expected
+    assert sum(paid) == split(info.reward)[0]
+    after = world.keeper.round_info(r.task_id, r.round)
+    assert after.proposer_reward_left == 0 and after.contribution_left == 0
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_a_proposer_flagged_by_the_accepting_voters_is_slashed_at_penalty_bps(
+    world: World,
+) -> None:
+    # Prepare
+    r = world.open_round(min_proposers=2, min_voters=1, penalty_bps=3_000)
+    good, *flagged = r.proposers
+    votes = [[FULL] + [-FULL] * len(flagged) for _ in r.voters]
+    # Execute
+    r.play([GOOD] * len(r.voters), contributions=votes)
+    flagged_paid = [p.claim(r.task_id)[0] for p in flagged]
+    good_paid, _ = good.claim(r.task_id)
+    keeper_paid, _ = world.keeper.claim(r.task_id)
+    # Assert
+    info = world.keeper.round_info(r.task_id, r.round)
+    penalty = STAKE * 3_000 // 10_000
+    assert world.keeper.task_config(r.task_id).penalty_bps == 3_000
+    assert info.accepted and flagged_paid == [0] * len(flagged)
+    for proposer in flagged:
+        assert world.keeper.participant_of(r.task_id, proposer.address).active == STAKE - penalty
+    assert world.keeper.participant_of(r.task_id, good.address).active == STAKE
+    assert good_paid == split(info.reward)[0]
+    assert keeper_paid == len(flagged) * (penalty * 1_000 // 10_000)
+    assert world.alliance_balance() == world.bucket_total()
