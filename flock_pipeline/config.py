@@ -28,6 +28,7 @@ __all__ = [
     "ModelConfig",
     "PartitionConfig",
     "PrivacyConfig",
+    "ScreenConfig",
     "StorageConfig",
     "TrackingConfig",
     "TrainingConfig",
@@ -113,12 +114,31 @@ class CentralDPConfig(_Section):
     clipped_count_stddev: float | None = Field(None, gt=0)
 
 
+class ScreenConfig(_Section):
+    """Checks every update passes before the strategy sees it (flagged ones are penalized)."""
+
+    enabled: bool | None = Field(
+        None, description="None: on, unless central DP is (its guarantee assumes no screen)"
+    )
+    free_rider_rtol: float | None = Field(1e-7, ge=0, description="|delta| <= rtol*|global|")
+    duplicate_rtol: float | None = Field(1e-6, ge=0, description="near-copy of an earlier one")
+    max_norm_ratio: float | None = Field(5.0, ge=1, description="|delta| > ratio*median |delta|")
+    min_cosine: float | None = Field(0.0, ge=-1, le=1, description="cos(delta, median delta)")
+    min_updates: int = Field(3, ge=2, description="updates needed for the two outlier checks")
+
+
 class AggregationConfig(_Section):
     strategy: StrategyName = "fedavg"
     params: dict[str, float | int | bool] = Field(
         {}, description="strategy parameters, e.g. {num_malicious: 1} for krum"
     )
     central_dp: CentralDPConfig | None = Field(None, description="None: no central DP")
+    screen: ScreenConfig = ScreenConfig()
+
+    @property
+    def screening(self) -> bool:
+        """Whether the screen runs: explicitly set, or on exactly when central DP is off."""
+        return self.screen.enabled if self.screen.enabled is not None else self.central_dp is None
 
 
 class ChainConfig(_Section):
@@ -129,6 +149,9 @@ class ChainConfig(_Section):
     min_stake: int = Field(50, gt=0, description="stake below which a participant gets no role")
     reward_pool: int = Field(1_000, gt=0, description="FLOCK the task pays out (whole tokens)")
     slash_bps: int = Field(1_000, ge=0, le=10_000, description="slash rate in basis points")
+    penalty_bps: int = Field(
+        10_000, ge=0, le=10_000, description="slash rate for an update the voters flagged"
+    )
     finalizer_share_bps: int = Field(1_000, ge=0, le=10_000)
     proposers_per_round: int | None = Field(None, ge=1, description="None: half the participants")
     voters_per_round: int | None = Field(None, ge=1, description="None: the other half")

@@ -6,12 +6,13 @@ The plain simulation and the Prefect flows both call exactly these, so round log
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from flock_pipeline.aggregation import Aggregate, CentralDP, Strategy, StrategyState, build_strategy
+from flock_pipeline.aggregation.screen import Screen
 from flock_pipeline.attacks import poison_labels, skips_training, tamper_update
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, build_federation, load_dataset
@@ -28,6 +29,7 @@ __all__ = [
     "aggregate",
     "attack_update",
     "build_aggregator",
+    "build_screen",
     "evaluate_round",
     "initial_weights",
     "prepare_federation",
@@ -112,19 +114,25 @@ def build_aggregator(cfg: FlockConfig) -> Strategy:
     return CentralDP(inner, **dp.model_dump())
 
 
+def build_screen(cfg: FlockConfig) -> Screen | None:
+    """The configured screen, or None when screening is off."""
+    if not cfg.aggregation.screening:
+        return None
+    return Screen(**cfg.aggregation.screen.model_dump(exclude={"enabled"}))
+
+
 def submitted_updates(
     cfg: FlockConfig, trained: Sequence[Update], global_weights: Weights, round_number: int
 ) -> list[Update]:
-    """Apply each participant's attack to its trained update; copiers go last so they copy what
-    the others actually submitted."""
+    """Apply each participant's attack to its trained update, in submission order: copiers
+    submit last, since they copy what the others actually submitted."""
     copier = {u.participant for u in trained if (s := cfg.attacks.get(u.participant)) and
               s.kind == "copier"}  # fmt: skip
     first = [attack_update(cfg, u, global_weights, round_number) for u in trained
              if u.participant not in copier]  # fmt: skip
     rest = [attack_update(cfg, u, global_weights, round_number, first) for u in trained
             if u.participant in copier]  # fmt: skip
-    by_id = {u.participant: u for u in [*first, *rest]}
-    return [by_id[u.participant] for u in trained]
+    return [*first, *rest]
 
 
 def aggregate(
@@ -133,8 +141,22 @@ def aggregate(
     global_weights: Weights,
     state: StrategyState | None,
     seed: int,
+    screen: Screen | None = None,
 ) -> Aggregate:
-    return strategy.aggregate(list(updates), global_weights, state or {}, seed)
+    """The screen (if any) over ``updates`` in submission order, then the strategy over what it
+    kept. With nothing kept, the global model and the state stay as they are."""
+    if screen is None:
+        return strategy.aggregate(list(updates), global_weights, state or {}, seed)
+    result = screen(updates, global_weights)
+    if not result.kept:
+        return Aggregate(
+            weights=dict(global_weights), state=dict(state or {}), flagged=result.flagged
+        )
+    agg = strategy.aggregate(result.kept, global_weights, state or {}, seed)
+    if not result.flagged:
+        return agg
+    selected = agg.selected or tuple(sorted(u.participant for u in result.kept))
+    return replace(agg, selected=selected, flagged=result.flagged)
 
 
 @dataclass(frozen=True)

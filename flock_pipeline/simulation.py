@@ -23,6 +23,7 @@ from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partit
 from flock_pipeline.round import (
     aggregate,
     build_aggregator,
+    build_screen,
     evaluate_round,
     initial_weights,
     prepare_federation,
@@ -77,6 +78,7 @@ def run_simulation(
 
     weights = initial_weights(cfg, fed)
     strategy = build_aggregator(cfg)
+    screen = build_screen(cfg)
     central = strategy.accountant() if isinstance(strategy, CentralDP) else None
     state: StrategyState = {}
     rounds: list[dict[str, Any]] = []
@@ -99,7 +101,8 @@ def run_simulation(
                     store.save(ledger)
                 progress.advance(job)
             updates = submitted_updates(cfg, trained, weights, r)
-            agg = aggregate(strategy, updates, weights, state, derive_seed(cfg.seed, "agg", r))
+            seed = derive_seed(cfg.seed, "agg", r)
+            agg = aggregate(strategy, updates, weights, state, seed, screen)
             weights, state = agg.weights, dict(agg.state)
             if central is not None:
                 central.step(label=str(r))
@@ -113,6 +116,7 @@ def run_simulation(
                     },
                     "aggregate_hash": content_hash(weights),
                     "selected": list(agg.selected),
+                    "flagged": dict(agg.flagged),
                     "central_epsilon": None
                     if central is None
                     else central.epsilon(cfg.privacy.delta),
@@ -129,6 +133,7 @@ def run_simulation(
                             "attack": None
                             if (spec := cfg.attacks.get(u.participant)) is None
                             else spec.kind,
+                            "flagged": agg.flagged.get(u.participant),
                             "epsilon": u.epsilon,
                             "delta": u.delta,
                         }

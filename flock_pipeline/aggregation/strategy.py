@@ -32,6 +32,8 @@ class Aggregate:
     metrics: Mapping[str, float] = field(default_factory=dict)
     selected: tuple[str, ...] = ()
     """Participants whose updates were used (robust rules drop some); empty means all."""
+    flagged: Mapping[str, str] = field(default_factory=dict)
+    """Participants whose updates the screen excluded, with the reason (see ``screen``)."""
 
 
 class Strategy(ABC):

@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from flock_pipeline.attacks.spec import ATTACK_KINDS, AttackKind, Attacks, AttackSpec, check_attacks
-from flock_pipeline.attacks.votes import VOTE_RESOLUTION, tamper_score
+from flock_pipeline.attacks.votes import VOTE_RESOLUTION, tamper_contributions, tamper_score
 
 if TYPE_CHECKING:
     from flock_pipeline.attacks.detection import is_free_rider, near_duplicates
@@ -29,6 +29,7 @@ __all__ = [
     "near_duplicates",
     "poison_labels",
     "skips_training",
+    "tamper_contributions",
     "tamper_score",
     "tamper_update",
 ]

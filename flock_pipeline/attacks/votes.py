@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flock_pipeline.attacks.spec import AttackSpec
 
-__all__ = ["VOTE_RESOLUTION", "tamper_score"]
+__all__ = ["VOTE_RESOLUTION", "tamper_contributions", "tamper_score"]
 
 VOTE_RESOLUTION = 1e-6
 """Smallest score the flows keep (they round to 6 decimals before the fixed-point vote)."""
@@ -22,3 +22,11 @@ def tamper_score(score: float, spec: AttackSpec | None) -> float:
     if abs(score) < VOTE_RESOLUTION:
         return -VOTE_RESOLUTION
     return -score
+
+
+def tamper_contributions(scores: list[float], spec: AttackSpec | None) -> list[float]:
+    """The contribution scores a participant actually reveals: a ``dishonest_voter`` negates
+    each one (it rewards the flagged and harmful updates and penalizes the useful ones)."""
+    if spec is None or spec.kind != "dishonest_voter":
+        return list(scores)
+    return [-s for s in scores]

@@ -25,21 +25,30 @@ def _run(**overrides):
     return run_simulation(cfg).summary
 
 
-def test_a_boosted_attacker_breaks_fedavg_but_not_the_median():
+def test_a_boosted_attacker_breaks_fedavg_but_not_the_median_or_the_screen():
     attack = {"attacks": {"p1": {"kind": "boosted", "scale": 50.0}}}
+    unscreened = {**attack, "aggregation.screen.enabled": False}
     honest = _run()["final"]["accuracy"]
-    fedavg = _run(**attack)["final"]["accuracy"]
-    median = _run(**attack, **{"aggregation.strategy": "fedmedian"})["final"]["accuracy"]
+    fedavg = _run(**unscreened)["final"]["accuracy"]
+    median = _run(**unscreened, **{"aggregation.strategy": "fedmedian"})["final"]["accuracy"]
+    screened = _run(**attack)
     # measured: honest 0.81, FedAvg under attack 0.20, FedMedian under attack 0.82
     assert honest > 0.7
     assert fedavg < 0.4  # one boosted update drags the mean away
     assert median > honest - 0.1  # the median ignores it
+    # the default screen drops it before FedAvg sees it
+    assert all(r["flagged"] == {"p1": "norm_outlier"} for r in screened["rounds"])
+    assert screened["final"]["accuracy"] > honest - 0.1
 
 
 def test_krum_leaves_the_attacker_out():
     summary = _run(
         attacks={"p4": {"kind": "sign_flip"}},
-        **{"aggregation.strategy": "krum", "aggregation.params": {"num_malicious": 1}},
+        **{
+            "aggregation.strategy": "krum",
+            "aggregation.params": {"num_malicious": 1},
+            "aggregation.screen.enabled": False,
+        },
     )
     assert all(r["selected"] and "p4" not in r["selected"] for r in summary["rounds"])
 

@@ -1,0 +1,126 @@
+"""Screening: updates that are provably useless or plainly hostile never reach the strategy.
+
+Before any strategy runs, the round's updates (in submission order) are checked against the
+current global model and against each other. An update is *flagged*, with a reason, when it is
+
+- ``free_rider``: its delta (update - global) is zero, or smaller than ``free_rider_rtol`` times
+  the global model's norm: it trained nothing;
+- ``copy``: its delta is within ``duplicate_rtol`` of the delta of an update submitted *earlier*
+  in the round (the first submitter keeps its update; the later one copied it);
+- ``norm_outlier``: its delta's L2 norm exceeds ``max_norm_ratio`` times the median delta norm of
+  the round (a boosted or noise update);
+- ``opposed``: the cosine between its delta and the coordinate-wise median delta is below
+  ``min_cosine`` (it pulls against what the round agrees on: a sign-flipped update).
+
+The last two need a consensus to compare with, so they run only when at least ``min_updates``
+updates remain after the first two. Everything here is a pure function of the committed updates
+and the global weights, in float64, so every voter flags exactly the same updates; flagged
+updates are excluded from the aggregate and earn a negative contribution (see
+``flock_pipeline.contribution``), which the contract turns into a penalty.
+
+The thresholds are deliberately loose (honest Dirichlet(0.5) updates measure 0.6-2x the median
+norm and +0.27..+0.67 cosine): a flag costs the proposer stake, so it must not hit honest noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from flock_pipeline.errors import ConfigError
+from flock_pipeline.serialization import Weights
+from flock_pipeline.update import Update
+
+__all__ = ["FLAG_REASONS", "Screen", "ScreenResult"]
+
+FLAG_REASONS = ("free_rider", "copy", "norm_outlier", "opposed")
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    """Updates that pass (submission order kept) and the flagged ones with their reason."""
+
+    kept: list[Update]
+    flagged: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The screening rule; ``None`` for a threshold turns that check off."""
+
+    free_rider_rtol: float | None = 1e-7
+    duplicate_rtol: float | None = 1e-6
+    max_norm_ratio: float | None = 5.0
+    min_cosine: float | None = 0.0
+    min_updates: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("free_rider_rtol", "duplicate_rtol", "max_norm_ratio"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"screen: {name} must be >= 0 or None, got {value}")
+        if self.max_norm_ratio is not None and self.max_norm_ratio < 1:
+            raise ConfigError(f"screen: max_norm_ratio must be >= 1, got {self.max_norm_ratio}")
+        if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
+            raise ConfigError(f"screen: min_cosine must be in [-1, 1], got {self.min_cosine}")
+        if self.min_updates < 2:
+            raise ConfigError(f"screen: min_updates must be >= 2, got {self.min_updates}")
+
+    def __call__(self, updates: Sequence[Update], global_weights: Weights) -> ScreenResult:
+        """Flag updates in submission order; the rest are kept in that order."""
+        names = sorted(k for k, v in global_weights.items() if v.is_floating_point())
+        g = _flat(global_weights, names)
+        deltas: dict[str, torch.Tensor] = {}
+        flagged: dict[str, str] = {}
+        for u in updates:
+            if u.participant in deltas or u.participant in flagged:
+                raise ConfigError(f"screen: participant {u.participant!r} submitted twice")
+            if set(u.weights) != set(global_weights) or any(
+                u.weights[n].shape != global_weights[n].shape for n in names
+            ):
+                raise ConfigError(
+                    f"screen: the update of {u.participant!r} does not match the global model's "
+                    "tensors (names or shapes)"
+                )
+            d = _flat(u.weights, names) - g
+            norm = float(torch.linalg.vector_norm(d))
+            if self.free_rider_rtol is not None and norm <= self.free_rider_rtol * max(
+                float(torch.linalg.vector_norm(g)), 1.0
+            ):
+                flagged[u.participant] = "free_rider"
+                continue
+            if self.duplicate_rtol is not None and any(
+                float(torch.linalg.vector_norm(d - e))
+                <= self.duplicate_rtol * max(norm, float(torch.linalg.vector_norm(e)))
+                for e in deltas.values()
+            ):
+                flagged[u.participant] = "copy"
+                continue
+            deltas[u.participant] = d
+        if len(deltas) >= self.min_updates and (
+            self.max_norm_ratio is not None or self.min_cosine is not None
+        ):
+            ids = list(deltas)
+            stacked = torch.stack([deltas[i] for i in ids])
+            norms = torch.linalg.vector_norm(stacked, dim=1)
+            median_norm = float(norms.median())
+            consensus = stacked.median(dim=0).values
+            consensus_norm = float(torch.linalg.vector_norm(consensus))
+            for k, pid in enumerate(ids):
+                n = float(norms[k])
+                if self.max_norm_ratio is not None and n > self.max_norm_ratio * median_norm:
+                    flagged[pid] = "norm_outlier"
+                elif self.min_cosine is not None and n > 0 and consensus_norm > 0:
+                    cos = float(stacked[k] @ consensus) / (n * consensus_norm)
+                    if cos < self.min_cosine:
+                        flagged[pid] = "opposed"
+        kept = [u for u in updates if u.participant not in flagged]
+        return ScreenResult(kept=kept, flagged=flagged)
+
+
+def _flat(weights: Weights, names: list[str]) -> torch.Tensor:
+    if not names:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.cat([weights[n].detach().to(torch.float64).reshape(-1) for n in names])

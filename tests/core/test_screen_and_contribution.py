@@ -1,0 +1,265 @@
+"""The screen (what never reaches a strategy) and contribution scores (what a proposer is paid
+for): hand-made updates for the rules, real local training for each attack being caught."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flock_pipeline.aggregation import FedAvg, Krum
+from flock_pipeline.aggregation.screen import Screen
+from flock_pipeline.attacks import AttackSpec, tamper_contributions
+from flock_pipeline.config import load_config
+from flock_pipeline.contribution import PENALTY, contributions
+from flock_pipeline.errors import ConfigError
+from flock_pipeline.round import aggregate, build_screen
+from flock_pipeline.serialization import Weights, content_hash
+from flock_pipeline.update import Update
+
+GLOBAL: Weights = {"w": torch.zeros(4, 3), "b": torch.zeros(3)}
+DIRECTION = torch.linspace(0.5, 1.5, 15)
+
+
+def _update(pid: str, delta: torch.Tensor, n: int = 10) -> Update:
+    out, i = {}, 0
+    for name, t in GLOBAL.items():
+        out[name] = t + delta[i : i + t.numel()].reshape(t.shape).to(t.dtype)
+        i += t.numel()
+    return Update(pid, out, n)
+
+
+def _honest(k: int) -> list[Update]:
+    """k honest updates: a shared direction plus a little seeded noise each."""
+    g = torch.Generator().manual_seed(0)
+    return [_update(f"h{i}", DIRECTION + 0.3 * torch.randn(15, generator=g)) for i in range(k)]
+
+
+# ---------------------------------------------------------------- screen
+
+
+def test_honest_updates_pass_the_screen():
+    result = Screen()(_honest(5), GLOBAL)
+    assert result.flagged == {}
+    assert [u.participant for u in result.kept] == ["h0", "h1", "h2", "h3", "h4"]
+
+
+def test_each_hostile_kind_is_flagged_with_its_reason():
+    honest = _honest(5)
+    updates = [
+        *honest,
+        _update("rider", torch.zeros(15)),
+        Update("copy", honest[1].weights, 10),
+        _update("boost", 10 * DIRECTION),
+        _update("flip", -DIRECTION),
+    ]
+    result = Screen()(updates, GLOBAL)
+    assert result.flagged == {
+        "rider": "free_rider",
+        "copy": "copy",
+        "boost": "norm_outlier",
+        "flip": "opposed",
+    }
+    assert [u.participant for u in result.kept] == ["h0", "h1", "h2", "h3", "h4"]
+
+
+def test_the_first_submitter_keeps_its_update_and_the_later_copy_is_flagged():
+    a, b = _honest(2)
+    copy_of_b = Update("c", {k: v + 1e-9 for k, v in b.weights.items()}, 10)
+    assert Screen()([a, copy_of_b, b], GLOBAL).flagged == {"h1": "copy"}
+    assert Screen()([a, b, copy_of_b], GLOBAL).flagged == {"c": "copy"}
+
+
+def test_outlier_checks_need_a_consensus():
+    pair = [_update("a", DIRECTION), _update("b", -DIRECTION)]
+    assert Screen()(pair, GLOBAL).flagged == {}  # two updates: nobody to side with
+    assert Screen(min_updates=2)(pair, GLOBAL).flagged != {}
+
+
+def test_every_check_can_be_turned_off():
+    updates = [*_honest(4), _update("rider", torch.zeros(15)), _update("flip", -DIRECTION)]
+    off = Screen(free_rider_rtol=None, duplicate_rtol=None, max_norm_ratio=None, min_cosine=None)
+    assert off(updates, GLOBAL).flagged == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_norm_ratio": 0.5}, "max_norm_ratio"),
+        ({"min_cosine": 2.0}, "min_cosine"),
+        ({"free_rider_rtol": -1.0}, "free_rider_rtol"),
+        ({"min_updates": 1}, "min_updates"),
+    ],
+)
+def test_bad_thresholds_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Screen(**kwargs)
+
+
+def test_a_mismatched_or_repeated_update_is_a_clear_error():
+    with pytest.raises(ConfigError, match="does not match the global model"):
+        Screen()([Update("x", {"w": torch.zeros(4, 3)}, 1)], GLOBAL)
+    h = _honest(1)[0]
+    with pytest.raises(ConfigError, match="submitted twice"):
+        Screen()([h, h], GLOBAL)
+
+
+def test_the_screen_is_on_by_default_and_off_with_central_dp():
+    assert build_screen(load_config()) is not None
+    dp = load_config(overrides={"aggregation.central_dp": {"noise_multiplier": 1.0}})
+    assert build_screen(dp) is None
+    forced = {"aggregation.central_dp": {"noise_multiplier": 1.0}, "aggregation.screen.enabled": 1}
+    assert build_screen(load_config(overrides=forced)) is not None
+    assert build_screen(load_config(overrides={"aggregation.screen.enabled": False})) is None
+
+
+# ---------------------------------------------------------------- aggregate with the screen
+
+
+def test_flagged_updates_never_reach_the_strategy():
+    honest = _honest(4)
+    hostile = _update("boost", 10 * DIRECTION)
+    screened = aggregate(FedAvg(), [*honest, hostile], GLOBAL, None, 0, Screen())
+    plain = aggregate(FedAvg(), honest, GLOBAL, None, 0)
+    assert content_hash(screened.weights) == content_hash(plain.weights)
+    assert screened.flagged == {"boost": "norm_outlier"}
+    assert screened.selected == ("h0", "h1", "h2", "h3")
+
+
+def test_with_everything_flagged_the_global_model_stays():
+    riders = [_update(p, torch.zeros(15)) for p in ("a", "b")]
+    agg = aggregate(FedAvg(), riders, GLOBAL, {"m": torch.ones(1)}, 0, Screen())
+    assert content_hash(agg.weights) == content_hash(GLOBAL)
+    assert set(agg.flagged) == {"a", "b"}
+    assert torch.equal(agg.state["m"], torch.ones(1))
+
+
+# ---------------------------------------------------------------- contributions
+
+
+def _closeness(target: torch.Tensor):
+    """A metric that is higher the closer the model's flat weights are to ``target``."""
+
+    def metric(weights: Weights) -> float:
+        flat = torch.cat([weights[k].reshape(-1).double() for k in GLOBAL])
+        return -float(torch.linalg.vector_norm(flat - target.double()))
+
+    return metric
+
+
+def test_contributions_are_leave_one_out_gains_and_flagged_updates_score_minus_one():
+    honest = _honest(3)
+    harmful = _update("bad", 0.5 * -DIRECTION + 2.0)  # passes the screen, hurts the metric
+    rider = _update("rider", torch.zeros(15))
+    updates = [*honest, harmful, rider]
+    metric = _closeness(DIRECTION)
+    scores = contributions(FedAvg(), updates, GLOBAL, None, 0, Screen(), metric)
+    assert len(scores) == len(updates)
+    assert scores[4] == PENALTY
+    assert all(s > 0 for s in scores[:3])
+    assert scores[3] < 0
+    # the leave-one-out gain, recomputed by hand for the first update
+    full = aggregate(FedAvg(), updates, GLOBAL, None, 0, Screen())
+    without = aggregate(FedAvg(), updates[1:], GLOBAL, None, 0, Screen())
+    assert scores[0] == pytest.approx(metric(full.weights) - metric(without.weights))
+
+
+def test_leave_one_out_reruns_the_round_s_own_rule():
+    # Krum picks one update; removing any other can change which one it picks, and that
+    # influence is exactly what the leave-one-out gain measures.
+    honest = _honest(5)
+    krum, metric = Krum(num_malicious=1), _closeness(DIRECTION)
+    scores = contributions(krum, honest, GLOBAL, None, 0, None, metric)
+    full = metric(aggregate(krum, honest, GLOBAL, None, 0).weights)
+    for i, s in enumerate(scores):
+        rest = honest[:i] + honest[i + 1 :]
+        assert s == pytest.approx(full - metric(aggregate(krum, rest, GLOBAL, None, 0).weights))
+
+
+def test_contributions_are_clamped_to_the_contract_range():
+    updates = _honest(3)
+    scores = contributions(FedAvg(), updates, GLOBAL, None, 0, None, lambda w: 1e6 * float(
+        w["b"].sum()))  # fmt: skip
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    assert max(abs(s) for s in scores) == 1.0
+
+
+def test_a_dishonest_voter_negates_its_contribution_scores():
+    assert tamper_contributions([0.2, -1.0], AttackSpec(kind="dishonest_voter")) == [-0.2, 1.0]
+    assert tamper_contributions([0.2, -1.0], AttackSpec(kind="sign_flip")) == [0.2, -1.0]
+    assert tamper_contributions([0.2], None) == [0.2]
+
+
+# ---------------------------------------------------------------- real training, each attack
+
+
+@pytest.fixture(scope="module")
+def trained_round():
+    """One round of real local training on digits (6 participants, IID), every attack kind
+    that changes the update applied to a different participant."""
+    from flock_pipeline.round import (
+        initial_weights,
+        prepare_federation,
+        submitted_updates,
+        train_participant,
+    )
+
+    attacks = {
+        "p1": {"kind": "free_rider"},
+        "p2": {"kind": "copier", "copy_from": "p0"},
+        "p3": {"kind": "boosted", "scale": 10.0},
+        "p4": {"kind": "sign_flip"},
+        "p5": {"kind": "gaussian_noise", "sigma": 1.0},
+    }
+    honest = {f"p{i}": None for i in range(6, 9)}
+    cfg = load_config(
+        overrides={
+            "participants": 9,
+            "data.dataset": "digits",
+            "partition.scheme": "iid",
+            "model.name": "mlp",
+            "privacy.enabled": False,
+            "training.local_epochs": 2,
+            "attacks": attacks,
+        }
+    )
+    fed = prepare_federation(cfg)
+    g = initial_weights(cfg, fed)
+    trained = [train_participant(cfg, fed, i, g, 1, None) for i in range(cfg.participants)]
+    return cfg, fed, g, submitted_updates(cfg, trained, g, 1), honest
+
+
+def test_each_update_attack_is_caught_by_the_screen_in_real_training(trained_round):
+    cfg, _, g, updates, honest = trained_round
+    flagged = aggregate(FedAvg(), updates, g, None, 0, build_screen(cfg)).flagged
+    assert flagged == {
+        "p1": "free_rider",
+        "p2": "copy",
+        "p3": "norm_outlier",
+        "p4": "opposed",
+        "p5": "norm_outlier",
+    }
+    assert not set(flagged) & set(honest)
+
+
+def test_honest_proposers_earn_and_attackers_are_penalized_in_real_training(trained_round):
+    from flock_pipeline.evaluation import evaluate
+    from flock_pipeline.models import build_network
+
+    cfg, fed, g, updates, honest = trained_round
+    voter = fed.participants[6]
+    net = build_network("mlp", fed.input_shape, fed.num_classes)
+
+    def metric(weights: Weights) -> float:
+        return -evaluate(net, weights, voter.x_holdout, voter.y_holdout).loss
+
+    scores = dict(
+        zip(
+            [u.participant for u in updates],
+            contributions(FedAvg(), updates, g, None, 0, build_screen(cfg), metric),
+            strict=True,
+        )
+    )
+    assert all(scores[p] == PENALTY for p in ("p1", "p2", "p3", "p4", "p5"))
+    # Four near-identical IID updates: each one's leave-one-out gain is small noise (measured
+    # -0.002..+0.004 here), far from the penalty.
+    assert all(abs(scores[p]) < 0.05 for p in ["p0", *honest])
