@@ -541,7 +541,9 @@ contract FlockAlliance is ReentrancyGuardTransient {
     }
 
     /// @notice Tally a round after its reveal deadline (anyone, once): stake-weighted majority
-    ///         of revealed votes; allot the round's reward (remaining pool / remaining rounds).
+    ///         of revealed votes; allot the round's reward (remaining pool / remaining rounds):
+    ///         the proposers' part only if accepted and contributionTotal > 0, the voters' part
+    ///         to a strict majority; the rest stays in the pool.
     ///         O(1): participants are settled lazily. The caller earns the finalizer's share of
     ///         the round's slashes as they are settled.
     /// @param taskId The task.
