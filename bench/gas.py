@@ -4,6 +4,8 @@ Runs on the in-process py-evm chain (same EVM rules and gas schedule as anvil an
 participants every one of them gets a role (N/2 expected proposers and voters), one voter never
 votes (reported as a no-show) and one commits without revealing (slashed on settlement).
 Settlement is O(1) per round, so finalize and claim must cost the same at 4, 16 and 64.
+Accepting votes carry one contribution per update, so revealVote is also measured with P = 1,
+4, 16 and 64 submitted updates: its marginal gas per contribution must be constant.
 
     python bench/gas.py [--quick]    # writes bench/results/gas.json; last line is the headline
 """
@@ -11,6 +13,7 @@ Settlement is O(1) per round, so finalize and claim must cost the same at 4, 16 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -31,6 +34,8 @@ from flock_pipeline.chain import (
 TOKEN = 10**18
 GOAL = 1.1
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
+FULL = 10**18  # a contribution of 1.0
+UPDATE_COUNTS = (1, 4, 16, 64)
 
 
 def _round_ends(client: AllianceClient, task_id: int, round_: int, phase: Phase) -> int:
@@ -58,7 +63,7 @@ def measure(n: int) -> dict[str, Any]:
     people = [creator.as_signer(s) for s in signers]
     creator.mint(deployer.address, 1_000_000 * TOKEN)
     for person in people:
-        record("token.mint", creator.mint(person.address, 1_000 * TOKEN).gas_used)
+        record("token.mint", creator.mint(person.address, 10_000 * TOKEN).gas_used)
         approve = person.token.functions.approve(deployment.alliance, 2**255)
         record("token.approve", person.tx.send(approve, person.signer).gas_used)
     creator.tx.send(creator.token.functions.approve(deployment.alliance, 2**255), creator.signer)
@@ -92,8 +97,11 @@ def measure(n: int) -> dict[str, Any]:
     record("postAggregate", proposers[0].post_aggregate(task_id, round_, b"\x22" * 32).gas_used)
     absent, silent, *honest = voters
     votes = {}
+    full = [FULL] * len(proposers)
     for voter in [silent, *honest]:
-        votes[voter.address], committed = voter.commit_vote(task_id, round_, to_fixed(0.05))
+        votes[voter.address], committed = voter.commit_vote(
+            task_id, round_, to_fixed(0.05), contributions=full
+        )
         record("commitVote", committed.gas_used)
     chain.advance_to(_round_ends(keeper, task_id, round_, Phase.REVEALING))
     for voter in honest:
@@ -130,6 +138,72 @@ def measure(n: int) -> dict[str, Any]:
     }
 
 
+def measure_reveal(counts: tuple[int, ...] = UPDATE_COUNTS) -> dict[str, Any]:
+    """revealVote gas of an accepting vote carrying P contributions, for each P in `counts`.
+
+    One task, one round per P: the first P selected proposers submit, two voters commit and
+    reveal. The first reveal writes each update's accumulator from zero, the second updates it.
+    """
+    chain = in_process()
+    n = max(counts) + 12
+    deployer, *signers = dev_signers(chain, n + 1, label="gas-reveal")
+    creator = AllianceClient(chain, deploy(chain, deployer), deployer)
+    people = [creator.as_signer(s) for s in signers]
+    creator.mint(deployer.address, 1_000_000 * TOKEN)
+    for client in [creator, *people]:
+        if client is not creator:
+            creator.mint(client.address, 1_000 * TOKEN)
+        approve = client.token.functions.approve(creator.deployment.alliance, 2**255)
+        client.tx.send(approve, client.signer)
+    config = TaskConfig(
+        model_hash=b"\x11" * 32,
+        rounds=4 * len(counts),
+        max_participants=n,
+        proposers_per_round=n - 6,  # about 6 voters, at least max(counts) proposers
+        voters_per_round=6,
+    )
+    task_id, _ = creator.create_task(config)
+    for person in people:
+        person.stake(task_id, 100 * TOKEN)
+    gas: dict[int, dict[str, int]] = {}
+    for count in counts:
+        while count not in gas:
+            round_, _ = creator.start_round(task_id)
+            roles = {p.address: p.role_of(task_id, round_) for p in people}
+            proposers = [p for p in people if roles[p.address] is Role.PROPOSER][:count]
+            voters = [p for p in people if roles[p.address] is Role.VOTER][:2]
+            if len(proposers) == count and len(voters) == 2:
+                for index, proposer in enumerate(proposers):
+                    proposer.submit_update(task_id, round_, (index + 1).to_bytes(32, "big"), 10)
+                chain.advance_to(_round_ends(creator, task_id, round_, Phase.COMMITTING))
+                proposers[0].post_aggregate(task_id, round_, b"\x22" * 32)
+                votes = [
+                    v.commit_vote(task_id, round_, to_fixed(0.05), contributions=[FULL] * count)[0]
+                    for v in voters
+                ]
+                chain.advance_to(_round_ends(creator, task_id, round_, Phase.REVEALING))
+                first, later = (
+                    v.reveal_vote(vote).gas_used for v, vote in zip(voters, votes, strict=True)
+                )
+                gas[count] = {"first": first, "later": later}
+            chain.advance_to(_round_ends(creator, task_id, round_, Phase.FINALIZABLE))
+            creator.finalize_round(task_id, round_)
+    low, high = min(counts), max(counts)
+    span = high - low
+    return {
+        "updates": {str(c): g for c, g in gas.items()},
+        "marginal_per_contribution": {
+            kind: round((gas[high][kind] - gas[low][kind]) / span) for kind in ("first", "later")
+        },
+        "marginal_by_step": {
+            f"{a}->{b}": {
+                kind: round((gas[b][kind] - gas[a][kind]) / (b - a)) for kind in ("first", "later")
+            }
+            for a, b in itertools.pairwise(counts)
+        },
+    }
+
+
 def main() -> None:
     """Measure, print the table, write JSON, print the headline last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -145,8 +219,16 @@ def main() -> None:
     first = next(r for r in runs if r["participants"] == 4)
     big = next(r for r in runs if r["participants"] == 64)
     ratio = (big["finalize"] + big["claim_max"]) / (first["finalize"] + first["claim_max"])
+    reveal = measure_reveal()
+    print(f"{'revealVote with P updates':<30}{'first':>10}{'later':>10}")
+    for count, used in reveal["updates"].items():
+        print(f"{'P=' + count:<30}{used['first']:>10}{used['later']:>10}")
+    marginal = reveal["marginal_per_contribution"]
+    print(f"{'marginal gas / contribution':<30}{marginal['first']:>10}{marginal['later']:>10}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": args.quick, "runs": runs}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps({"quick": args.quick, "runs": runs, "reveal": reveal}, indent=2) + "\n"
+    )
     print(
         json.dumps(
             {
@@ -156,6 +238,7 @@ def main() -> None:
                 "better": "lower",
                 "finalize_gas": {str(r["participants"]): r["finalize"] for r in runs},
                 "claim_gas_max": {str(r["participants"]): r["claim_max"] for r in runs},
+                "reveal_gas_per_contribution": marginal,
                 "quick": args.quick,
             }
         )
