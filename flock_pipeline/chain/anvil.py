@@ -126,7 +126,8 @@ class AnvilNode:
             "--state", str(self.state_file),
             "--state-interval", str(self.state_interval),
         ]  # fmt: skip
-        if not self.state_file.exists():
+        restart = self.state_file.exists()
+        if not restart:
             command += ["--timestamp", str(GENESIS_TIMESTAMP)]
         with (self.dir / "anvil.log").open("ab") as log:
             process = subprocess.Popen(
@@ -152,6 +153,11 @@ class AnvilNode:
                 continue
             # Block time follows the chain, not the wall clock: with a fixed genesis, the same
             # transactions give the same block hashes, hence the same round seeds and roles.
+            if restart:
+                # A node loaded from its state keeps time by the wall clock, which would jump
+                # past every open deadline: resume the clock at the last block's time.
+                latest = int(chain.w3.eth.get_block("latest")["timestamp"])
+                chain.w3.provider.make_request(RPCEndpoint("anvil_setTime"), [latest])
             chain.w3.provider.make_request(
                 RPCEndpoint("anvil_setBlockTimestampInterval"), [BLOCK_INTERVAL]
             )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from flock_pipeline.chain.anvil import AnvilNode
+from flock_pipeline.chain.anvil import BLOCK_INTERVAL, AnvilNode
 from flock_pipeline.chain.cli import chain_app
 
 runner = CliRunner()
@@ -48,3 +48,25 @@ def test_the_local_chain_keeps_its_state_and_contracts_across_restarts(tmp_path:
 def test_down_without_a_running_chain_says_so(tmp_path: Path) -> None:
     assert "not running" in flock_chain("down", "--data-dir", str(tmp_path))
     assert not AnvilNode(tmp_path).status().running
+
+
+def test_block_time_continues_from_the_saved_chain_after_a_restart(tmp_path: Path) -> None:
+    # A restarted node must not jump to the wall clock: that would pass every open round's
+    # deadline while the flow that resumes it is still training.
+    node = AnvilNode(tmp_path / "data", port=0)
+    try:
+        node.up()
+        w3 = node.chain().w3
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        before = int(w3.eth.get_block("latest")["timestamp"])
+        node.down()
+        node.up()
+        w3 = node.chain().w3
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        last = w3.eth.block_number
+        after = [int(w3.eth.get_block(n)["timestamp"]) for n in (last - 1, last)]
+    finally:
+        node.down()
+    assert after[0] - before == BLOCK_INTERVAL
+    assert after[1] - after[0] == BLOCK_INTERVAL
