@@ -21,14 +21,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.aggregation import Aggregate, StrategyState
-from flock_pipeline.attacks import tamper_score
+from flock_pipeline.attacks import tamper_contributions, tamper_score
 from flock_pipeline.chain import Phase, Role, Vote, to_fixed, vote_commitment
+from flock_pipeline.chain.voting import SCORE_SCALE
 from flock_pipeline.config import FlockConfig, load_config
+from flock_pipeline.contribution import contributions
 from flock_pipeline.evaluation import evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.reporting import plot_accuracy, plot_rewards
 from flock_pipeline.round import aggregate as aggregate_updates
-from flock_pipeline.round import attack_update, build_aggregator, train_participant
+from flock_pipeline.round import attack_update, build_aggregator, build_screen, train_participant
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, canonical_bytes, content_hash, from_bytes
 from flock_pipeline.update import Update
@@ -62,9 +64,11 @@ def _global_weights(w: World) -> Weights:
 
 
 def _committed_updates(w: World, r: int) -> list[Update]:
-    """The round's updates as committed on chain, fetched by hash (the store verifies it)."""
+    """The round's updates as committed on chain, in submission order (the contract's update
+    index), fetched by hash (the store verifies it)."""
     out = []
-    for ev in w.creator.round_events(w.task_id, r, "UpdateSubmitted"):
+    events = w.creator.round_events(w.task_id, r, "UpdateSubmitted")
+    for ev in sorted(events, key=lambda e: int(e["index"])):
         digest = _hex(ev["updateHash"])
         pid = w.by_address(str(ev["proposer"])).id
         out.append(Update(pid, from_bytes(w.store.get(digest), digest), int(ev["numSamples"])))
@@ -82,14 +86,18 @@ def _previous_state_hash(w: World, r: int) -> str | None:
 
 
 def _aggregate(w: World, r: int) -> Aggregate:
-    """Everyone's recomputation: the configured strategy over the committed updates, from the
-    published state, with the round's chain seed for any noise."""
+    """Everyone's recomputation: the screen and the configured strategy over the committed
+    updates, from the published state, with the round's chain seed for any noise."""
+    return aggregate_updates(*_round_inputs(w, r))
+
+
+def _round_inputs(w: World, r: int) -> tuple[Any, list[Update], Weights, StrategyState, int, Any]:
+    """(strategy, updates in submission order, global weights, state, seed, screen)."""
     seed = derive_seed(w.cfg.seed, "aggregate", _hex(w.creator.round_info(w.task_id, r).seed))
     digest = _previous_state_hash(w, r)
     state: StrategyState = {} if digest is None else from_bytes(w.store.get(digest), digest)
-    return aggregate_updates(
-        build_aggregator(w.cfg), _committed_updates(w, r), _global_weights(w), state, seed
-    )
+    return (build_aggregator(w.cfg), _committed_updates(w, r), _global_weights(w), state, seed,
+            build_screen(w.cfg))  # fmt: skip
 
 
 # ---------------------------------------------------------------- tasks
@@ -193,15 +201,27 @@ def aggregate(name: str, r: int, training_ends: int) -> dict[str, Any] | None:
         w.creator.post_aggregate(w.task_id, r, bytes.fromhex(digest[2:]))
     elif _hex(posted) != digest:
         raise RuntimeError(f"round {r + 1}: posted aggregate {_hex(posted)} is not {digest}")
-    return {"hash": digest, "state": state, "selected": list(agg.selected)}
+    return {
+        "hash": digest,
+        "state": state,
+        "selected": list(agg.selected),
+        "flagged": dict(agg.flagged),
+    }
 
 
-def _score(w: World, pid: str, new: Weights, old: Weights) -> float:
+def _holdout_metrics(w: World, pid: str) -> tuple[Any, Any]:
+    """The voter's two validation metrics on its own held-out split: accuracy (the vote) and
+    minus the loss (contributions: continuous, so a small held-out set still ranks updates)."""
     part = w.fed.participants[w.member(pid).index]
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
-    after = evaluate(net, new, part.x_holdout, part.y_holdout).accuracy
-    before = evaluate(net, old, part.x_holdout, part.y_holdout).accuracy
-    return after - before
+
+    def accuracy(weights: Weights) -> float:
+        return evaluate(net, weights, part.x_holdout, part.y_holdout).accuracy
+
+    def neg_loss(weights: Weights) -> float:
+        return -evaluate(net, weights, part.x_holdout, part.y_holdout).loss
+
+    return accuracy, neg_loss
 
 
 @task(
@@ -213,24 +233,35 @@ def _score(w: World, pid: str, new: Weights, old: Weights) -> float:
 )
 def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     """A voter recomputes the aggregate from the committed updates, checks the posted hash,
-    scores it against the current global model on its held-out data and commits the score."""
+    scores it against the current global model on its held-out data, scores each update's
+    contribution (``flock_pipeline.contribution``) and commits both."""
     w = get_world(name)
     m = w.member(pid)
     posted = _hex(w.creator.round_info(w.task_id, r).aggregate_hash)
-    old = _global_weights(w)
-    mine = _aggregate(w, r).weights
-    if content_hash(mine) != posted:
+    strategy, updates, old, state, seed, screen = _round_inputs(w, r)
+    full = aggregate_updates(strategy, updates, old, state, seed, screen)
+    accuracy, neg_loss = _holdout_metrics(w, pid)
+    if content_hash(full.weights) != posted:
         # An honest voter never endorses an aggregate it cannot reproduce.
-        score = -1.0
+        score, scores = -1.0, [0.0] * len(updates)
         get_run_logger().warning("%s: posted aggregate %s does not match mine", pid, posted)
     else:
-        score = _score(w, pid, mine, old)
-    score = tamper_score(score, w.cfg.attacks.get(pid))  # a dishonest voter lies here
+        score = accuracy(full.weights) - accuracy(old)
+        scores = contributions(strategy, updates, old, state, seed, screen, neg_loss, full)
+    spec = w.cfg.attacks.get(pid)
+    score = tamper_score(score, spec)  # a dishonest voter lies here
+    scores = tamper_contributions(scores, spec)
     fixed = to_fixed(round(score, 6))
+    fixed_scores = [to_fixed(round(c, 6)) for c in scores]
     if m.client.record_of(w.task_id, r).action.name == "NONE":
         salt = m.salt(w.task_id, r)
-        m.client.commit_vote(w.task_id, r, fixed, salt)
-    return {"score": score, "fixed": fixed}
+        m.client.commit_vote(w.task_id, r, fixed, salt, contributions=fixed_scores)
+    return {
+        "score": score,
+        "fixed": fixed,
+        "contributions": dict(zip([u.participant for u in updates], scores, strict=True)),
+        "fixed_contributions": fixed_scores,
+    }
 
 
 @task(
@@ -240,15 +271,17 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     retry_delay_seconds=_DELAYS,
     retry_condition_fn=_transient,
 )
-def reveal(name: str, r: int, pid: str, fixed: int, commit_ends: int) -> None:
+def reveal(name: str, r: int, pid: str, vote: dict[str, Any], commit_ends: int) -> None:
+    """Reveal the score and contributions ``validate_and_commit`` committed."""
     w = get_world(name)
     m = w.member(pid)
     w.chain.advance_to(commit_ends + 1)
     if m.client.record_of(w.task_id, r).action.name != "COMMITTED":
         return
     salt = m.salt(w.task_id, r)
-    commitment = vote_commitment(w.task_id, r, m.address, fixed, salt)
-    m.client.reveal_vote(Vote(w.task_id, r, m.address, fixed, salt, commitment))
+    fixed, scores = int(vote["fixed"]), tuple(int(c) for c in vote["fixed_contributions"])
+    commitment = vote_commitment(w.task_id, r, m.address, fixed, salt, contributions=scores)
+    m.client.reveal_vote(Vote(w.task_id, r, m.address, fixed, salt, commitment, scores))
 
 
 @task(
@@ -264,6 +297,7 @@ def finalize(name: str, r: int) -> dict[str, Any]:
     info = w.creator.round_info(w.task_id, r)
     w.chain.advance_to(info.reveal_ends + 1)
     w.creator.finalize_round(w.task_id, r)  # None when a previous run already did
+    info = w.creator.round_info(w.task_id, r)  # with the final tallies
     for m in w.members:
         w.creator.settle(w.task_id, m.address)
     (log,) = w.creator.alliance.events.RoundFinalized().get_logs(
@@ -273,12 +307,20 @@ def finalize(name: str, r: int) -> dict[str, Any]:
     settled = {
         str(e["account"]).lower(): e for e in w.creator.round_events(w.task_id, r, "Settled")
     }
+    # Each proposer's contribution as the contract holds it: the stake-weighted mean of the
+    # accepting voters' scores (None when nobody accepted).
+    contribution: dict[str, float | None] = {}
+    for i in range(info.updates):
+        up = w.creator.update_at(w.task_id, r, i)
+        mean = up.contribution / info.accept_weight / SCORE_SCALE if info.accept_weight else None
+        contribution[w.by_address(up.proposer).id] = mean
     out = {}
     for m in w.members:
         e = settled.get(m.address.lower())
         out[m.id] = {
             "reward": str(int(e["reward"])) if e else "0",
             "slashed": str(int(e["slashed"])) if e else "0",
+            "contribution": contribution.get(m.id),
         }
     return {
         "accepted": bool(log["args"]["accepted"]),
@@ -361,7 +403,7 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
         scored = validate_and_commit.map(name, r, voters).result()
         votes = dict(zip(voters, scored, strict=True))
         commit_ends = w.creator.round_info(w.task_id, r).commit_ends
-        reveal.map(name, r, voters, [votes[v]["fixed"] for v in voters], commit_ends).result()
+        reveal.map(name, r, voters, [votes[v] for v in voters], commit_ends).result()
     settlement = finalize(name, r)
 
     accepted = settlement["accepted"]
@@ -384,7 +426,10 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
                 "epsilon": m.ledger.epsilon if m.ledger else None,
                 "delta": w.cfg.privacy.delta if m.ledger else None,
                 "vote": None if vote is None else {"score": vote["score"],
-                                                   "accept": vote["fixed"] > 0},
+                                                   "accept": vote["fixed"] > 0,
+                                                   "contributions": vote["contributions"]},
+                "flagged": None if aggregated is None else aggregated["flagged"].get(m.id),
+                "contribution": settlement["settlement"][m.id]["contribution"],
                 "reward": settlement["settlement"][m.id]["reward"],
                 "slashed": settlement["settlement"][m.id]["slashed"],
             }
@@ -395,6 +440,7 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
         "global": {"accuracy": ev.accuracy, "loss": ev.loss},
         "aggregate_hash": agg,
         "selected": None if aggregated is None else aggregated["selected"],
+        "flagged": {} if aggregated is None else aggregated["flagged"],
         "strategy_state": aggregated["state"]
         if accepted and aggregated is not None
         else _previous_state_hash(w, r),
@@ -406,7 +452,10 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
     create_table_artifact(
         key=f"{w.name}-round-{r + 1}".lower(),
         table=[
-            {k: p[k] for k in ("id", "role", "epsilon", "reward", "slashed")}
+            {
+                k: p[k]
+                for k in ("id", "role", "epsilon", "contribution", "flagged", "reward", "slashed")
+            }
             | {"score": p["vote"]["score"] if p["vote"] else None}
             for p in participants
         ],
