@@ -9,12 +9,19 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   every attack in ``ATTACK_KINDS`` plus ``none`` (all honest). ``dishonest_voter`` changes only
   votes, and the plain simulation has none, so that column is n/a (it would equal ``none``).
   Full mode: Fashion-MNIST capped at ``data.max_samples`` training samples; --quick: MNIST 5k.
+  The screen (``aggregation.screen``, on by default) runs before every strategy; ``--no-screen``
+  turns it off to measure the strategies alone. Besides the all-honest run, each strategy gets
+  an honest-only reference: the same strategy with the 3 malicious participants' updates left
+  out. It is the free_rider run under the screen (the bench checks that the screen flagged
+  exactly p1, p4, p7 in every round of it), and it bounds what any rule can reach when 30% of the
+  participants contribute nothing honest.
 - rewards: the real flow (``flows.federated.federated_task``: on-chain sortition, commit-reveal
-  votes, settlement and pull claims on a managed local anvil, a fresh ``data_dir`` per run) with
-  FedAvg x each attack (--quick: free_rider, sign_flip, dishonest_voter). Net reward per
-  participant = sum of rewards - sum of slashes over the rounds, in FLOCK. Rewards are
-  stake-pro-rata today (contribution-based rewards are not implemented), so a free rider or a
-  copier that proposes in an accepted round is paid like an honest proposer.
+  votes with contribution scores, settlement and pull claims on a managed local anvil, a fresh
+  ``data_dir`` per run) with FedAvg x each attack (--quick: free_rider, sign_flip,
+  dishonest_voter). Proposers are paid stake x contribution (leave-one-out held-out gain,
+  stake-weighted mean over the accepting voters); an update the screen flags is penalized at
+  ``chain.penalty_bps``. Net reward per participant = sum of rewards - sum of slashes over the
+  rounds, in FLOCK.
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + all 7 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
@@ -47,7 +54,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results" / "robustness.json"
-RESULTS_QUICK = ROOT / "bench" / "results" / "robustness_quick.json"
 GOAL = 3.0
 
 # Tool state (Prefect's database, matplotlib's cache) goes to a throw-away folder; this must be
@@ -120,6 +126,7 @@ def _config(
     attack: str = "none",
     model: str = "mlp",
     flow: bool = False,
+    screen: bool = True,
 ) -> FlockConfig:
     return load_config(
         None,
@@ -138,6 +145,7 @@ def _config(
             "aggregation.strategy": strategy,
             "aggregation.params": STRATEGY_PARAMS.get(strategy, {}),
             "attacks": _attacks(attack, flow),
+            "aggregation.screen.enabled": screen,
         },
     )
 
@@ -178,7 +186,7 @@ def _scale_check(cfg: FlockConfig, fed: Any) -> dict[str, float]:
 
 
 def accuracy_part(
-    dataset: str, max_samples: int | None, rounds: int, epochs: int
+    dataset: str, max_samples: int | None, rounds: int, epochs: int, screen: bool = True
 ) -> dict[str, Any]:
     attacks = ["none", *ATTACK_KINDS]
     runnable = [a for a in attacks if a not in VOTE_ONLY]
@@ -186,7 +194,7 @@ def accuracy_part(
     quiet = Console(stderr=True, quiet=True)
     t_all = time.perf_counter()
     with _fresh_dir("accuracy") as d:
-        base = _config(d / "data", dataset, max_samples, rounds, epochs)
+        base = _config(d / "data", dataset, max_samples, rounds, epochs, screen=screen)
         t0 = time.perf_counter()
         fed = prepare_federation(base)
         data_seconds = time.perf_counter() - t0
@@ -196,7 +204,10 @@ def accuracy_part(
         done = 0
         for attack in runnable:
             for strategy in STRATEGIES:
-                cfg = _config(d / "data", dataset, max_samples, rounds, epochs, strategy, attack)
+                cfg = _config(
+                    d / "data", dataset, max_samples, rounds, epochs, strategy, attack,
+                    screen=screen,
+                )  # fmt: skip
                 t0 = time.perf_counter()
                 result = run_simulation(cfg, None, quiet, fed=fed)
                 wall = time.perf_counter() - t0
@@ -207,6 +218,7 @@ def accuracy_part(
                     "accuracy_per_round": [r["global"]["accuracy"] for r in rounds_out],
                     "final_loss": result.summary["final"]["loss"],
                     "selected_last_round": selected,
+                    "flagged_per_round": [r["flagged"] for r in rounds_out],
                     "malicious_selected_last_round": sorted(set(selected) & set(MALICIOUS)),
                     "seconds": round(wall, 3),
                 }
@@ -220,13 +232,24 @@ def accuracy_part(
             cells[strategy][attack] = None
 
     honest_fedavg = cells["fedavg"]["none"]["accuracy"]
-    for row in cells.values():
+    honest_only: dict[str, float | None] = {}
+    for strategy, row in cells.items():
+        rider = row["free_rider"]
+        excluded = screen and all(
+            set(f) == set(MALICIOUS) for f in rider["flagged_per_round"]
+        )  # fmt: skip
+        honest_only[strategy] = rider["accuracy"] if excluded else None
+    for strategy, row in cells.items():
         honest = row["none"]["accuracy"]
+        alone = honest_only[strategy]
         for cell in row.values():
             if cell is None:
                 continue
             cell["drop_vs_same_strategy_honest"] = round(100 * (honest - cell["accuracy"]), 2)
             cell["drop_vs_fedavg_honest"] = round(100 * (honest_fedavg - cell["accuracy"]), 2)
+            cell["drop_vs_same_strategy_honest_only"] = (
+                None if alone is None else round(100 * (alone - cell["accuracy"]), 2)
+            )
 
     robust_drops = [
         (cells[s][a]["drop_vs_same_strategy_honest"], s, a)
@@ -235,6 +258,13 @@ def accuracy_part(
         if a != "none"
     ]
     worst, worst_s, worst_a = max(robust_drops)
+    alone_drops = [
+        (cells[s][a]["drop_vs_same_strategy_honest_only"], s, a)
+        for s in ROBUST
+        for a in runnable
+        if a != "none" and cells[s][a]["drop_vs_same_strategy_honest_only"] is not None
+    ]
+    worst_alone = max(alone_drops) if alone_drops else None
     failing = sorted(
         [{"strategy": s, "attack": a, "drop": v} for v, s, a in robust_drops if v > GOAL],
         key=lambda x: -x["drop"],
@@ -251,6 +281,7 @@ def accuracy_part(
             "local_epochs": epochs,
             "model": "mlp",
             "privacy": "off (local DP-SGD disabled to isolate robustness); no central DP",
+            "screen": "on (default thresholds)" if screen else "off",
             "partition": "dirichlet alpha=0.5",
             "strategy_params": STRATEGY_PARAMS,
             "attack_params": ATTACK_PARAMS,
@@ -264,6 +295,10 @@ def accuracy_part(
         },
         "honest_fedavg_accuracy": honest_fedavg,
         "worst_robust_drop": {"value": worst, "strategy": worst_s, "attack": worst_a},
+        "honest_only_accuracy": honest_only,
+        "worst_robust_drop_vs_honest_only": None
+        if worst_alone is None
+        else {"value": worst_alone[0], "strategy": worst_alone[1], "attack": worst_alone[2]},
         "robust_cells_over_goal": failing,
         "data_seconds": round(data_seconds, 3),
         "seconds": round(time.perf_counter() - t_all, 3),
@@ -279,8 +314,12 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for p in r["participants"]:
             row = out.setdefault(
                 p["id"],
-                {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0},
-            )
+                {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0,
+                 "flagged": [], "contribution": []},
+            )  # fmt: skip
+            if p["role"] == "proposer":
+                row["flagged"].append(p.get("flagged"))
+                row["contribution"].append(p.get("contribution"))
             row["reward"] += int(p["reward"])
             row["slashed"] += int(p["slashed"])
             row["roles"].append(p["role"])
@@ -357,8 +396,13 @@ def rewards_part(
             "privacy": "off",
             "attack_params": ATTACK_PARAMS,
             "attack_params_flow_overrides": FLOW_ATTACK_PARAMS,
-            "reward_rule": "stake-pro-rata (contribution-based rewards, issue 5 item 4, are not "
-            "implemented yet): a proposer in an accepted round is paid whatever it submitted",
+            "reward_rule": "proposers of an accepted round: stake x max(0, contribution) pro "
+            "rata, contribution = stake-weighted mean of the accepting voters' leave-one-out "
+            "held-out loss gains; an update flagged by the screen scores -1 and its proposer is "
+            "slashed at penalty_bps; voters: majority side paid pro rata stake, minority slashed "
+            "at slash_bps",
+            "penalty_bps": 10_000,
+            "slash_bps": 1_000,
         },
         "runs": runs,
         "malicious_with_positive_net": positive,
@@ -392,7 +436,7 @@ def _table_drop(part: dict[str, Any], key: str) -> str:
     attacks = [a for a in part["attacks"] if a not in VOTE_ONLY and a != "none"]
     lines = ["| strategy | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
     for s, row in part["cells"].items():
-        vals = [f"{row[a][key]:+.1f}" for a in attacks]
+        vals = ["n/a" if row[a][key] is None else f"{row[a][key]:+.1f}" for a in attacks]
         name = f"**{s}**" if s in ROBUST else s
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
@@ -400,28 +444,37 @@ def _table_drop(part: dict[str, Any], key: str) -> str:
 
 def _table_rewards(part: dict[str, Any]) -> str:
     lines = [
-        "| attack | accepted rounds | mean net malicious (FLOCK) | mean net honest (FLOCK) "
-        "| malicious with net > 0 |",
-        "|---|---|---:|---:|---|",
+        "| attack | accepted rounds | malicious proposals flagged | mean net malicious (FLOCK) "
+        "| mean net honest (FLOCK) | malicious with net > 0 |",
+        "|---|---|---|---:|---:|---|",
     ]
     for a, r in part["runs"].items():
         if "error" in r:
-            lines.append(f"| {a} | failed: {r['error'][:80]} | | | |")
+            lines.append(f"| {a} | failed: {r['error'][:80]} | | | | |")
             continue
         acc = "".join("A" if x else "R" for x in r["accepted"])
         pos = ", ".join(r["malicious_positive"]) or "none"
+        mal = [p for p in r["participants"].values() if p["malicious"]]
+        flagged = sum(1 for p in mal for f in p["flagged"] if f)
+        proposals = sum(len(p["flagged"]) for p in mal)
         lines.append(
-            f"| {a} | {acc} | {r['mean_net_malicious_flock']:+.2f} | "
+            f"| {a} | {acc} | {flagged}/{proposals} | {r['mean_net_malicious_flock']:+.2f} | "
             f"{r['mean_net_honest_flock']:+.2f} | {pos} |"
         )
     return "\n".join(lines)
 
 
 def _write(payload: dict[str, Any], args: argparse.Namespace) -> None:
-    outs = [args.out] + ([RESULTS_QUICK] if args.quick and args.out == RESULTS else [])
-    for out in outs:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2) + "\n")
+    out = args.out
+    if out is None:  # the default file of the mode
+        name = (
+            "robustness"
+            + ("_quick" if args.quick else "")
+            + ("_noscreen" if args.no_screen else "")
+        )
+        out = RESULTS.with_name(f"{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -437,7 +490,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reward-max-samples", type=int, default=None, help="None: all 4000")
     parser.add_argument("--reward-attacks", nargs="+", default=None, choices=list(ATTACK_KINDS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-screen", action="store_true", help="accuracy part without the screen")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="default: bench/results/robustness[_quick][_noscreen].json",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     # One intra-op thread: these models are tiny, and on a shared 2-core machine two threads
@@ -461,7 +518,9 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     payload: dict[str, Any] = {"benchmark": "robustness", "mode": mode, "quick": args.quick}
     if "accuracy" in args.parts:
-        payload["accuracy"] = accuracy_part(dataset, max_samples, rounds, epochs)
+        payload["accuracy"] = accuracy_part(
+            dataset, max_samples, rounds, epochs, screen=not args.no_screen
+        )
     if "accuracy" in payload and "rewards" in args.parts:  # keep the long part if the rest fails
         _write(payload, args)
     if "rewards" in args.parts:
@@ -506,12 +565,21 @@ def main(argv: list[str] | None = None) -> None:
         print(_table_drop(acc, "drop_vs_same_strategy_honest"))
         print("\ndrop vs all-honest FedAvg (accuracy points; + is worse):")
         print(_table_drop(acc, "drop_vs_fedavg_honest"))
+        if acc["worst_robust_drop_vs_honest_only"] is not None:
+            print("\nhonest-only reference (malicious updates left out), accuracy (%):")
+            print(" | ".join(f"{k} {100 * v:.1f}" for k, v in acc["honest_only_accuracy"].items()
+                             if v is not None))  # fmt: skip
+            print("\ndrop vs the same strategy's honest-only run (accuracy points; + is worse):")
+            print(_table_drop(acc, "drop_vs_same_strategy_honest_only"))
         w = acc["worst_robust_drop"]
         headline.update(
             value=w["value"],
             worst_strategy=w["strategy"],
             worst_attack=w["attack"],
             robust_cells_over_goal=len(acc["robust_cells_over_goal"]),
+            worst_robust_drop_vs_honest_only=(acc["worst_robust_drop_vs_honest_only"] or {}).get(
+                "value"
+            ),
             honest_fedavg_accuracy=acc["honest_fedavg_accuracy"],
             dataset=s["dataset"],
             accuracy_seconds=acc["seconds"],
