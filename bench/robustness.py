@@ -315,12 +315,14 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row = out.setdefault(
                 p["id"],
                 {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0,
-                 "flagged": [], "contribution": [], "proposal_net": 0},
+                 "flagged": [], "contribution": [], "proposal_net": 0, "vote_net": 0},
             )  # fmt: skip
             if p["role"] == "proposer":
                 row["flagged"].append(p.get("flagged"))
                 row["contribution"].append(p.get("contribution"))
                 row["proposal_net"] += int(p["reward"]) - int(p["slashed"])
+            elif p["role"] == "voter":
+                row["vote_net"] += int(p["reward"]) - int(p["slashed"])
             row["reward"] += int(p["reward"])
             row["slashed"] += int(p["slashed"])
             row["roles"].append(p["role"])
@@ -329,6 +331,7 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for pid, row in out.items():
         row["net_flock"] = (row["reward"] - row["slashed"]) / TOKEN
         row["proposal_net_flock"] = row.pop("proposal_net") / TOKEN
+        row["vote_net_flock"] = row.pop("vote_net") / TOKEN
         row["reward_flock"] = row.pop("reward") / TOKEN
         row["slashed_flock"] = row.pop("slashed") / TOKEN
         row["claimed_flock"] = int(summary["claimed"].get(pid, "0")) / TOKEN
@@ -365,6 +368,8 @@ def rewards_part(
             wall = time.perf_counter() - t0
         per = _net_rewards(summary)
         mal = [per[p]["net_flock"] for p in per if per[p]["malicious"]]
+        # where the attack acts: votes for a dishonest voter, proposals for everything else
+        role = "vote" if attack in VOTE_ONLY else "proposal"
         hon = [per[p]["net_flock"] for p in per if not per[p]["malicious"]]
         runs[attack] = {
             "participants": per,
@@ -375,12 +380,13 @@ def rewards_part(
             "malicious_positive": sorted(
                 p for p in per if per[p]["malicious"] and per[p]["net_flock"] > 0
             ),
-            "mean_proposal_net_malicious_flock": sum(
-                per[p]["proposal_net_flock"] for p in per if per[p]["malicious"]
+            "attacking_role": role,
+            "mean_attack_net_malicious_flock": sum(
+                per[p][f"{role}_net_flock"] for p in per if per[p]["malicious"]
             )
             / len(mal),
-            "malicious_positive_from_proposals": sorted(
-                p for p in per if per[p]["malicious"] and per[p]["proposal_net_flock"] > 0
+            "malicious_positive_from_attack": sorted(
+                p for p in per if per[p]["malicious"] and per[p][f"{role}_net_flock"] > 0
             ),
             "seconds": round(wall, 3),
         }
@@ -391,10 +397,10 @@ def rewards_part(
             f"honest {run['mean_net_honest_flock']:.2f} FLOCK ({wall:.1f}s)"
         )
     positive = {a: r["malicious_positive"] for a, r in runs.items() if r.get("malicious_positive")}
-    from_proposals = {
-        a: r["malicious_positive_from_proposals"]
+    from_attack = {
+        a: r["malicious_positive_from_attack"]
         for a, r in runs.items()
-        if r.get("malicious_positive_from_proposals")
+        if r.get("malicious_positive_from_attack")
     }
     return {
         "settings": {
@@ -421,7 +427,7 @@ def rewards_part(
         "runs": runs,
         "malicious_with_positive_net": positive,
         "goal_no_malicious_positive": not positive,
-        "malicious_with_positive_net_from_proposals": from_proposals,
+        "malicious_with_positive_net_from_attack": from_attack,
         "failed_runs": sorted(a for a, r in runs.items() if "error" in r),
         "seconds": round(time.perf_counter() - t_all, 3),
     }
@@ -460,8 +466,8 @@ def _table_drop(part: dict[str, Any], key: str) -> str:
 def _table_rewards(part: dict[str, Any]) -> str:
     lines = [
         "| attack | accepted rounds | malicious proposals flagged | mean net malicious (FLOCK) "
-        "| of which from its proposals | mean net honest (FLOCK) | malicious with net > 0 "
-        "| malicious whose proposals netted > 0 |",
+        "| of which from the attacking role | mean net honest (FLOCK) | malicious with net > 0 "
+        "| malicious whose attacking role netted > 0 |",
         "|---|---|---|---:|---:|---:|---|---|",
     ]
     for a, r in part["runs"].items():
@@ -470,13 +476,13 @@ def _table_rewards(part: dict[str, Any]) -> str:
             continue
         acc = "".join("A" if x else "R" for x in r["accepted"])
         pos = ", ".join(r["malicious_positive"]) or "none"
-        pos_prop = ", ".join(r["malicious_positive_from_proposals"]) or "none"
+        pos_prop = ", ".join(r["malicious_positive_from_attack"]) or "none"
         mal = [p for p in r["participants"].values() if p["malicious"]]
         flagged = sum(1 for p in mal for f in p["flagged"] if f)
         proposals = sum(len(p["flagged"]) for p in mal)
         lines.append(
             f"| {a} | {acc} | {flagged}/{proposals} | {r['mean_net_malicious_flock']:+.2f} | "
-            f"{r['mean_proposal_net_malicious_flock']:+.2f} | "
+            f"{r['mean_attack_net_malicious_flock']:+.2f} ({r['attacking_role']}s) | "
             f"{r['mean_net_honest_flock']:+.2f} | {pos} | {pos_prop} |"
         )
     return "\n".join(lines)
@@ -609,8 +615,8 @@ def main(argv: list[str] | None = None) -> None:
         print(_table_rewards(rw))
         headline.update(
             malicious_positive_net=sum(len(v) for v in rw["malicious_with_positive_net"].values()),
-            malicious_positive_from_proposals=sum(
-                len(v) for v in rw["malicious_with_positive_net_from_proposals"].values()
+            malicious_positive_from_attack=sum(
+                len(v) for v in rw["malicious_with_positive_net_from_attack"].values()
             ),
             rewards_goal_pass=rw["goal_no_malicious_positive"],
             rewards_seconds=rw["seconds"],
