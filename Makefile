@@ -9,6 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MPLCONFIGDIR := $(CURDIR)/.flock/matplotlib
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.flock/dvc-site
 
 .PHONY: setup run test lint typecheck bench lock clean node contracts repro

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -83,6 +84,9 @@ def run(
     """Run a federated task as a Prefect flow: DVC snapshots, DP training, on-chain settlement,
     MLflow versions. Resumes the unfinished task of the same config after a crash."""
     cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, task, data_dir)
+    # Prefect's ephemeral API server gets 20 s to start by default, which a busy 2-core machine
+    # (training, anvil, the server itself) can miss; a user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.federated import federated_task
     from flows.world import preflight
 
