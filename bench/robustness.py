@@ -19,8 +19,9 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   votes with contribution scores, settlement and pull claims on a managed local anvil, a fresh
   ``data_dir`` per run) with FedAvg x each attack (--quick: free_rider, sign_flip,
   dishonest_voter). Proposers are paid stake x contribution (leave-one-out held-out gain,
-  stake-weighted mean over the accepting voters); an update the screen flags is penalized at
-  ``chain.penalty_bps``. Net reward per participant = sum of rewards - sum of slashes over the
+  stake-weighted mean over the accepting voters); an update the screen flags (by more than half
+  of the scoring voter stake, either side) is penalized at ``chain.penalty_bps``, accepted round
+  or not. Net reward per participant = sum of rewards - sum of slashes over the
   rounds, in FLOCK.
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + all 7 flow runs
@@ -419,9 +420,10 @@ def rewards_part(
             "attack_params_flow_overrides": FLOW_ATTACK_PARAMS,
             "reward_rule": "proposers of an accepted round: stake x max(0, contribution) pro "
             "rata, contribution = stake-weighted mean of the accepting voters' leave-one-out "
-            "held-out loss gains; an update flagged by the screen scores -1 and its proposer is "
-            "slashed at penalty_bps; voters: majority side paid pro rata stake, minority slashed "
-            "at slash_bps",
+            "held-out loss gains; an update flagged by the screen scores -1 and its proposer, "
+            "flagged by more than half of the scoring voter stake (either side), is slashed at "
+            "penalty_bps in accepted and rejected rounds; voters: majority side paid pro rata "
+            "stake, minority slashed at slash_bps",
             "penalty_bps": 10_000,
             "slash_bps": 1_000,
         },

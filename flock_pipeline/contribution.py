@@ -11,9 +11,10 @@ them), on its own held-out data:
   have been without it.
 
 The contract (``FlockAlliance.revealVote``) takes the stake-weighted mean of the accepting
-voters' scores per update: a proposer is paid ``stake x max(0, mean)`` pro rata, and one whose
-mean is -0.5 or below (a majority of the accepting stake flagged it) is slashed at the task's
-``penaltyBps``.
+voters' scores per update: a proposer of an accepted round is paid ``stake x max(0, mean)`` pro
+rata. A score of exactly -1 is a flag: a proposer flagged by more than half of the stake of the
+voters that posted scores (accepting or rejecting) is slashed at the task's ``penaltyBps`` and
+paid nothing, whether the round is accepted or rejected.
 """
 
 from __future__ import annotations

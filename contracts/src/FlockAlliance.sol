@@ -111,8 +111,10 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint128 totalStake;
         uint128 proposerWeight;
         uint128 commitWeight;
-        uint128 acceptWeight;
         uint128 rejectWeight;
+        // acceptWeight and flagVoterWeight share a slot: an accepting reveal writes both
+        uint128 acceptWeight;
+        uint128 flagVoterWeight;
         int256 weightedScore;
         uint256 contributionTotal;
         uint256 contributionLeft;
@@ -137,11 +139,13 @@ contract FlockAlliance is ReentrancyGuardTransient {
     }
 
     /// @notice One submitted update of a round, by submission index: its proposer, the
-    ///         proposer's weight and the contribution accumulated from accepting voters,
-    ///         sum of voterWeight * contribution (contributions in SCORE_SCALE fixed point).
+    ///         proposer's weight, the stake of the voters (accepting or rejecting) that flagged
+    ///         it (contribution exactly -SCORE_SCALE), and the contribution accumulated from
+    ///         accepting voters, sum of voterWeight * contribution (SCORE_SCALE fixed point).
     struct Update {
         address proposer;
         uint128 weight;
+        uint128 flagWeight;
         int256 contribution;
     }
 
@@ -499,8 +503,10 @@ contract FlockAlliance is ReentrancyGuardTransient {
     /// @notice Reveal a committed score and contributions (reveal phase). Positive scores vote
     ///         to accept. An accepting vote carries one contribution per update (by submission
     ///         index), each in [-SCORE_SCALE, SCORE_SCALE]; they add voterWeight * contribution
-    ///         to the update's accumulator. A rejecting vote carries none or one per update, and
-    ///         they are ignored. O(1) gas per contribution.
+    ///         to the update's accumulator. A rejecting vote carries none or one per update.
+    ///         Any vote that carries them joins the flag vote: its weight counts in the round's
+    ///         flagVoterWeight, and in flagWeight of each update it scores exactly -SCORE_SCALE.
+    ///         O(1) gas per contribution.
     /// @param taskId The task.
     /// @param round The current round.
     /// @param score Change of the validation metric, fixed point with SCORE_SCALE.
@@ -531,11 +537,13 @@ contract FlockAlliance is ReentrancyGuardTransient {
         rec.accept = score > 0;
         if (score > 0) {
             r.acceptWeight += weight;
-            r.contributionTotal = _accumulate(taskId, round, r.contributionTotal, weight, contributions);
+            r.contributionTotal =
+                _tally(taskId, round, r.contributionTotal, weight, contributions, true);
         } else {
             r.rejectWeight += weight;
-            for (uint256 i = 0; i < n; i++) _checkContribution(i, contributions[i]);
+            _tally(taskId, round, 0, weight, contributions, false);
         }
+        if (n != 0) r.flagVoterWeight += weight;
         r.weightedScore += int256(score) * int256(uint256(weight));
         emit VoteRevealed(taskId, round, msg.sender, score, weight, contributions);
     }
@@ -683,13 +691,15 @@ contract FlockAlliance is ReentrancyGuardTransient {
     /// @return proposer Who submitted it (zero if no such update).
     /// @return weight The proposer's weight in the round.
     /// @return contribution Sum over accepting voters of voterWeight * contribution.
+    /// @return flagWeight Stake of the voters (either side) that flagged it (-SCORE_SCALE); it
+    ///         is flagged if 2 * flagWeight > the round's flagVoterWeight.
     function updateAt(uint256 taskId, uint256 round, uint256 index)
         external
         view
-        returns (address proposer, uint128 weight, int256 contribution)
+        returns (address proposer, uint128 weight, int256 contribution, uint128 flagWeight)
     {
         Update storage u = _updates[taskId][round][index];
-        return (u.proposer, u.weight, u.contribution);
+        return (u.proposer, u.weight, u.contribution, u.flagWeight);
     }
 
     /// @notice The role sortition gives `account` in `round`, from the round's seed and total
@@ -861,8 +871,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint256 reward;
         uint256 slashBps;
         if (rec.action == Action.Submitted) {
-            if (r.accepted) (reward, slashBps) = _proposerOutcome(taskId, round, r, rec);
-            else slashBps = _params[taskId].slashBps;
+            (reward, slashBps) = _proposerOutcome(taskId, round, r, rec);
         } else if (rec.action == Action.Committed) {
             slashBps = _params[taskId].slashBps;
         } else if (rec.action == Action.Revealed && r.majority != Majority.None) {
@@ -881,21 +890,25 @@ contract FlockAlliance is ReentrancyGuardTransient {
         return true;
     }
 
-    /// @dev Adds voterWeight * c_i to update i's accumulator for every i, and keeps
-    ///      total = sum_i proposerWeight_i * max(0, C_i) exact by adding each update's change.
-    function _accumulate(
+    /// @dev Checks every c_i and adds voterWeight to update i's flagWeight where
+    ///      c_i == -SCORE_SCALE. For an accepting vote it also adds voterWeight * c_i to update
+    ///      i's accumulator and keeps total = sum_i proposerWeight_i * max(0, C_i) exact by
+    ///      adding each update's change.
+    function _tally(
         uint256 taskId,
         uint256 round,
         uint256 total,
         uint128 voterWeight,
-        int128[] calldata contributions
+        int128[] calldata contributions,
+        bool accepting
     ) private returns (uint256) {
         mapping(uint256 => Update) storage updates = _updates[taskId][round];
         int256 w = int256(uint256(voterWeight));
         for (uint256 i = 0; i < contributions.length; i++) {
             int128 c = contributions[i];
             _checkContribution(i, c);
-            if (c == 0) continue;
+            if (c == -SCORE_SCALE) updates[i].flagWeight += voterWeight;
+            if (c == 0 || !accepting) continue;
             Update storage u = updates[i];
             int256 before = u.contribution;
             int256 next = before + w * c;
@@ -911,25 +924,39 @@ contract FlockAlliance is ReentrancyGuardTransient {
         if (c < -SCORE_SCALE || c > SCORE_SCALE) revert ContributionOutOfRange(index, c);
     }
 
-    /// @dev A proposer's outcome in an accepted round, from its update's contribution C and the
-    ///      accepting weight A: slashed at penaltyBps if the accepting voters' stake-weighted mean
-    ///      contribution is <= -0.5 (2C <= -A * SCORE_SCALE); else, if C > 0, its share
-    ///      w*C / contributionLeft of the proposers' pot left (the last one gets the exact
-    ///      remainder); else nothing.
+    /// @dev A proposer's outcome. Flagged (2 * flagWeight > flagVoterWeight: more than half
+    ///      of the stake of the voters that posted contributions, either side, scored it exactly
+    ///      -SCORE_SCALE): no reward, slashed at penaltyBps (at max(penaltyBps, slashBps) in a
+    ///      rejected round). Else, rejected round: slashed at slashBps; accepted round: if its
+    ///      contribution C > 0, its share w*C / contributionLeft of the proposers' pot left (the
+    ///      last one gets the exact remainder), else nothing. A flagged proposer's share of the
+    ///      pot (possible when C > 0 thanks to rejecting voters' flags) goes back to the pool,
+    ///      so the pot is never stranded.
     function _proposerOutcome(uint256 taskId, uint256 round, Round storage r, Record storage rec)
         private
         returns (uint256 reward, uint256 slashBps)
     {
-        int256 c = _updates[taskId][round][rec.updateIndex].contribution;
-        if (2 * c <= -int256(uint256(r.acceptWeight)) * SCORE_SCALE) {
-            return (0, _params[taskId].penaltyBps);
+        TaskParams storage p = _params[taskId];
+        Update storage u = _updates[taskId][round][rec.updateIndex];
+        int256 c = u.contribution;
+        uint256 left = r.contributionLeft; // non-zero only in an accepted round with a pot
+        if (c > 0 && left > 0) {
+            uint256 part = uint256(rec.weight) * uint256(c);
+            reward = Math.mulDiv(r.proposerRewardLeft, part, left);
+            r.proposerRewardLeft -= uint128(reward);
+            r.contributionLeft = left - part;
         }
-        uint256 left = r.contributionLeft;
-        if (c <= 0 || left == 0) return (0, 0);
-        uint256 part = uint256(rec.weight) * uint256(c);
-        reward = Math.mulDiv(r.proposerRewardLeft, part, left);
-        r.proposerRewardLeft -= uint128(reward);
-        r.contributionLeft = left - part;
+        if (2 * uint256(u.flagWeight) > r.flagVoterWeight) {
+            if (reward > 0) {
+                TaskState storage t = _tasks[taskId];
+                t.allotted -= uint128(reward);
+                t.pool += uint128(reward);
+            }
+            slashBps = p.penaltyBps;
+            if (!r.accepted && p.slashBps > slashBps) slashBps = p.slashBps;
+            return (0, slashBps);
+        }
+        if (!r.accepted) return (0, p.slashBps);
     }
 
     /// @dev Pro-rata share of the voters' pot left; the last one settled gets the exact

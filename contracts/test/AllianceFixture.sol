@@ -16,6 +16,9 @@ abstract contract AllianceFixture is Test {
     address internal creator = address(0xC0FFEE);
     address internal keeper = address(0xBEEF);
     address[] internal people;
+    /// @dev Task parameters a test may change before opening a round.
+    uint16 internal penaltyBps = 5_000;
+    uint16 internal votersPerRound = 2;
 
     function setUp() public virtual {
         token = new FlockToken(type(uint128).max, address(this));
@@ -35,16 +38,16 @@ abstract contract AllianceFixture is Test {
         token.approve(address(alliance), type(uint256).max);
     }
 
-    function _params(uint32 rounds) internal pure returns (FlockAlliance.TaskParams memory p) {
+    function _params(uint32 rounds) internal view returns (FlockAlliance.TaskParams memory p) {
         p.metadataURI = "ipfs://task";
         p.modelHash = keccak256("model");
         p.rounds = rounds;
         p.minParticipants = 2;
         p.maxParticipants = 64;
         p.proposersPerRound = 2;
-        p.votersPerRound = 2;
+        p.votersPerRound = votersPerRound;
         p.slashBps = 1_000;
-        p.penaltyBps = 5_000;
+        p.penaltyBps = penaltyBps;
         p.finalizerShareBps = 1_000;
         p.proposerRewardBps = 5_000;
         p.trainingDuration = 600;
@@ -55,7 +58,7 @@ abstract contract AllianceFixture is Test {
         p.rewardPool = uint128(POOL);
     }
 
-    /// @dev Creates tasks until round 0 has exactly two proposers and two voters.
+    /// @dev Creates tasks until round 0 has exactly two proposers and votersPerRound voters.
     function _openRound()
         internal
         returns (uint256 taskId, address[] memory proposers, address[] memory voters)
@@ -81,7 +84,7 @@ abstract contract AllianceFixture is Test {
             vm.roll(block.number + 1);
             alliance.startRound(taskId);
             (proposers, voters) = _roles(taskId, 0);
-            bool split = proposers.length == 2 && voters.length == 2;
+            bool split = proposers.length == 2 && voters.length == votersPerRound;
             if (split && (who == address(0) || alliance.roleOf(taskId, 0, who) == role)) {
                 return (taskId, proposers, voters);
             }

@@ -117,10 +117,12 @@ contract AllianceHandler is Cheats {
     }
 
     /// @dev One contribution per update, mostly in range (full credit, none, a mild or a
-    ///      flagging minus); one vote in sixteen carries one too many (its reveal reverts).
+    ///      flagging minus); one vote in sixteen carries one too many (its reveal reverts) and
+    ///      one none (stays out of the flag vote if rejecting, reverts if accepting).
     function _contributions(uint256 seed, uint256 round) internal view returns (int128[] memory cs) {
         uint256 n = alliance.roundInfo(taskId, round).updates;
         if (seed % 16 == 1) n += 1;
+        if (seed % 16 == 2) n = 0;
         cs = new int128[](n);
         int128[6] memory menu = [int128(1e18), 0, -3e17, -1e18, 5e17, 1e18 + 1];
         for (uint256 i = 0; i < n; i++) {

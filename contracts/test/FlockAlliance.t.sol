@@ -218,7 +218,9 @@ contract FlockAllianceTest is AllianceFixture {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         int128[] memory c = _pair(75e16, 25e16);
         _play(id, proposers, voters, _both(5e16), _cs(c, c));
-        (address p0, uint128 w0, int256 c0) = alliance.updateAt(id, 0, 0);
+        (address p0, uint128 w0, int256 c0, uint128 f0) = alliance.updateAt(id, 0, 0);
+        assertEq(f0, 0, "nobody flagged update 0");
+        assertEq(alliance.roundInfo(id, 0).flagVoterWeight, 2 * STAKE, "both voters scored");
         assertTrue(p0 == proposers[0] && w0 == STAKE, "update 0 is the first submission");
         assertEq(uint256(c0), 2 * STAKE * 75e16, "C_0 = sum of voterWeight * c");
         assertEq(alliance.recordOf(id, 0, proposers[1]).updateIndex, 1, "second index is 1");
@@ -249,7 +251,7 @@ contract FlockAllianceTest is AllianceFixture {
     }
 
     function test_ZeroOrMildlyNegativeContributionEarnsNothingAndIsNotSlashed() public {
-        // proposer 1: mean contribution (0 + -0.8) / 2 = -0.4 > -0.5
+        // proposer 1: mean contribution (0 + -0.8) / 2 = -0.4, and only -1.0 is a flag
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _play(id, proposers, voters, _both(5e16), _cs(_pair(1e18, 0), _pair(1e18, -8e17)));
         assertEq(_claim(id, proposers[1]), 0, "negative: nothing");
@@ -276,14 +278,139 @@ contract FlockAllianceTest is AllianceFixture {
         assertEq(token.balanceOf(address(alliance)), _bucketTotal(), "conservation");
     }
 
-    function test_AMeanOfExactlyMinusOneHalfIsFlagged() public {
+    function test_AFlagByExactlyHalfTheContributingStakeIsNotAFlag() public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _play(id, proposers, voters, _both(5e16), _cs(_pair(1e18, -1e18), _pair(1e18, 0)));
-        _claim(id, proposers[1]);
-        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE / 2, "flagged at -0.5");
+        (,,, uint128 f1) = alliance.updateAt(id, 0, 1);
+        assertEq(f1, STAKE, "one of two equal voters flagged it");
+        assertEq(alliance.roundInfo(id, 0).flagVoterWeight, 2 * STAKE, "of two");
+        assertEq(_claim(id, proposers[1]), 0, "C < 0: nothing");
+        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE, "half is not a flag");
     }
 
-    function test_RejectingVotersContributionsAreIgnored() public {
+    function test_AFlagByMoreThanHalfTheContributingStakeIsAFlag() public {
+        // people[0], a voter with twice the stake of the other voter, flags update 1 alone
+        (uint256 id, address[] memory proposers, address[] memory voters) =
+            _openRoundWith(_stakes(2 * STAKE), people[0], Sortition.Role.Voter);
+        int128[][] memory cs = _cs(_pair(1e18, 1e18), _pair(1e18, 1e18));
+        cs[voters[0] == people[0] ? 0 : 1] = _pair(1e18, -1e18);
+        _play(id, proposers, voters, _both(5e16), cs);
+        (,, int256 c1, uint128 f1) = alliance.updateAt(id, 0, 1);
+        assertEq(f1, 2 * STAKE, "flagged by two thirds of the stake");
+        assertTrue(c1 < 0, "C_1 = -2S + S");
+        assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
+        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE / 2, "penaltyBps");
+        assertEq(_claim(id, proposers[0]), PROPOSER_POT, "the other takes the pot");
+    }
+
+    function test_AFlaggedProposerInARejectedRoundIsSlashedAtPenaltyBps() public {
+        (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
+        int128[] memory c = _pair(1e18, -1e18);
+        _play(id, proposers, voters, _both(-5e16), _cs(c, c));
+        assertTrue(!alliance.roundInfo(id, 0).accepted, "rejected");
+        assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
+        uint256 penalty = STAKE * 5_000 / 10_000;
+        uint256 slash = STAKE * 1_000 / 10_000;
+        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE - penalty, "penaltyBps");
+        assertEq(_claim(id, proposers[0]), 0, "rejected: nothing");
+        assertEq(alliance.participantOf(id, proposers[0]).active, STAKE - slash, "slashBps");
+        assertEq(_claim(id, keeper), (penalty + slash) / 10, "finalizer share of both");
+        assertEq(token.balanceOf(address(alliance)), _bucketTotal(), "conservation");
+    }
+
+    function test_InARejectedRoundAFlaggedProposerPaysTheLargerOfPenaltyAndSlash() public {
+        penaltyBps = 500; // below slashBps (10 %)
+        (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
+        int128[] memory c = _pair(1e18, -1e18);
+        _play(id, proposers, voters, _both(-5e16), _cs(c, c));
+        _claim(id, proposers[1]);
+        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE * 9 / 10, "slashBps");
+        // and in an accepted round, penaltyBps alone
+        (id, proposers, voters) = _openRound();
+        _play(id, proposers, voters, _both(5e16), _cs(c, c));
+        _claim(id, proposers[1]);
+        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE * 95 / 100, "penalty");
+    }
+
+    function test_RejectingVotersFlagsCount() public {
+        // people[0], a rejecting voter with twice the stake, flags update 1; the acceptor does not
+        (uint256 id, address[] memory proposers, address[] memory voters) =
+            _openRoundWith(_stakes(2 * STAKE), people[0], Sortition.Role.Voter);
+        uint256 rejector = voters[0] == people[0] ? 0 : 1;
+        int128[] memory scores = _both(5e16);
+        int128[][] memory cs = _cs(_pair(1e18, 1e18), _pair(1e18, 1e18));
+        scores[rejector] = -5e16;
+        cs[rejector] = _pair(1e18, -1e18);
+        _play(id, proposers, voters, scores, cs);
+        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(!r.accepted, "rejected by stake");
+        assertEq(r.flagVoterWeight, 3 * STAKE, "both voters scored the updates");
+        (,, int256 c1, uint128 f1) = alliance.updateAt(id, 0, 1);
+        assertEq(uint256(c1), STAKE * 1e18, "C counts the acceptor only");
+        assertEq(f1, 2 * STAKE, "the rejector's flag counts");
+        _claim(id, proposers[1]);
+        _claim(id, proposers[0]);
+        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE / 2, "flagged: penalty");
+        assertEq(alliance.participantOf(id, proposers[0]).active, STAKE * 9 / 10, "slashBps");
+    }
+
+    function test_RejectingVotesWithoutContributionsAreNotInTheFlagVote() public {
+        // people[0], a rejecting voter with twice the stake, sends no contributions: the
+        // acceptor's flag is then the whole flag vote
+        (uint256 id, address[] memory proposers, address[] memory voters) =
+            _openRoundWith(_stakes(2 * STAKE), people[0], Sortition.Role.Voter);
+        uint256 rejector = voters[0] == people[0] ? 0 : 1;
+        int128[] memory scores = _both(5e16);
+        int128[][] memory cs = _cs(_pair(1e18, -1e18), _pair(1e18, -1e18));
+        scores[rejector] = -5e16;
+        cs[rejector] = new int128[](0);
+        _play(id, proposers, voters, scores, cs);
+        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(!r.accepted, "rejected by stake");
+        assertEq(r.flagVoterWeight, STAKE, "only the acceptor posted contributions");
+        _claim(id, proposers[1]);
+        _claim(id, proposers[0]);
+        assertEq(alliance.participantOf(id, proposers[1]).active, STAKE / 2, "flagged: penalty");
+        assertEq(alliance.participantOf(id, proposers[0]).active, STAKE * 9 / 10, "slashBps");
+    }
+
+    function test_AFlaggedProposersShareOfThePotGoesBackToThePool() public {
+        // five equal voters: three accept (one flags update 1, two give it +1), two reject and
+        // flag it. Flagged by 3 of 5, yet C_1 = +1 * STAKE: its share returns to the pool.
+        for (uint256 i = 5; i <= 7; i++) {
+            address person = address(uint160(0x1000 + i));
+            people.push(person);
+            _fund(person, 10_000 ether);
+        }
+        votersPerRound = 5;
+        (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
+        int128[] memory scores = new int128[](5);
+        int128[][] memory cs = new int128[][](5);
+        for (uint256 i = 0; i < 5; i++) {
+            scores[i] = i < 3 ? int128(5e16) : -5e16;
+            cs[i] = _pair(1e18, i == 0 || i >= 3 ? int128(-1e18) : int128(1e18));
+        }
+        _play(id, proposers, voters, scores, cs);
+        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
+        (,, int256 c1, uint128 f1) = alliance.updateAt(id, 0, 1);
+        assertTrue(r.accepted, "accepted 3 to 2");
+        assertEq(uint256(c1), STAKE * 1e18, "C_1 > 0");
+        assertEq(2 * uint256(f1), 6 * STAKE, "flagged by 3 of 5");
+        uint256 pool = alliance.taskState(id).pool;
+        uint256 penalty = STAKE / 2;
+        assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
+        assertEq(
+            alliance.taskState(id).pool,
+            pool + PROPOSER_POT / 4 + penalty - penalty / 10,
+            "its quarter of the pot and its penalty (less the finalizer's cut) to the pool"
+        );
+        assertEq(_claim(id, proposers[0]), PROPOSER_POT - PROPOSER_POT / 4, "the rest");
+        r = alliance.roundInfo(id, 0);
+        assertEq(r.proposerRewardLeft + r.contributionLeft, 0, "nothing stranded");
+        assertEq(token.balanceOf(address(alliance)), _bucketTotal(), "conservation");
+    }
+
+    function test_RejectingVotersContributionsDoNotCountForRewards() public {
         // people[0] votes to accept with twice the stake of the rejecting voter
         (uint256 id, address[] memory proposers, address[] memory voters) =
             _openRoundWith(_stakes(2 * STAKE), people[0], Sortition.Role.Voter);
@@ -294,7 +421,7 @@ contract FlockAllianceTest is AllianceFixture {
         cs[acceptor] = _pair(5e17, 5e17);
         _play(id, proposers, voters, scores, cs);
         assertTrue(alliance.roundInfo(id, 0).accepted, "accepted by stake");
-        (,, int256 c1) = alliance.updateAt(id, 0, 1);
+        (,, int256 c1,) = alliance.updateAt(id, 0, 1);
         assertEq(uint256(c1), 2 * STAKE * 5e17, "only the acceptor counts");
         assertEq(_claim(id, proposers[1]), PROPOSER_POT / 2, "not flagged, half the pot");
         assertEq(alliance.participantOf(id, proposers[1]).active, STAKE, "not slashed");

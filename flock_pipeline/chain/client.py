@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eth_utils.address import to_checksum_address
 from web3.contract import Contract
@@ -282,10 +282,18 @@ class AllianceClient:
 
     def round_info(self, task_id: int, round_: int) -> RoundInfo:
         """A round's seed, deadlines, accumulators and settlement."""
-        values = list(self._call(self.alliance.functions.roundInfo(task_id, round_)))
-        values[0], values[1] = bytes(values[0]), bytes(values[1])
-        values[-1] = Majority(values[-1])
-        return RoundInfo(*values)
+        values = self._call(self.alliance.functions.roundInfo(task_id, round_))
+        fields = dict(zip(self._round_fields(), values, strict=True))
+        for name in ("seed", "aggregate_hash"):
+            fields[name] = bytes(fields[name])
+        fields["majority"] = Majority(fields["majority"])
+        return RoundInfo(**fields)
+
+    def _round_fields(self) -> list[str]:
+        """RoundInfo field names in the order of the Round struct's ABI components."""
+        abi = cast(list[dict[str, Any]], self.alliance.abi)
+        (entry,) = (e for e in abi if e["type"] == "function" and e["name"] == "roundInfo")
+        return [_snake(c["name"]) for c in entry["outputs"][0]["components"]]
 
     def record_of(self, task_id: int, round_: int, account: str | None = None) -> Record:
         """What `account` (the signer by default) did in a round."""
@@ -297,11 +305,12 @@ class AllianceClient:
         return Record(Action(action), accept, settled, weight, bytes(commitment), update_index)
 
     def update_at(self, task_id: int, round_: int, index: int) -> UpdateInfo:
-        """Update `index` (submission order) of a round: proposer, weight, contribution."""
-        proposer, weight, contribution = self._call(
+        """Update `index` (submission order) of a round: proposer, weight, contribution,
+        flag weight."""
+        proposer, weight, contribution, flag_weight = self._call(
             self.alliance.functions.updateAt(task_id, round_, index)
         )
-        return UpdateInfo(index, str(proposer), int(weight), int(contribution))
+        return UpdateInfo(index, str(proposer), int(weight), int(contribution), int(flag_weight))
 
     def participant_of(self, task_id: int, account: str | None = None) -> ParticipantStake:
         """`account`'s stake in a task."""
@@ -365,3 +374,8 @@ class AllianceClient:
             from_block=from_block, argument_filters={"taskId": task_id, "round": round_}
         )
         return [dict(log["args"]) for log in logs]
+
+
+def _snake(name: str) -> str:
+    """camelCase to snake_case (``flagVoterWeight`` -> ``flag_voter_weight``)."""
+    return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in name)

@@ -138,7 +138,10 @@ class RoundInfo:
 
     contribution_total is sum over updates of proposerWeight * max(0, C) (C: an update's
     contribution accumulator); contribution_left is what of it is not settled yet (set by
-    finalize only when the proposers' pot is allotted).
+    finalize only when the proposers' pot is allotted). flag_voter_weight is the stake of the
+    voters (accepting or rejecting) that revealed one contribution per update: an update is
+    flagged if more than half of it scored the update exactly -1 (2 * flag_weight >
+    flag_voter_weight).
     """
 
     seed: bytes
@@ -152,6 +155,7 @@ class RoundInfo:
     commit_weight: int
     accept_weight: int
     reject_weight: int
+    flag_voter_weight: int
     weighted_score: int
     contribution_total: int
     contribution_left: int
@@ -179,14 +183,20 @@ class Record:
 
 @dataclass(frozen=True)
 class UpdateInfo:
-    """Update `index` of a round: its proposer and weight, and the contribution accumulated
+    """Update `index` of a round: its proposer and weight, the contribution accumulated
     from accepting voters (sum of voterWeight * contribution, contributions in 1e18 fixed
-    point); proposer is the zero address if there is no such update."""
+    point) and flag_weight, the stake of the voters (either side) that scored it exactly -1;
+    proposer is the zero address if there is no such update."""
 
     index: int
     proposer: str
     weight: int
     contribution: int
+    flag_weight: int = 0
+
+    def flagged(self, flag_voter_weight: int) -> bool:
+        """Whether the flag vote flags it, given the round's RoundInfo.flag_voter_weight."""
+        return 2 * self.flag_weight > flag_voter_weight
 
 
 @dataclass(frozen=True)

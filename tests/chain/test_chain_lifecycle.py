@@ -268,3 +268,49 @@ def test_a_proposer_flagged_by_the_accepting_voters_is_slashed_at_penalty_bps(
     assert good_paid == split(info.reward)[0]
     assert keeper_paid == len(flagged) * (penalty * 1_000 // 10_000)
     assert world.alliance_balance() == world.bucket_total()
+
+
+def test_a_proposer_flagged_in_a_rejected_round_is_slashed_at_penalty_bps(world: World) -> None:
+    # Prepare: every voter rejects the round and flags all but the first update
+    r = world.open_round(min_proposers=2, min_voters=1, penalty_bps=3_000)
+    good, *flagged = r.proposers
+    votes = [[FULL] + [-FULL] * len(flagged) for _ in r.voters]
+    # Execute
+    r.play([BAD] * len(r.voters), contributions=votes)
+    paid = [p.claim(r.task_id)[0] for p in r.proposers]
+    keeper_paid, _ = world.keeper.claim(r.task_id)
+    # Assert: the flag vote runs over every voter that posted contributions, either side
+    info = world.keeper.round_info(r.task_id, r.round)
+    voter_weight = sum(
+        world.keeper.record_of(r.task_id, r.round, v.address).weight for v in r.voters
+    )
+    assert not info.accepted and info.reject_weight == voter_weight
+    assert info.flag_voter_weight == voter_weight
+    first = world.keeper.update_at(r.task_id, r.round, 0)
+    assert first.flag_weight == 0 and not first.flagged(info.flag_voter_weight)
+    assert first.contribution == 0  # rejecting votes do not count for rewards
+    for i in range(1, len(r.proposers)):
+        update = world.keeper.update_at(r.task_id, r.round, i)
+        assert update.flag_weight == voter_weight and update.flagged(info.flag_voter_weight)
+    penalty, slash = STAKE * 3_000 // 10_000, STAKE // 10
+    assert paid == [0] * len(r.proposers)
+    for proposer in flagged:
+        assert world.keeper.participant_of(r.task_id, proposer.address).active == STAKE - penalty
+    assert world.keeper.participant_of(r.task_id, good.address).active == STAKE - slash
+    assert keeper_paid == (len(flagged) * penalty + slash) * 1_000 // 10_000
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_rejecting_votes_without_contributions_flag_nobody(world: World) -> None:
+    # Prepare / Execute: the voters reject and post no contributions
+    r = world.open_round(min_proposers=1, min_voters=1, penalty_bps=3_000)
+    r.play([BAD] * len(r.voters))
+    for p in r.proposers:
+        p.claim(r.task_id)
+    # Assert: no flag vote, so every proposer pays slash_bps only
+    info = world.keeper.round_info(r.task_id, r.round)
+    assert not info.accepted and info.flag_voter_weight == 0
+    for proposer in r.proposers:
+        active = world.keeper.participant_of(r.task_id, proposer.address).active
+        assert active == STAKE - STAKE // 10
+    assert world.alliance_balance() == world.bucket_total()
