@@ -26,6 +26,7 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + all 7 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
+    .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
 
 The last stdout line is one JSON object with the headline metric: the worst accuracy drop (in
 points) of a robust strategy (median, trimmed mean, Krum, Multi-Krum, Bulyan) under any attack,
@@ -491,15 +492,18 @@ def _table_rewards(part: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _output(args: argparse.Namespace) -> Path:
+    """The file this run writes: --out, or the default of its mode."""
+    if args.out is not None:
+        return Path(args.out)
+    name = "robustness" + ("_quick" if args.quick else "") + (
+        "_noscreen" if args.no_screen else ""
+    )  # fmt: skip
+    return RESULTS.with_name(f"{name}.json")
+
+
 def _write(payload: dict[str, Any], args: argparse.Namespace) -> None:
-    out = args.out
-    if out is None:  # the default file of the mode
-        name = (
-            "robustness"
-            + ("_quick" if args.quick else "")
-            + ("_noscreen" if args.no_screen else "")
-        )
-        out = RESULTS.with_name(f"{name}.json")
+    out = _output(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
 
@@ -544,11 +548,17 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     t_start = time.perf_counter()
     payload: dict[str, Any] = {"benchmark": "robustness", "mode": mode, "quick": args.quick}
+    previous = _output(args)
+    for part in ("accuracy", "rewards"):  # a part not run now keeps its last figures
+        if part not in args.parts and previous.exists():
+            kept = json.loads(previous.read_text()).get(part)
+            if kept is not None:
+                payload[part] = kept
     if "accuracy" in args.parts:
         payload["accuracy"] = accuracy_part(
             dataset, max_samples, rounds, epochs, screen=not args.no_screen
         )
-    if "accuracy" in payload and "rewards" in args.parts:  # keep the long part if the rest fails
+    if "accuracy" in args.parts and "rewards" in args.parts:  # keep the long part if the rest fails
         _write(payload, args)
     if "rewards" in args.parts:
         payload["rewards"] = rewards_part(

@@ -5,10 +5,13 @@ them), on its own held-out data:
 
 - an update the screen flagged (free rider, copy, norm outlier, opposed; see
   ``flock_pipeline.aggregation.screen``) scores :data:`PENALTY` (-1);
-- any other update scores its leave-one-out gain: ``metric(aggregate of all) - metric(aggregate
-  without it)``, clamped to [-1, 1]. The aggregate without it is computed exactly as the round's
+- any other update scores its relative leave-one-out gain in held-out loss,
+  ``(L_without - L_all) / max(L_without, L_all)``, where ``L_all`` is the loss of the round's
+  aggregate and ``L_without`` that of the aggregate without it, computed exactly as the round's
   (same strategy, state, seed and screen) over the updates the screen kept: what the round would
-  have been without it.
+  have been without it. Relative, so the score means the same early in training (losses of
+  several nats) as late; it lies in (-1, 1) and is clamped to [-1 + 1e-6, 1], so that only a
+  flag is ever exactly -1.
 
 The contract (``FlockAlliance.revealVote``) takes the stake-weighted mean of the accepting
 voters' scores per update: a proposer of an accepted round is paid ``stake x max(0, mean)`` pro
@@ -19,6 +22,7 @@ paid nothing, whether the round is accepted or rejected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from flock_pipeline.aggregation import Aggregate, Strategy, StrategyState
@@ -28,10 +32,15 @@ from flock_pipeline.round import aggregate
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
 
-__all__ = ["PENALTY", "contributions"]
+__all__ = ["LOWEST_SCORE", "PENALTY", "contributions"]
 
 PENALTY = -1.0
-"""The score of a flagged update: the most negative the contract accepts."""
+"""The score of a flagged update: the most negative the contract accepts, and the only score
+the contract counts as a flag."""
+
+LOWEST_SCORE = -1.0 + 1e-6
+"""The lowest score a measured (unflagged) update can get: one fixed-point step above a flag
+after the flows round scores to 6 decimals."""
 
 
 def contributions(
@@ -41,16 +50,16 @@ def contributions(
     state: StrategyState | None,
     seed: int,
     screen: Screen | None,
-    metric: Callable[[Weights], float],
+    loss: Callable[[Weights], float],
     full: Aggregate | None = None,
 ) -> list[float]:
-    """One score per update of ``updates`` (submission order); ``metric`` is the voter's
-    validation metric (higher is better; the flows use minus the held-out loss, which is
-    continuous where accuracy on a small held-out set often does not move at all). ``full``
-    is the round's aggregate if the caller has it already."""
+    """One score per update of ``updates`` (submission order). ``loss`` is the voter's
+    validation loss (non-negative, lower is better: the flows use the held-out cross-entropy,
+    which moves where accuracy on a small held-out set often does not). ``full`` is the
+    round's aggregate if the caller has it already."""
     if full is None:
         full = aggregate(strategy, updates, global_weights, state, seed, screen)
-    with_all = metric(full.weights)
+    with_all = loss(full.weights)
     kept = [v for v in updates if v.participant not in full.flagged]
     out = []
     for u in updates:
@@ -65,6 +74,15 @@ def contributions(
             # The rule cannot run on one update fewer (e.g. Bulyan's n >= 4f + 3): without
             # this update there would have been no step at all.
             without = global_weights
-        gain = with_all - metric(without)
-        out.append(min(1.0, max(-1.0, gain)))
+        out.append(_relative_gain(loss(without), with_all))
     return out
+
+
+def _relative_gain(without: float, with_it: float) -> float:
+    """(without - with) / max(without, with), in [LOWEST_SCORE, 1]; 0 when both are 0, and
+    the worst score when a loss is not finite."""
+    if not (math.isfinite(without) and math.isfinite(with_it)):
+        return 1.0 if math.isfinite(with_it) else LOWEST_SCORE
+    scale = max(without, with_it)
+    gain = 0.0 if scale <= 0 else (without - with_it) / scale
+    return min(1.0, max(LOWEST_SCORE, gain))

@@ -211,17 +211,17 @@ def aggregate(name: str, r: int, training_ends: int) -> dict[str, Any] | None:
 
 def _holdout_metrics(w: World, pid: str) -> tuple[Any, Any]:
     """The voter's two validation metrics on its own held-out split: accuracy (the vote) and
-    minus the loss (contributions: continuous, so a small held-out set still ranks updates)."""
+    the loss (contributions: continuous, so a small held-out set still ranks updates)."""
     part = w.fed.participants[w.member(pid).index]
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
 
     def accuracy(weights: Weights) -> float:
         return evaluate(net, weights, part.x_holdout, part.y_holdout).accuracy
 
-    def neg_loss(weights: Weights) -> float:
-        return -evaluate(net, weights, part.x_holdout, part.y_holdout).loss
+    def loss(weights: Weights) -> float:
+        return evaluate(net, weights, part.x_holdout, part.y_holdout).loss
 
-    return accuracy, neg_loss
+    return accuracy, loss
 
 
 @task(
@@ -240,14 +240,14 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     posted = _hex(w.creator.round_info(w.task_id, r).aggregate_hash)
     strategy, updates, old, state, seed, screen = _round_inputs(w, r)
     full = aggregate_updates(strategy, updates, old, state, seed, screen)
-    accuracy, neg_loss = _holdout_metrics(w, pid)
+    accuracy, loss = _holdout_metrics(w, pid)
     if content_hash(full.weights) != posted:
         # An honest voter never endorses an aggregate it cannot reproduce.
         score, scores = -1.0, [0.0] * len(updates)
         get_run_logger().warning("%s: posted aggregate %s does not match mine", pid, posted)
     else:
         score = accuracy(full.weights) - accuracy(old)
-        scores = contributions(strategy, updates, old, state, seed, screen, neg_loss, full)
+        scores = contributions(strategy, updates, old, state, seed, screen, loss, full)
     spec = w.cfg.attacks.get(pid)
     score = tamper_score(score, spec)  # a dishonest voter lies here
     scores = tamper_contributions(scores, spec)

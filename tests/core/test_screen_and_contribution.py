@@ -10,7 +10,7 @@ from flock_pipeline.aggregation import FedAvg, Krum
 from flock_pipeline.aggregation.screen import Screen
 from flock_pipeline.attacks import AttackSpec, tamper_contributions
 from flock_pipeline.config import load_config
-from flock_pipeline.contribution import PENALTY, contributions
+from flock_pipeline.contribution import LOWEST_SCORE, PENALTY, contributions
 from flock_pipeline.errors import ConfigError
 from flock_pipeline.round import aggregate, build_screen
 from flock_pipeline.serialization import Weights, content_hash
@@ -136,51 +136,63 @@ def test_with_everything_flagged_the_global_model_stays():
 # ---------------------------------------------------------------- contributions
 
 
-def _closeness(target: torch.Tensor):
-    """A metric that is higher the closer the model's flat weights are to ``target``."""
+def _distance(target: torch.Tensor):
+    """A loss: the distance of the model's flat weights from ``target``."""
 
-    def metric(weights: Weights) -> float:
+    def loss(weights: Weights) -> float:
         flat = torch.cat([weights[k].reshape(-1).double() for k in GLOBAL])
-        return -float(torch.linalg.vector_norm(flat - target.double()))
+        return float(torch.linalg.vector_norm(flat - target.double()))
 
-    return metric
+    return loss
+
+
+def _relative(without: float, with_it: float) -> float:
+    return (without - with_it) / max(without, with_it)
 
 
 def test_contributions_are_leave_one_out_gains_and_flagged_updates_score_minus_one():
     honest = _honest(3)
-    harmful = _update("bad", 0.5 * -DIRECTION + 2.0)  # passes the screen, hurts the metric
+    harmful = _update("bad", 0.5 * -DIRECTION + 2.0)  # passes the screen, raises the loss
     rider = _update("rider", torch.zeros(15))
     updates = [*honest, harmful, rider]
-    metric = _closeness(DIRECTION)
-    scores = contributions(FedAvg(), updates, GLOBAL, None, 0, Screen(), metric)
+    loss = _distance(DIRECTION)
+    scores = contributions(FedAvg(), updates, GLOBAL, None, 0, Screen(), loss)
     assert len(scores) == len(updates)
     assert scores[4] == PENALTY
     assert all(s > 0 for s in scores[:3])
-    assert scores[3] < 0
-    # the leave-one-out gain, recomputed by hand for the first update
+    assert PENALTY < scores[3] < 0  # harmful, but measured: never mistaken for a flag
+    # the relative leave-one-out gain, recomputed by hand for the first update
     full = aggregate(FedAvg(), updates, GLOBAL, None, 0, Screen())
     without = aggregate(FedAvg(), updates[1:], GLOBAL, None, 0, Screen())
-    assert scores[0] == pytest.approx(metric(full.weights) - metric(without.weights))
+    assert scores[0] == pytest.approx(_relative(loss(without.weights), loss(full.weights)))
 
 
 def test_leave_one_out_reruns_the_round_s_own_rule():
     # Krum picks one update; removing any other can change which one it picks, and that
     # influence is exactly what the leave-one-out gain measures.
     honest = _honest(5)
-    krum, metric = Krum(num_malicious=1), _closeness(DIRECTION)
-    scores = contributions(krum, honest, GLOBAL, None, 0, None, metric)
-    full = metric(aggregate(krum, honest, GLOBAL, None, 0).weights)
+    krum, loss = Krum(num_malicious=1), _distance(DIRECTION)
+    scores = contributions(krum, honest, GLOBAL, None, 0, None, loss)
+    full = loss(aggregate(krum, honest, GLOBAL, None, 0).weights)
     for i, s in enumerate(scores):
         rest = honest[:i] + honest[i + 1 :]
-        assert s == pytest.approx(full - metric(aggregate(krum, rest, GLOBAL, None, 0).weights))
+        alone = loss(aggregate(krum, rest, GLOBAL, None, 0).weights)
+        assert s == pytest.approx(_relative(alone, full))
 
 
-def test_contributions_are_clamped_to_the_contract_range():
+def test_a_measured_score_never_reaches_the_flag_value():
+    # An update that makes the loss explode scores just above -1, and only a flag is -1.
     updates = _honest(3)
-    scores = contributions(FedAvg(), updates, GLOBAL, None, 0, None, lambda w: 1e6 * float(
-        w["b"].sum()))  # fmt: skip
-    assert all(-1.0 <= s <= 1.0 for s in scores)
-    assert max(abs(s) for s in scores) == 1.0
+    with_all = aggregate(FedAvg(), updates, GLOBAL, None, 0).weights
+
+    def loss(w: Weights) -> float:
+        return 1e12 if w is with_all or torch.equal(w["b"], with_all["b"]) else 1.0
+
+    scores = contributions(FedAvg(), updates, GLOBAL, None, 0, None, loss)
+    assert all(s == LOWEST_SCORE for s in scores)
+    assert round(LOWEST_SCORE, 6) > PENALTY  # still distinct after the flows' rounding
+    inf = contributions(FedAvg(), updates, GLOBAL, None, 0, None, lambda w: float("inf"))
+    assert all(s == LOWEST_SCORE for s in inf)
 
 
 def test_a_dishonest_voter_negates_its_contribution_scores():
@@ -249,13 +261,13 @@ def test_honest_proposers_earn_and_attackers_are_penalized_in_real_training(trai
     voter = fed.participants[6]
     net = build_network("mlp", fed.input_shape, fed.num_classes)
 
-    def metric(weights: Weights) -> float:
-        return -evaluate(net, weights, voter.x_holdout, voter.y_holdout).loss
+    def loss(weights: Weights) -> float:
+        return evaluate(net, weights, voter.x_holdout, voter.y_holdout).loss
 
     scores = dict(
         zip(
             [u.participant for u in updates],
-            contributions(FedAvg(), updates, g, None, 0, build_screen(cfg), metric),
+            contributions(FedAvg(), updates, g, None, 0, build_screen(cfg), loss),
             strict=True,
         )
     )
