@@ -39,6 +39,7 @@ def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
     penalized = {True: 0, False: 0}  # by round outcome
     paid_honest = 0
     stake = 100 * TOKEN
+    stakes = {f"p{i}": stake for i in range(config["participants"])}  # at each round's start
     for r in summary["rounds"]:
         proposers = [p for p in r["participants"] if p["role"] == "proposer"]
         copier_had_a_source = any(p["id"] != "p2" for p in proposers)
@@ -59,11 +60,14 @@ def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
                 if r["accepted"] and p["contribution"] > 0:
                     assert int(p["reward"]) > 0
                     paid_honest += 1
-        # equal stakes: rewards split exactly as the on-chain contributions
+        # rewards split exactly as stake x on-chain contribution
         paid = [p for p in proposers if int(p["reward"]) > 0]
         for a, b in itertools.pairwise(paid):
             ratio = int(a["reward"]) / int(b["reward"])
-            assert ratio == pytest.approx(a["contribution"] / b["contribution"], rel=1e-6)
+            expected = (stakes[a["id"]] * a["contribution"]) / (stakes[b["id"]] * b["contribution"])
+            assert ratio == pytest.approx(expected, rel=1e-6)
+        for p in r["participants"]:  # slashes settle after the round: they count from the next
+            stakes[p["id"]] -= int(p["slashed"])
         for v in r["participants"]:
             if v["role"] == "voter" and v["vote"] and v["vote"]["accept"]:
                 scores = v["vote"]["contributions"]
