@@ -3,8 +3,12 @@
 A voter scores every update of the round, in submission order (the order the contract indexes
 them), on its own held-out data:
 
-- an update the screen flagged (free rider, copy, norm outlier, opposed; see
-  ``flock_pipeline.aggregation.screen``) scores :data:`PENALTY` (-1);
+- an update the screen flagged as a free rider or a copy (see
+  ``flock_pipeline.aggregation.screen``) scores :data:`PENALTY` (-1). Both are facts anyone can
+  check from the committed updates (a zero delta; the same delta as an earlier submission);
+- an update the screen excluded as a statistical outlier (``norm_outlier``, ``opposed``)
+  scores 0: it is left out of the aggregate and earns nothing, but it is not penalized, because
+  on strongly skewed data an honest update can look like one;
 - any other update scores its relative leave-one-out gain in held-out loss,
   ``(L_without - L_all) / max(L_without, L_all)``, where ``L_all`` is the loss of the round's
   aggregate and ``L_without`` that of the aggregate without it, computed exactly as the round's
@@ -32,7 +36,10 @@ from flock_pipeline.round import aggregate
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
 
-__all__ = ["LOWEST_SCORE", "PENALTY", "contributions"]
+__all__ = ["LOWEST_SCORE", "PENALIZED_REASONS", "PENALTY", "contributions"]
+
+PENALIZED_REASONS = ("free_rider", "copy")
+"""Screen flags that cost the proposer its stake; the other flags only exclude the update."""
 
 PENALTY = -1.0
 """The score of a flagged update: the most negative the contract accepts, and the only score
@@ -63,8 +70,9 @@ def contributions(
     kept = [v for v in updates if v.participant not in full.flagged]
     out = []
     for u in updates:
-        if u.participant in full.flagged:
-            out.append(PENALTY)
+        reason = full.flagged.get(u.participant)
+        if reason is not None:
+            out.append(PENALTY if reason in PENALIZED_REASONS else 0.0)
             continue
         # Flagged updates stay out: a copy must not stand in for the update it copied.
         rest = [v for v in kept if v.participant != u.participant]

@@ -253,7 +253,7 @@ def test_each_update_attack_is_caught_by_the_screen_in_real_training(trained_rou
     assert not set(flagged) & set(honest)
 
 
-def test_honest_proposers_earn_and_attackers_are_penalized_in_real_training(trained_round):
+def test_free_riders_and_copies_are_penalized_and_outliers_only_excluded(trained_round):
     from flock_pipeline.evaluation import evaluate
     from flock_pipeline.models import build_network
 
@@ -271,7 +271,8 @@ def test_honest_proposers_earn_and_attackers_are_penalized_in_real_training(trai
             strict=True,
         )
     )
-    assert all(scores[p] == PENALTY for p in ("p1", "p2", "p3", "p4", "p5"))
+    assert scores["p1"] == scores["p2"] == PENALTY  # free rider, copy: provable
+    assert scores["p3"] == scores["p4"] == scores["p5"] == 0.0  # outliers: excluded, unpaid
     # Four near-identical IID updates: each one's leave-one-out gain is small noise (measured
     # -0.002..+0.004 here), far from the penalty.
     assert all(abs(scores[p]) < 0.05 for p in ["p0", *honest])
