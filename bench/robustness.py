@@ -17,12 +17,14 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   participants contribute nothing honest.
 - rewards: the real flow (``flows.federated.federated_task``: on-chain sortition, commit-reveal
   votes with contribution scores, settlement and pull claims on a managed local anvil, a fresh
-  ``data_dir`` per run) with FedAvg x each attack (--quick: free_rider, sign_flip,
-  dishonest_voter). Proposers are paid stake x contribution (leave-one-out held-out gain,
-  stake-weighted mean over the accepting voters); an update the screen flags (by more than half
-  of the scoring voter stake, either side) is penalized at ``chain.penalty_bps``, accepted round
-  or not. Net reward per participant = sum of rewards - sum of slashes over the
-  rounds, in FLOCK.
+  ``data_dir`` per run) with FedAvg x each attack, on the accuracy part's data (Fashion-MNIST
+  12k; --quick: MNIST 5k and only free_rider, sign_flip, dishonest_voter), 5 rounds (--quick 3).
+  Proposers are paid stake x contribution (relative leave-one-out held-out loss gain,
+  stake-weighted mean over the accepting voters); a free rider or copy (flagged by more than
+  half of the scoring voter stake, either side) is penalized at ``chain.penalty_bps``, accepted
+  round or not; statistical outliers are only excluded. Net reward per participant = sum of
+  rewards - sum of slashes over the rounds, in FLOCK; the table also splits out the net of the
+  role the attack acts in (proposals, or votes for a dishonest voter).
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + all 7 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
@@ -343,7 +345,7 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def rewards_part(
-    attacks: list[str], rounds: int, epochs: int, max_samples: int | None
+    attacks: list[str], rounds: int, epochs: int, dataset: str, max_samples: int | None
 ) -> dict[str, Any]:
     import flows.federated as federated  # prefect: only when this part runs
     import flows.world as world
@@ -358,7 +360,7 @@ def rewards_part(
     for i, attack in enumerate(attacks, 1):
         with _fresh_dir(f"flow-{attack}") as d:
             cfg = _config(
-                d / "data", "mnist5k", max_samples, rounds, epochs, "fedavg", attack, flow=True
+                d / "data", dataset, max_samples, rounds, epochs, "fedavg", attack, flow=True
             )
             t0 = time.perf_counter()
             try:
@@ -409,7 +411,7 @@ def rewards_part(
         "settings": {
             "flow": "flows.federated.federated_task, managed local anvil, fresh data_dir per run",
             "strategy": "fedavg",
-            "dataset": "mnist5k",
+            "dataset": dataset,
             "max_samples": max_samples,
             "participants": PARTICIPANTS,
             "malicious": list(MALICIOUS),
@@ -518,7 +520,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-samples", type=int, default=None, help="accuracy part data cap")
     parser.add_argument("--reward-rounds", type=int, default=None)
     parser.add_argument("--reward-epochs", type=int, default=2)
-    parser.add_argument("--reward-max-samples", type=int, default=None, help="None: all 4000")
+    parser.add_argument(
+        "--reward-max-samples", type=int, default=None,
+        help="rewards part data cap (default: as the accuracy part)",
+    )  # fmt: skip
     parser.add_argument("--reward-attacks", nargs="+", default=None, choices=list(ATTACK_KINDS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--no-screen", action="store_true", help="accuracy part without the screen")
@@ -540,7 +545,10 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     rounds = args.rounds or (5 if args.quick else 10)
     epochs = args.epochs or 2
-    reward_rounds = args.reward_rounds or 3
+    reward_rounds = args.reward_rounds or (3 if args.quick else 5)
+    reward_max_samples = args.reward_max_samples if args.reward_max_samples is not None else (
+        None if args.quick else 12000
+    )  # fmt: skip
     reward_attacks = args.reward_attacks or list(
         QUICK_REWARD_ATTACKS if args.quick else ATTACK_KINDS
     )
@@ -562,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
         _write(payload, args)
     if "rewards" in args.parts:
         payload["rewards"] = rewards_part(
-            reward_attacks, reward_rounds, args.reward_epochs, args.reward_max_samples
+            reward_attacks, reward_rounds, args.reward_epochs, dataset, reward_max_samples
         )
     total = time.perf_counter() - t_start
     payload["environment"] = {
@@ -623,7 +631,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "rewards" in payload:
         rw = payload["rewards"]
-        print(f"\nnet reward (FedAvg, real flow, {rw['settings']['rounds']} rounds; "
+        print(f"\nnet reward (FedAvg, real flow, {rw['settings']['dataset']}, "
+              f"{rw['settings']['rounds']} rounds; "
               "A = accepted round, R = rejected):")  # fmt: skip
         print(_table_rewards(rw))
         headline.update(
