@@ -432,7 +432,8 @@ def rewards_part(
         },
         "runs": runs,
         "malicious_with_positive_net": positive,
-        "goal_no_malicious_positive": not positive,
+        # a failed run proves nothing, so the goal only passes when every run finished
+        "goal_no_malicious_positive": not positive and all("error" not in r for r in runs.values()),
         "malicious_with_positive_net_from_attack": from_attack,
         "failed_runs": sorted(a for a, r in runs.items() if "error" in r),
         "seconds": round(time.perf_counter() - t_all, 3),

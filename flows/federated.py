@@ -12,6 +12,7 @@ crashed resumes where the chain says it stopped and never settles anything twice
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -450,7 +451,7 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
     }
     record["model"] = register_model(name, r, record)
     create_table_artifact(
-        key=f"{w.name}-round-{r + 1}".lower(),
+        key=artifact_key(w.name, r),
         table=[
             {
                 k: p[k]
@@ -471,6 +472,12 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(record, indent=2))
     return record
+
+
+def artifact_key(task: str, r: int) -> str:
+    """The Prefect artifact key of round ``r`` (0-based) of ``task``: Prefect accepts only
+    lowercase letters, digits and dashes (a task of fashion_mnist has an underscore)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{task}-round-{r + 1}".lower())
 
 
 def _summary(w: World, rounds: list[dict[str, Any]], claims: dict[str, str]) -> dict[str, Any]:
