@@ -6,7 +6,7 @@ The plain simulation and the Prefect flows both call exactly these, so round log
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, is_dataclass, replace
 
 import numpy as np
 import torch
@@ -144,7 +144,11 @@ def aggregate(
     screen: Screen | None = None,
 ) -> Aggregate:
     """The screen (if any) over ``updates`` in submission order, then the strategy over what it
-    kept. With nothing kept, the global model and the state stay as they are."""
+    kept. With nothing kept, the global model and the state stay as they are.
+
+    Each flagged update counts against a robust rule's ``num_malicious`` (f): the screen has
+    already removed that many of the f updates the rule was told to expect, and a rule still
+    braced for all f would drop as many honest ones in their place."""
     if screen is None:
         return strategy.aggregate(list(updates), global_weights, state or {}, seed)
     result = screen(updates, global_weights)
@@ -152,11 +156,20 @@ def aggregate(
         return Aggregate(
             weights=dict(global_weights), state=dict(state or {}), flagged=result.flagged
         )
-    agg = strategy.aggregate(result.kept, global_weights, state or {}, seed)
+    rule = _discounted(strategy, len(result.flagged))
+    agg = rule.aggregate(result.kept, global_weights, state or {}, seed)
     if not result.flagged:
         return agg
     selected = agg.selected or tuple(sorted(u.participant for u in result.kept))
     return replace(agg, selected=selected, flagged=result.flagged)
+
+
+def _discounted(strategy: Strategy, flagged: int) -> Strategy:
+    """``strategy`` with ``num_malicious`` lowered by ``flagged`` (not below 0), if it has one."""
+    f = getattr(strategy, "num_malicious", None)
+    if not flagged or not isinstance(f, int) or not is_dataclass(strategy):
+        return strategy
+    return replace(strategy, num_malicious=max(0, f - flagged))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flock_pipeline.aggregation import FedAvg, Krum
+from flock_pipeline.aggregation import FedAvg, Krum, MultiKrum
 from flock_pipeline.aggregation.screen import Screen
 from flock_pipeline.attacks import AttackSpec, tamper_contributions
 from flock_pipeline.config import load_config
@@ -276,3 +276,17 @@ def test_free_riders_and_copies_are_penalized_and_outliers_only_excluded(trained
     # Four near-identical IID updates: each one's leave-one-out gain is small noise (measured
     # -0.002..+0.004 here), far from the penalty.
     assert all(abs(scores[p]) < 0.05 for p in ["p0", *honest])
+
+
+def test_flagged_updates_count_against_a_robust_rule_s_num_malicious():
+    honest = _honest(5)
+    hostile = [_update("boost", 10 * DIRECTION), _update("rider", torch.zeros(15))]
+    # told to expect 2 attackers, Multi-Krum keeps n - f of what it sees; the screen already
+    # removed both, so it keeps all 5 honest updates, exactly as with f = 0 on them alone
+    screened = aggregate(MultiKrum(num_malicious=2), [*honest, *hostile], GLOBAL, None, 0, Screen())
+    alone = aggregate(MultiKrum(num_malicious=0), honest, GLOBAL, None, 0)
+    assert sorted(screened.selected) == ["h0", "h1", "h2", "h3", "h4"]
+    assert content_hash(screened.weights) == content_hash(alone.weights)
+    # never below zero, and rules without the parameter are untouched
+    more = aggregate(MultiKrum(num_malicious=1), [*honest, *hostile], GLOBAL, None, 0, Screen())
+    assert content_hash(more.weights) == content_hash(alone.weights)
