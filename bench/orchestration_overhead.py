@@ -170,7 +170,10 @@ def _install_timers() -> None:
     t.patch(simulation, "evaluate_round", "evaluate")
     t.patch(federated, "evaluate", "evaluate")  # the round's test eval and the voters' scoring
     t.patch(simulation, "aggregate", "aggregate")
-    t.patch(federated, "fedavg", "aggregate")  # the aggregator and every voter recompute it
+    t.patch(federated, "aggregate_updates", "aggregate")  # the aggregator and every voter
+    # Flow only, but protocol work rather than orchestration: every voter's leave-one-out
+    # contribution scores (reported apart in the breakdown).
+    t.patch(federated, "contributions", "contribution_scoring")
     for mod in (simulation, world):
         t.patch(mod, "prepare_federation", "data")
         t.patch(mod, "initial_weights", "data")
