@@ -290,7 +290,8 @@ def accuracy_part(
             "partition": "dirichlet alpha=0.5",
             "strategy_params": STRATEGY_PARAMS,
             "attack_params": ATTACK_PARAMS,
-            "config": json.loads(base.model_dump_json()),
+            # the run's throw-away data folder is no figure: keep machine paths out of results
+            "config": {**json.loads(base.model_dump_json()), "data_dir": "<tmp>"},
         },
         "gaussian_noise_scale_check": scale,
         "cells": cells,
