@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from chain_world import AGGREGATE, FULL, MODEL, STAKE, TOKEN, World
 
+from flock_pipeline.attacks import AttackSpec, tamper_score
 from flock_pipeline.chain import Majority, Phase, role_of, to_fixed, vote_commitment
 from flock_pipeline.chain.errors import NotANoShow, PendingSettlement, StillUnbonding, WrongPhase
 
@@ -313,4 +314,23 @@ def test_rejecting_votes_without_contributions_flag_nobody(world: World) -> None
     for proposer in r.proposers:
         active = world.keeper.participant_of(r.task_id, proposer.address).active
         assert active == STAKE - STAKE // 10
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_a_dishonest_voter_lands_in_the_minority_and_is_slashed(world: World) -> None:
+    # Prepare: every voter measures the same gain; the last one is a dishonest voter
+    r = world.open_round(min_proposers=1, min_voters=3, proposers_per_round=1, voters_per_round=3)
+    measured = 0.05
+    scores = [to_fixed(measured)] * (len(r.voters) - 1)
+    scores.append(to_fixed(tamper_score(measured, AttackSpec(kind="dishonest_voter"))))
+    # Execute
+    r.play(scores)
+    paid = [v.claim(r.task_id)[0] for v in r.voters]
+    # Assert: the honest majority carries the round; the reversed vote is slashed, unpaid
+    info = world.keeper.round_info(r.task_id, r.round)
+    assert info.accepted and info.majority is Majority.ACCEPT
+    liar = r.voters[-1]
+    assert paid[-1] == 0
+    assert world.keeper.participant_of(r.task_id, liar.address).active == STAKE - STAKE // 10
+    assert all(amount > 0 for amount in paid[:-1])
     assert world.alliance_balance() == world.bucket_total()
