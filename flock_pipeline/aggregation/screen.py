@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flock_pipeline.attacks.detection import flat_delta, is_free_rider, near_duplicates
 from flock_pipeline.errors import ConfigError
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
@@ -72,12 +73,11 @@ class Screen:
     def __call__(self, updates: Sequence[Update], global_weights: Weights) -> ScreenResult:
         """Flag updates in submission order; the rest are kept in that order."""
         names = sorted(k for k, v in global_weights.items() if v.is_floating_point())
-        g = _flat(global_weights, names)
-        deltas: dict[str, torch.Tensor] = {}
-        flagged: dict[str, str] = {}
+        seen: set[str] = set()
         for u in updates:
-            if u.participant in deltas or u.participant in flagged:
+            if u.participant in seen:
                 raise ConfigError(f"screen: participant {u.participant!r} submitted twice")
+            seen.add(u.participant)
             if set(u.weights) != set(global_weights) or any(
                 u.weights[n].shape != global_weights[n].shape for n in names
             ):
@@ -85,21 +85,22 @@ class Screen:
                     f"screen: the update of {u.participant!r} does not match the global model's "
                     "tensors (names or shapes)"
                 )
-            d = _flat(u.weights, names) - g
-            norm = float(torch.linalg.vector_norm(d))
-            if self.free_rider_rtol is not None and norm <= self.free_rider_rtol * max(
-                float(torch.linalg.vector_norm(g)), 1.0
-            ):
-                flagged[u.participant] = "free_rider"
-                continue
-            if self.duplicate_rtol is not None and any(
-                float(torch.linalg.vector_norm(d - e))
-                <= self.duplicate_rtol * max(norm, float(torch.linalg.vector_norm(e)))
-                for e in deltas.values()
-            ):
-                flagged[u.participant] = "copy"
-                continue
-            deltas[u.participant] = d
+        flagged: dict[str, str] = {}
+        if self.free_rider_rtol is not None:
+            for u in updates:
+                if is_free_rider(u, global_weights, rtol=self.free_rider_rtol):
+                    flagged[u.participant] = "free_rider"
+        if self.duplicate_rtol is not None:
+            # Of each near-identical pair, the later submission is the copy.
+            position = {u.participant: i for i, u in enumerate(updates)}
+            rest = [u for u in updates if u.participant not in flagged]
+            for a, b in near_duplicates(rest, self.duplicate_rtol, global_weights):
+                flagged[max(a, b, key=position.__getitem__)] = "copy"
+        deltas = {
+            u.participant: flat_delta(u.weights, names, global_weights)
+            for u in updates
+            if u.participant not in flagged
+        }
         if len(deltas) >= self.min_updates and (
             self.max_norm_ratio is not None or self.min_cosine is not None
         ):
@@ -119,9 +120,3 @@ class Screen:
                         flagged[pid] = "opposed"
         kept = [u for u in updates if u.participant not in flagged]
         return ScreenResult(kept=kept, flagged=flagged)
-
-
-def _flat(weights: Weights, names: list[str]) -> torch.Tensor:
-    if not names:
-        return torch.zeros(0, dtype=torch.float64)
-    return torch.cat([weights[n].detach().to(torch.float64).reshape(-1) for n in names])

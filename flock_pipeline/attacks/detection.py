@@ -9,15 +9,27 @@ import torch
 
 from flock_pipeline.update import Update
 
-__all__ = ["is_free_rider", "near_duplicates"]
+__all__ = ["flat_delta", "is_free_rider", "near_duplicates"]
 
 
 def is_free_rider(
-    update: Update, global_weights: Mapping[str, torch.Tensor], atol: float = 0.0
+    update: Update,
+    global_weights: Mapping[str, torch.Tensor],
+    atol: float = 0.0,
+    rtol: float | None = None,
 ) -> bool:
-    """True if every tensor of ``update`` equals the global model's (within ``atol``)."""
+    """True if every tensor of ``update`` equals the global model's (within ``atol``), or, with
+    ``rtol``, if its delta's L2 norm over the float tensors is at most ``rtol`` times the global
+    model's (at least 1)."""
     if set(update.weights) != set(global_weights):
         return False
+    if rtol is not None:
+        names = sorted(n for n, g in global_weights.items() if g.is_floating_point())
+        if any(update.weights[n].shape != global_weights[n].shape for n in names):
+            return False
+        delta = torch.linalg.vector_norm(flat_delta(update.weights, names, global_weights))
+        scale = torch.linalg.vector_norm(flat_delta(global_weights, names, None))
+        return float(delta) <= rtol * max(float(scale), 1.0)
     for name, w in update.weights.items():
         g = global_weights[name]
         if w.shape != g.shape:
@@ -28,12 +40,16 @@ def is_free_rider(
     return True
 
 
-def _flat(
-    update: Update, names: list[str], reference: Mapping[str, torch.Tensor] | None
+def flat_delta(
+    weights: Mapping[str, torch.Tensor],
+    names: list[str],
+    reference: Mapping[str, torch.Tensor] | None,
 ) -> torch.Tensor:
+    """The tensors ``names`` of ``weights`` minus ``reference`` (or as they are, without one),
+    flattened into one float64 vector in that order."""
     parts = []
     for name in names:
-        w = update.weights[name].detach().to(torch.float64).reshape(-1)
+        w = weights[name].detach().to(torch.float64).reshape(-1)
         if reference is not None:
             w = w - reference[name].detach().to(torch.float64).reshape(-1)
         parts.append(w)
@@ -61,7 +77,7 @@ def near_duplicates(
         ):
             continue
         key = tuple((n, tuple(u.weights[n].shape)) for n in names)
-        flats[u.participant] = (key, _flat(u, names, global_weights))
+        flats[u.participant] = (key, flat_delta(u.weights, names, global_weights))
     pairs = []
     for a, b in itertools.combinations(sorted(flats), 2):
         (key_a, va), (key_b, vb) = flats[a], flats[b]

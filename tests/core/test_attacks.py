@@ -289,3 +289,10 @@ def test_label_flipping_attacker_lowers_held_out_accuracy():
         accuracy[name] = evaluate(net, update.weights, ds.x[test], ds.y[test]).accuracy
     assert accuracy["honest"] > 0.7  # 0.88 here
     assert accuracy["flipped"] < accuracy["honest"] - 0.5
+
+
+def test_free_rider_relative_tolerance_scales_with_the_global_model():
+    nudged = Update("n", {k: v + 1e-9 for k, v in GLOBAL.items()}, 1)
+    assert not is_free_rider(nudged, GLOBAL)  # exact by default
+    assert is_free_rider(nudged, GLOBAL, rtol=1e-7)
+    assert not is_free_rider(HONEST, GLOBAL, rtol=1e-7)
