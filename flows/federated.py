@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flock_pipeline.aggregation import Aggregate, StrategyState
+from flock_pipeline.aggregation import Strategy, StrategyState
+from flock_pipeline.aggregation.screen import Screen
 from flock_pipeline.attacks import tamper_contributions, tamper_score
 from flock_pipeline.chain import Phase, Role, Vote, to_fixed, vote_commitment
 from flock_pipeline.chain.voting import SCORE_SCALE
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.contribution import contributions
-from flock_pipeline.evaluation import evaluate
+from flock_pipeline.evaluation import Evaluation, evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.reporting import plot_accuracy, plot_rewards
 from flock_pipeline.round import aggregate as aggregate_updates
@@ -86,19 +88,25 @@ def _previous_state_hash(w: World, r: int) -> str | None:
     return None
 
 
-def _aggregate(w: World, r: int) -> Aggregate:
-    """Everyone's recomputation: the screen and the configured strategy over the committed
-    updates, from the published state, with the round's chain seed for any noise."""
-    return aggregate_updates(*_round_inputs(w, r))
+class _RoundInputs(NamedTuple):
+    """Everything a round's aggregate is a function of, in ``round.aggregate``'s order."""
+
+    strategy: Strategy
+    updates: list[Update]  # submission order
+    global_weights: Weights
+    state: StrategyState
+    seed: int
+    screen: Screen | None
 
 
-def _round_inputs(w: World, r: int) -> tuple[Any, list[Update], Weights, StrategyState, int, Any]:
-    """(strategy, updates in submission order, global weights, state, seed, screen)."""
+def _round_inputs(w: World, r: int) -> _RoundInputs:
+    """The committed updates, the published strategy state, and the round's chain seed for any
+    noise: what the aggregator and every voter recompute the aggregate from."""
     seed = derive_seed(w.cfg.seed, "aggregate", _hex(w.creator.round_info(w.task_id, r).seed))
     digest = _previous_state_hash(w, r)
     state: StrategyState = {} if digest is None else from_bytes(w.store.get(digest), digest)
-    return (build_aggregator(w.cfg), _committed_updates(w, r), _global_weights(w), state, seed,
-            build_screen(w.cfg))  # fmt: skip
+    return _RoundInputs(build_aggregator(w.cfg), _committed_updates(w, r), _global_weights(w),
+                        state, seed, build_screen(w.cfg))  # fmt: skip
 
 
 # ---------------------------------------------------------------- tasks
@@ -194,7 +202,7 @@ def aggregate(name: str, r: int, training_ends: int) -> dict[str, Any] | None:
     w.chain.advance_to(training_ends + 1)
     if not w.creator.round_events(w.task_id, r, "UpdateSubmitted"):
         return None
-    agg = _aggregate(w, r)
+    agg = aggregate_updates(*_round_inputs(w, r))
     digest = w.store.put(canonical_bytes(agg.weights))
     state = w.store.put(canonical_bytes(agg.state)) if agg.state else None
     posted = w.creator.round_info(w.task_id, r).aggregate_hash
@@ -210,19 +218,20 @@ def aggregate(name: str, r: int, training_ends: int) -> dict[str, Any] | None:
     }
 
 
-def _holdout_metrics(w: World, pid: str) -> tuple[Any, Any]:
-    """The voter's two validation metrics on its own held-out split: accuracy (the vote) and
-    the loss (contributions: continuous, so a small held-out set still ranks updates)."""
+def _holdout(w: World, pid: str) -> Callable[[Weights], Evaluation]:
+    """The voter's evaluation on its own held-out split. Accuracy makes the vote, the loss the
+    contributions (continuous, so a small held-out set still ranks updates); the last weights
+    evaluated are remembered, so the round's aggregate is evaluated once for both."""
     part = w.fed.participants[w.member(pid).index]
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
+    last: list[tuple[Weights, Evaluation]] = []
 
-    def accuracy(weights: Weights) -> float:
-        return evaluate(net, weights, part.x_holdout, part.y_holdout).accuracy
+    def holdout(weights: Weights) -> Evaluation:
+        if not last or last[0][0] is not weights:
+            last[:] = [(weights, evaluate(net, weights, part.x_holdout, part.y_holdout))]
+        return last[0][1]
 
-    def loss(weights: Weights) -> float:
-        return evaluate(net, weights, part.x_holdout, part.y_holdout).loss
-
-    return accuracy, loss
+    return holdout
 
 
 @task(
@@ -241,14 +250,16 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     posted = _hex(w.creator.round_info(w.task_id, r).aggregate_hash)
     strategy, updates, old, state, seed, screen = _round_inputs(w, r)
     full = aggregate_updates(strategy, updates, old, state, seed, screen)
-    accuracy, loss = _holdout_metrics(w, pid)
+    holdout = _holdout(w, pid)
     if content_hash(full.weights) != posted:
         # An honest voter never endorses an aggregate it cannot reproduce.
         score, scores = -1.0, [0.0] * len(updates)
         get_run_logger().warning("%s: posted aggregate %s does not match mine", pid, posted)
     else:
-        score = accuracy(full.weights) - accuracy(old)
-        scores = contributions(strategy, updates, old, state, seed, screen, loss, full)
+        score = holdout(full.weights).accuracy - holdout(old).accuracy
+        scores = contributions(
+            strategy, updates, old, state, seed, screen, lambda x: holdout(x).loss, full
+        )
     spec = w.cfg.attacks.get(pid)
     score = tamper_score(score, spec)  # a dishonest voter lies here
     scores = tamper_contributions(scores, spec)
