@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _common import environment  # noqa: E402
 
 from flock_pipeline.config import PrivacyConfig, TrainingConfig  # noqa: E402
 from flock_pipeline.data import load_dataset  # noqa: E402
@@ -192,15 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             "privacy": private.model_dump(mode="json"),
             "timed": "flock_pipeline.training.train_local (median of repeats)",
         },
-        "environment": {
-            "torch": torch.__version__,
-            "torch_num_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": [round(v, 2) for v in load_before],
-            "loadavg_after": [round(v, 2) for v in load_after],
-        },
+        "environment": environment(load_before, load_after),
         "models": results,
         "goal_ratio_max": GOAL,
     }

@@ -26,12 +26,10 @@ The last stdout line is one JSON object with the headline metric (goal <= 1.15).
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import inspect
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -50,14 +48,9 @@ if str(ROOT) not in sys.path:
 RESULTS = ROOT / "bench" / "results" / "orchestration_overhead.json"
 GOAL = 1.15
 
-# Tool state (Prefect's database, matplotlib's cache) goes to a throw-away folder; this must be
-# set before prefect is imported.
-_TMP = Path(tempfile.mkdtemp(prefix="flock-orch-bench-"))
-atexit.register(shutil.rmtree, _TMP, True)
-os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
-os.environ["MPLCONFIGDIR"] = str(_TMP / "matplotlib")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+from _common import environment, isolate_tool_state  # noqa: E402
+
+_TMP = isolate_tool_state("flock-orch-bench-")  # before prefect is imported
 
 _T0 = time.perf_counter()
 import torch  # noqa: E402
@@ -462,19 +455,14 @@ def main(argv: list[str] | None = None) -> None:
             "plain": [_strip(r) for r in plain_runs],
             "flow": [_strip(r) for r in flow_runs],
         },
-        "environment": {
-            "torch": torch.__version__,
-            "torch_num_threads": torch.get_num_threads(),
-            "prefect": __import__("prefect").__version__,
-            "mlflow": mlflow.__version__,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": [round(v, 2) for v in load_before],
-            "loadavg_after_each_repeat": loads,
-            "loadavg_after": [round(v, 2) for v in load_after],
-            "total_seconds": round(total, 1),
-        },
+        "environment": environment(
+            load_before,
+            load_after,
+            prefect=__import__("prefect").__version__,
+            mlflow=mlflow.__version__,
+            loadavg_after_each_repeat=loads,
+            total_seconds=round(total, 1),
+        ),
         "goal_ratio_max": GOAL,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

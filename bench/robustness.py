@@ -38,13 +38,11 @@ against the same strategy's all-honest run (goal <= 3.0).
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import functools
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -60,16 +58,10 @@ if str(ROOT) not in sys.path:
 RESULTS = ROOT / "bench" / "results" / "robustness.json"
 GOAL = 3.0
 
-# Tool state (Prefect's database, matplotlib's cache) goes to a throw-away folder; this must be
-# set before prefect is imported (the rewards part imports it).
-_TMP = Path(tempfile.mkdtemp(prefix="flock-robustness-bench-"))
-atexit.register(shutil.rmtree, _TMP, True)
-os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
-os.environ["MPLCONFIGDIR"] = str(_TMP / "matplotlib")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+from _common import environment, isolate_tool_state  # noqa: E402
+
+_TMP = isolate_tool_state("flock-robustness-bench-")  # before prefect (the rewards part)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -575,15 +567,7 @@ def main(argv: list[str] | None = None) -> None:
             reward_attacks, reward_rounds, args.reward_epochs, dataset, reward_max_samples
         )
     total = time.perf_counter() - t_start
-    payload["environment"] = {
-        "torch": torch.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_before": [round(v, 2) for v in load_before],
-        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-    }
+    payload["environment"] = environment(load_before)
     payload["seconds_total"] = round(total, 1)
     payload["goal"] = {
         "accuracy": f"robust strategies {list(ROBUST)} within {GOAL} accuracy points of their "
