@@ -115,7 +115,8 @@ class CentralDPConfig(_Section):
 
 
 class ScreenConfig(_Section):
-    """Checks every update passes before the strategy sees it (flagged ones are penalized)."""
+    """Checks every update passes before the strategy sees it (free riders and copies are
+    penalized; the rest of the flagged are only left out)."""
 
     enabled: bool | None = Field(
         None, description="None: on, unless central DP is (its guarantee assumes no screen)"
@@ -125,6 +126,11 @@ class ScreenConfig(_Section):
     max_norm_ratio: float | None = Field(5.0, ge=1, description="|delta| > ratio*median |delta|")
     min_cosine: float | None = Field(0.0, ge=-1, le=1, description="cos(delta, median delta)")
     min_updates: int = Field(3, ge=2, description="updates needed for the two outlier checks")
+    min_trust: float | None = Field(
+        -0.05, ge=-1, le=1,
+        description="exclude a proposer whose earlier updates' mean contribution is below this",
+    )  # fmt: skip
+    trust_rounds: int = Field(2, ge=1, description="scored rounds before min_trust applies")
 
 
 class AggregationConfig(_Section):

@@ -6,14 +6,18 @@ them), on its own held-out data:
 - an update the screen flagged as a free rider or a copy (see
   ``flock_pipeline.aggregation.screen``) scores :data:`PENALTY` (-1). Both are facts anyone can
   check from the committed updates (a zero delta; the same delta as an earlier submission);
-- an update the screen excluded as a statistical outlier (``norm_outlier``, ``opposed``)
-  scores 0: it is left out of the aggregate and earns nothing, but it is not penalized, because
-  on strongly skewed data an honest update can look like one;
+- an update the screen excluded otherwise (``distrusted``, ``norm_outlier``, ``opposed``) is
+  left out of the aggregate and earns nothing, but it is not penalized, because on strongly
+  skewed data an honest update can look like one. It scores the harm it would have done,
+  ``min(0, gain)``, where ``gain`` is the relative gain in held-out loss of the aggregate with it
+  added over the round's: 0 when it would have helped, negative when it would have hurt. These
+  scores are what the screen's trust check (``min_trust``) averages over a proposer's rounds;
 - any other update scores its relative leave-one-out gain in held-out loss,
   ``(L_without - L_all) / max(L_without, L_all)``, where ``L_all`` is the loss of the round's
   aggregate and ``L_without`` that of the aggregate without it, computed exactly as the round's
-  (same strategy, state, seed and screen) over the updates the screen kept: what the round would
-  have been without it. Relative, so the score means the same early in training (losses of
+  (same strategy, state and seed; the screen's exclusions stand and still count against a robust
+  rule's ``num_malicious``) over the other updates the screen kept: what the round would have
+  been without it. Relative, so the score means the same early in training (losses of
   several nats) as late; it lies in (-1, 1) and is clamped to [-1 + 1e-6, 1], so that only a
   flag is ever exactly -1.
 
@@ -27,16 +31,16 @@ paid nothing, whether the round is accepted or rejected.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from flock_pipeline.aggregation import Aggregate, Strategy, StrategyState
-from flock_pipeline.aggregation.screen import Screen
+from flock_pipeline.aggregation.screen import History, Screen
 from flock_pipeline.errors import AggregationError
-from flock_pipeline.round import aggregate
+from flock_pipeline.round import aggregate, aggregate_kept
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
 
-__all__ = ["LOWEST_SCORE", "PENALIZED_REASONS", "PENALTY", "contributions"]
+__all__ = ["LOWEST_SCORE", "PENALIZED_REASONS", "PENALTY", "contribution_table", "contributions"]
 
 PENALIZED_REASONS = ("free_rider", "copy")
 """Screen flags that cost the proposer its stake; the other flags only exclude the update."""
@@ -59,30 +63,68 @@ def contributions(
     screen: Screen | None,
     loss: Callable[[Weights], float],
     full: Aggregate | None = None,
+    history: History | None = None,
 ) -> list[float]:
     """One score per update of ``updates`` (submission order). ``loss`` is the voter's
     validation loss (non-negative, lower is better: the flows use the held-out cross-entropy,
     which moves where accuracy on a small held-out set often does not). ``full`` is the
-    round's aggregate if the caller has it already."""
+    round's aggregate if the caller has it already; ``history`` the screen's trust input, as the
+    round's aggregate was computed with it."""
+    table = contribution_table(
+        strategy, updates, global_weights, state, seed, screen, {"": loss}, full, history
+    )
+    return table[""]
+
+
+def contribution_table(
+    strategy: Strategy,
+    updates: Sequence[Update],
+    global_weights: Weights,
+    state: StrategyState | None,
+    seed: int,
+    screen: Screen | None,
+    losses: Mapping[str, Callable[[Weights], float]],
+    full: Aggregate | None = None,
+    history: History | None = None,
+) -> dict[str, list[float]]:
+    """:func:`contributions` for several voters at once (voter -> its loss): every
+    counterfactual aggregate is computed once and evaluated by each voter."""
     if full is None:
-        full = aggregate(strategy, updates, global_weights, state, seed, screen)
-    with_all = loss(full.weights)
+        full = aggregate(strategy, updates, global_weights, state, seed, screen, history)
+    with_all = {v: loss(full.weights) for v, loss in losses.items()}
     kept = [v for v in updates if v.participant not in full.flagged]
-    out = []
+    out: dict[str, list[float]] = {v: [] for v in losses}
     for u in updates:
         reason = full.flagged.get(u.participant)
-        if reason is not None:
-            out.append(PENALTY if reason in PENALIZED_REASONS else 0.0)
+        if reason in PENALIZED_REASONS:
+            for v in losses:
+                out[v].append(PENALTY)
             continue
-        # Flagged updates stay out: a copy must not stand in for the update it copied.
-        rest = [v for v in kept if v.participant != u.participant]
+        if reason is not None:
+            # Excluded: what adding it back (alone, in submission order) would have done.
+            added = [v for v in updates if v.participant not in full.flagged or v is u]
+            rest = {k: r for k, r in full.flagged.items() if k != u.participant}
+            try:
+                other = aggregate_kept(strategy, added, global_weights, state, seed, rest).weights
+            except AggregationError:
+                other = None
+            for v, loss in losses.items():
+                gain = 0.0 if other is None else _relative_gain(with_all[v], loss(other))
+                out[v].append(min(0.0, gain))
+            continue
+        # The round's exclusions stand (a copy must not stand in for the update it copied)
+        # and still count against the rule's num_malicious, as they did in the round.
+        rest_kept = [v for v in kept if v.participant != u.participant]
         try:
-            without = aggregate(strategy, rest, global_weights, state, seed, screen).weights
+            without = aggregate_kept(
+                strategy, rest_kept, global_weights, state, seed, full.flagged
+            ).weights
         except AggregationError:
             # The rule cannot run on one update fewer (e.g. Bulyan's n >= 4f + 3): without
             # this update there would have been no step at all.
             without = global_weights
-        out.append(_relative_gain(loss(without), with_all))
+        for v, loss in losses.items():
+            out[v].append(_relative_gain(loss(without), with_all[v]))
     return out
 
 

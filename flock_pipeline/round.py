@@ -5,17 +5,18 @@ The plain simulation and the Prefect flows both call exactly these, so round log
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, is_dataclass, replace
 
 import numpy as np
 import torch
 
 from flock_pipeline.aggregation import Aggregate, CentralDP, Strategy, StrategyState, build_strategy
-from flock_pipeline.aggregation.screen import Screen
+from flock_pipeline.aggregation.screen import History, Screen
 from flock_pipeline.attacks import poison_labels, skips_training, tamper_update
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, build_federation, load_dataset
+from flock_pipeline.errors import AggregationError
 from flock_pipeline.evaluation import Evaluation, evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import PrivacyLedger
@@ -27,6 +28,7 @@ from flock_pipeline.update import Update
 __all__ = [
     "RoundOutcome",
     "aggregate",
+    "aggregate_kept",
     "attack_update",
     "build_aggregator",
     "build_screen",
@@ -142,26 +144,48 @@ def aggregate(
     state: StrategyState | None,
     seed: int,
     screen: Screen | None = None,
+    history: History | None = None,
 ) -> Aggregate:
-    """The screen (if any) over ``updates`` in submission order, then the strategy over what it
-    kept. With nothing kept, the global model and the state stay as they are.
+    """The screen (if any) over ``updates`` in submission order, with ``history`` (participant
+    -> earlier contribution scores) for its trust check, then the strategy over what it kept.
+    With nothing kept, the global model and the state stay as they are."""
+    if screen is None:
+        return strategy.aggregate(list(updates), global_weights, state or {}, seed)
+    result = screen(updates, global_weights, history)
+    return aggregate_kept(strategy, result.kept, global_weights, state, seed, result.flagged)
+
+
+def aggregate_kept(
+    strategy: Strategy,
+    kept: Sequence[Update],
+    global_weights: Weights,
+    state: StrategyState | None,
+    seed: int,
+    flagged: Mapping[str, str],
+) -> Aggregate:
+    """The strategy over the updates a screen kept, ``flagged`` being the ones it left out.
 
     Each flagged update counts against a robust rule's ``num_malicious`` (f): the screen has
     already removed that many of the f updates the rule was told to expect, and a rule still
-    braced for all f would drop as many honest ones in their place."""
-    if screen is None:
-        return strategy.aggregate(list(updates), global_weights, state or {}, seed)
-    result = screen(updates, global_weights)
-    if not result.kept:
-        return Aggregate(
-            weights=dict(global_weights), state=dict(state or {}), flagged=result.flagged
-        )
-    rule = _discounted(strategy, len(result.flagged))
-    agg = rule.aggregate(result.kept, global_weights, state or {}, seed)
-    if not result.flagged:
+    braced for all f would drop as many honest ones in their place. When the screen left
+    nothing, or fewer updates than the rule needs (Bulyan's 4f + 3), the round makes no step:
+    the global model and the state stay as they are."""
+    unchanged = Aggregate(
+        weights=dict(global_weights), state=dict(state or {}), flagged=dict(flagged)
+    )
+    if not kept:
+        return unchanged
+    rule = _discounted(strategy, len(flagged))
+    try:
+        agg = rule.aggregate(list(kept), global_weights, state or {}, seed)
+    except AggregationError:
+        if not flagged:
+            raise  # the round itself is too small for the rule: the caller's problem
+        return unchanged
+    if not flagged:
         return agg
-    selected = agg.selected or tuple(sorted(u.participant for u in result.kept))
-    return replace(agg, selected=selected, flagged=result.flagged)
+    selected = agg.selected or tuple(sorted(u.participant for u in kept))
+    return replace(agg, selected=selected, flagged=dict(flagged))
 
 
 def _discounted(strategy: Strategy, flagged: int) -> Strategy:

@@ -15,9 +15,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flock_pipeline.aggregation import CentralDP, StrategyState
+from flock_pipeline.aggregation import Aggregate, CentralDP, Strategy, StrategyState
+from flock_pipeline.aggregation.screen import Screen
+from flock_pipeline.attacks import tamper_contributions
 from flock_pipeline.config import FlockConfig
+from flock_pipeline.contribution import contribution_table
 from flock_pipeline.data import Federation
+from flock_pipeline.evaluation import evaluate
+from flock_pipeline.models import build_network
 from flock_pipeline.privacy import LedgerStore
 from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition
 from flock_pipeline.round import (
@@ -32,6 +37,7 @@ from flock_pipeline.round import (
 )
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, content_hash, write_weights
+from flock_pipeline.update import Update
 
 __all__ = ["SimulationResult", "run_simulation"]
 
@@ -50,6 +56,36 @@ class SimulationResult:
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or value != value else float(value)
+
+
+def _score_round(
+    cfg: FlockConfig,
+    fed: Federation,
+    strategy: Strategy,
+    updates: list[Update],
+    weights: Weights,
+    state: StrategyState,
+    seed: int,
+    screen: Screen | None,
+    agg: Aggregate,
+    history: dict[str, list[float]],
+) -> dict[str, float]:
+    """Every participant votes as a validator would: scores each update's contribution on its
+    own held-out split (a dishonest voter negates them); the round's score of an update is the
+    mean over the voters (equal stakes), as the contract's stake-weighted mean would be."""
+    net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
+    losses = {
+        p.id: (lambda w, p=p: evaluate(net, w, p.x_holdout, p.y_holdout).loss)
+        for p in fed.participants
+    }
+    table = contribution_table(
+        strategy, updates, weights, state, seed, screen, losses, agg, history
+    )
+    voted = [tamper_contributions(scores, cfg.attacks.get(v)) for v, scores in table.items()]
+    return {
+        u.participant: sum(col) / len(col)
+        for u, col in zip(updates, zip(*voted, strict=True), strict=True)
+    }
 
 
 def run_simulation(
@@ -81,6 +117,9 @@ def run_simulation(
     screen = build_screen(cfg)
     central = strategy.accountant() if isinstance(strategy, CentralDP) else None
     state: StrategyState = {}
+    # The screen's trust check needs the validators' contribution scores of earlier rounds.
+    scoring = screen is not None and screen.min_trust is not None
+    history: dict[str, list[float]] = {}
     rounds: list[dict[str, Any]] = []
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -102,7 +141,14 @@ def run_simulation(
                 progress.advance(job)
             updates = submitted_updates(cfg, trained, weights, r)
             seed = derive_seed(cfg.seed, "agg", r)
-            agg = aggregate(strategy, updates, weights, state, seed, screen)
+            agg = aggregate(strategy, updates, weights, state, seed, screen, history)
+            scores = (
+                _score_round(cfg, fed, strategy, updates, weights, state, seed, screen, agg,
+                             history)
+                if scoring else {}
+            )  # fmt: skip
+            for pid, score in scores.items():
+                history.setdefault(pid, []).append(score)
             weights, state = agg.weights, dict(agg.state)
             if central is not None:
                 central.step(label=str(r))
@@ -134,6 +180,7 @@ def run_simulation(
                             if (spec := cfg.attacks.get(u.participant)) is None
                             else spec.kind,
                             "flagged": agg.flagged.get(u.participant),
+                            "contribution": scores.get(u.participant),
                             "epsilon": u.epsilon,
                             "delta": u.delta,
                         }

@@ -88,6 +88,34 @@ def _previous_state_hash(w: World, r: int) -> str | None:
     return None
 
 
+def _settled_contributions(w: World, r: int) -> dict[str, float | None]:
+    """Each proposer's contribution in round ``r`` as the contract holds it: the stake-weighted
+    mean of the accepting voters' scores (None when nobody accepted)."""
+    info = w.creator.round_info(w.task_id, r)
+    out: dict[str, float | None] = {}
+    for i in range(info.updates):
+        up = w.creator.update_at(w.task_id, r, i)
+        mean = up.contribution / info.accept_weight / SCORE_SCALE if info.accept_weight else None
+        out[w.by_address(up.proposer).id] = mean
+    return out
+
+
+def _trust_history(w: World, r: int) -> dict[str, list[float]]:
+    """The screen's trust input for round ``r``: every proposer's settled contributions in the
+    finalized rounds before it, oldest first. Public and final, so the aggregator and every
+    voter read the same history."""
+    history: dict[str, list[float]] = {}
+    if w.cfg.aggregation.screen.min_trust is None:
+        return history
+    for k in range(r):
+        if not w.creator.round_info(w.task_id, k).finalized:
+            continue
+        for pid, score in _settled_contributions(w, k).items():
+            if score is not None:
+                history.setdefault(pid, []).append(score)
+    return history
+
+
 class _RoundInputs(NamedTuple):
     """Everything a round's aggregate is a function of, in ``round.aggregate``'s order."""
 
@@ -97,16 +125,18 @@ class _RoundInputs(NamedTuple):
     state: StrategyState
     seed: int
     screen: Screen | None
+    history: dict[str, list[float]]  # participant -> settled contributions of earlier rounds
 
 
 def _round_inputs(w: World, r: int) -> _RoundInputs:
-    """The committed updates, the published strategy state, and the round's chain seed for any
-    noise: what the aggregator and every voter recompute the aggregate from."""
+    """The committed updates, the published strategy state, the round's chain seed for any
+    noise and the settled contributions of earlier rounds: what the aggregator and every voter
+    recompute the aggregate from."""
     seed = derive_seed(w.cfg.seed, "aggregate", _hex(w.creator.round_info(w.task_id, r).seed))
     digest = _previous_state_hash(w, r)
     state: StrategyState = {} if digest is None else from_bytes(w.store.get(digest), digest)
     return _RoundInputs(build_aggregator(w.cfg), _committed_updates(w, r), _global_weights(w),
-                        state, seed, build_screen(w.cfg))  # fmt: skip
+                        state, seed, build_screen(w.cfg), _trust_history(w, r))  # fmt: skip
 
 
 # ---------------------------------------------------------------- tasks
@@ -248,8 +278,8 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     w = get_world(name)
     m = w.member(pid)
     posted = _hex(w.creator.round_info(w.task_id, r).aggregate_hash)
-    strategy, updates, old, state, seed, screen = _round_inputs(w, r)
-    full = aggregate_updates(strategy, updates, old, state, seed, screen)
+    strategy, updates, old, state, seed, screen, history = _round_inputs(w, r)
+    full = aggregate_updates(strategy, updates, old, state, seed, screen, history)
     holdout = _holdout(w, pid)
     if content_hash(full.weights) != posted:
         # An honest voter never endorses an aggregate it cannot reproduce.
@@ -258,7 +288,7 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     else:
         score = holdout(full.weights).accuracy - holdout(old).accuracy
         scores = contributions(
-            strategy, updates, old, state, seed, screen, lambda x: holdout(x).loss, full
+            strategy, updates, old, state, seed, screen, lambda x: holdout(x).loss, full, history
         )
     spec = w.cfg.attacks.get(pid)
     score = tamper_score(score, spec)  # a dishonest voter lies here
@@ -309,7 +339,6 @@ def finalize(name: str, r: int) -> dict[str, Any]:
     info = w.creator.round_info(w.task_id, r)
     w.chain.advance_to(info.reveal_ends + 1)
     w.creator.finalize_round(w.task_id, r)  # None when a previous run already did
-    info = w.creator.round_info(w.task_id, r)  # with the final tallies
     for m in w.members:
         w.creator.settle(w.task_id, m.address)
     (log,) = w.creator.alliance.events.RoundFinalized().get_logs(
@@ -319,13 +348,7 @@ def finalize(name: str, r: int) -> dict[str, Any]:
     settled = {
         str(e["account"]).lower(): e for e in w.creator.round_events(w.task_id, r, "Settled")
     }
-    # Each proposer's contribution as the contract holds it: the stake-weighted mean of the
-    # accepting voters' scores (None when nobody accepted).
-    contribution: dict[str, float | None] = {}
-    for i in range(info.updates):
-        up = w.creator.update_at(w.task_id, r, i)
-        mean = up.contribution / info.accept_weight / SCORE_SCALE if info.accept_weight else None
-        contribution[w.by_address(up.proposer).id] = mean
+    contribution = _settled_contributions(w, r)
     out = {}
     for m in w.members:
         e = settled.get(m.address.lower())

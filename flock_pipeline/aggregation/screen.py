@@ -7,25 +7,37 @@ current global model and against each other. An update is *flagged*, with a reas
   the global model's norm: it trained nothing;
 - ``copy``: its delta is within ``duplicate_rtol`` of the delta of an update submitted *earlier*
   in the round (the first submitter keeps its update; the later one copied it);
+- ``distrusted``: its proposer's earlier updates scored a mean contribution below ``min_trust``
+  over at least ``trust_rounds`` scored rounds (``history``: the validators' contribution scores
+  of its earlier rounds, see ``flock_pipeline.contribution``). This is trust carried across
+  rounds: an update poisoned at its source (trained on flipped labels) looks like an honest
+  update from skewed data to any check of one round's geometry, but it hurts the validators'
+  held-out loss round after round;
 - ``norm_outlier``: its delta's L2 norm exceeds ``max_norm_ratio`` times the median delta norm of
   the round (a boosted or noise update);
 - ``opposed``: the cosine between its delta and the coordinate-wise median delta is below
   ``min_cosine`` (it pulls against what the round agrees on: a sign-flipped update).
 
 The last two need a consensus to compare with, so they run only when at least ``min_updates``
-updates remain after the first two. Everything here is a pure function of the committed updates
-and the global weights, in float64, so every voter flags exactly the same updates. Flagged
-updates are excluded from the aggregate. Free riders and copies are also penalized (voters score
+updates remain after the first three. Everything here is a pure function of the committed
+updates, the global weights and the history (in the flows: the contributions settled on chain),
+in float64, so every voter flags exactly the same updates. Flagged updates are excluded from the
+aggregate. Free riders and copies are also penalized (voters score
 them -1, which the contract turns into a slash, see ``flock_pipeline.contribution``); the two
-statistical flags only exclude, since on strongly skewed data an honest update can trip them.
+statistical flags and distrust only exclude, since on strongly skewed data an honest update can
+trip them. An excluded update is still scored, by what adding it would have done, and only its
+harm is kept (``min(0, gain)``): a distrusted proposer whose updates stop hurting climbs back
+above ``min_trust`` and is let in again; one that keeps hurting stays out.
 
 The thresholds are loose (honest Fashion-MNIST Dirichlet(0.5) updates measure 0.6-2x the median
-norm and +0.08..+0.67 cosine), so that an honest update is rarely left out.
+norm and +0.08..+0.67 cosine), so that an honest update is rarely left out. Likewise
+``min_trust``: an honest proposer's single rounds range down to about -0.13 on that split, its
+mean over rounds stays above -0.03, while a label-flipping one scores -0.03..-0.6 every round.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -35,9 +47,13 @@ from flock_pipeline.errors import ConfigError
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
 
-__all__ = ["FLAG_REASONS", "Screen", "ScreenResult"]
+__all__ = ["FLAG_REASONS", "History", "Screen", "ScreenResult"]
 
-FLAG_REASONS = ("free_rider", "copy", "norm_outlier", "opposed")
+FLAG_REASONS = ("free_rider", "copy", "distrusted", "norm_outlier", "opposed")
+
+History = Mapping[str, Sequence[float]]
+"""Participant -> the contribution scores of its earlier updates, oldest first (one number per
+scored round: in the flows the stake-weighted mean the contract settled)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,8 @@ class Screen:
     max_norm_ratio: float | None = 5.0
     min_cosine: float | None = 0.0
     min_updates: int = 3
+    min_trust: float | None = -0.05
+    trust_rounds: int = 2
 
     def __post_init__(self) -> None:
         for name in ("free_rider_rtol", "duplicate_rtol", "max_norm_ratio"):
@@ -67,11 +85,24 @@ class Screen:
             raise ConfigError(f"screen: max_norm_ratio must be >= 1, got {self.max_norm_ratio}")
         if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
             raise ConfigError(f"screen: min_cosine must be in [-1, 1], got {self.min_cosine}")
+        if self.min_trust is not None and not -1 <= self.min_trust <= 1:
+            raise ConfigError(f"screen: min_trust must be in [-1, 1], got {self.min_trust}")
+        if self.trust_rounds < 1:
+            raise ConfigError(f"screen: trust_rounds must be >= 1, got {self.trust_rounds}")
         if self.min_updates < 2:
             raise ConfigError(f"screen: min_updates must be >= 2, got {self.min_updates}")
 
-    def __call__(self, updates: Sequence[Update], global_weights: Weights) -> ScreenResult:
-        """Flag updates in submission order; the rest are kept in that order."""
+    def trust(self, history: History | None, participant: str) -> float | None:
+        """The participant's mean earlier contribution; None before ``trust_rounds`` scored
+        rounds (a single round's score is too noisy to exclude anyone on)."""
+        scores = [] if history is None else list(history.get(participant, ()))
+        return sum(scores) / len(scores) if len(scores) >= self.trust_rounds else None
+
+    def __call__(
+        self, updates: Sequence[Update], global_weights: Weights, history: History | None = None
+    ) -> ScreenResult:
+        """Flag updates in submission order; the rest are kept in that order. ``history``
+        (participant -> earlier contribution scores) feeds the ``distrusted`` check."""
         names = sorted(k for k, v in global_weights.items() if v.is_floating_point())
         seen: set[str] = set()
         for u in updates:
@@ -96,6 +127,11 @@ class Screen:
             rest = [u for u in updates if u.participant not in flagged]
             for a, b in near_duplicates(rest, self.duplicate_rtol, global_weights):
                 flagged[max(a, b, key=position.__getitem__)] = "copy"
+        if self.min_trust is not None and history:
+            for u in updates:
+                trust = self.trust(history, u.participant)
+                if u.participant not in flagged and trust is not None and trust < self.min_trust:
+                    flagged[u.participant] = "distrusted"
         deltas = {
             u.participant: flat_delta(u.weights, names, global_weights)
             for u in updates

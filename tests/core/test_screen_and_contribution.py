@@ -272,7 +272,9 @@ def test_free_riders_and_copies_are_penalized_and_outliers_only_excluded(trained
         )
     )
     assert scores["p1"] == scores["p2"] == PENALTY  # free rider, copy: provable
-    assert scores["p3"] == scores["p4"] == scores["p5"] == 0.0  # outliers: excluded, unpaid
+    # Outliers (boosted, sign-flipped, noise): excluded and unpaid; each scores the harm adding
+    # it back would have done (0 if none), never the penalty.
+    assert all(PENALTY < scores[p] <= 0 for p in ("p3", "p4", "p5")), scores
     # Four near-identical IID updates: each one's leave-one-out gain is small noise (measured
     # -0.002..+0.004 here), far from the penalty.
     assert all(abs(scores[p]) < 0.05 for p in ["p0", *honest])
