@@ -127,8 +127,9 @@ class ScreenConfig(_Section):
     min_cosine: float | None = Field(0.0, ge=-1, le=1, description="cos(delta, median delta)")
     min_updates: int = Field(3, ge=2, description="updates needed for the two outlier checks")
     min_trust: float | None = Field(
-        -0.05, ge=-1, le=1,
-        description="exclude a proposer whose earlier updates' mean contribution is below this",
+        -1.0, le=0,
+        description="exclude a proposer whose earlier contributions average below this, each in "
+        "units of its round's mean absolute contribution; None: off",
     )  # fmt: skip
     trust_rounds: int = Field(2, ge=1, description="scored rounds before min_trust applies")
 

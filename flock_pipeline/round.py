@@ -146,8 +146,8 @@ def aggregate(
     screen: Screen | None = None,
     history: History | None = None,
 ) -> Aggregate:
-    """The screen (if any) over ``updates`` in submission order, with ``history`` (participant
-    -> earlier contribution scores) for its trust check, then the strategy over what it kept.
+    """The screen (if any) over ``updates`` in submission order, with ``history`` (earlier
+    rounds' contribution scores) for its trust check, then the strategy over what it kept.
     With nothing kept, the global model and the state stay as they are."""
     if screen is None:
         return strategy.aggregate(list(updates), global_weights, state or {}, seed)

@@ -68,7 +68,7 @@ def _score_round(
     seed: int,
     screen: Screen | None,
     agg: Aggregate,
-    history: dict[str, list[float]],
+    history: list[dict[str, float]],
 ) -> dict[str, float]:
     """Every participant votes as a validator would: scores each update's contribution on its
     own held-out split (a dishonest voter negates them); the round's score of an update is the
@@ -119,7 +119,7 @@ def run_simulation(
     state: StrategyState = {}
     # The screen's trust check needs the validators' contribution scores of earlier rounds.
     scoring = screen is not None and screen.min_trust is not None
-    history: dict[str, list[float]] = {}
+    history: list[dict[str, float]] = []
     rounds: list[dict[str, Any]] = []
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -147,8 +147,8 @@ def run_simulation(
                              history)
                 if scoring else {}
             )  # fmt: skip
-            for pid, score in scores.items():
-                history.setdefault(pid, []).append(score)
+            if scores:
+                history.append(scores)
             weights, state = agg.weights, dict(agg.state)
             if central is not None:
                 central.step(label=str(r))

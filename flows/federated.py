@@ -100,19 +100,18 @@ def _settled_contributions(w: World, r: int) -> dict[str, float | None]:
     return out
 
 
-def _trust_history(w: World, r: int) -> dict[str, list[float]]:
-    """The screen's trust input for round ``r``: every proposer's settled contributions in the
-    finalized rounds before it, oldest first. Public and final, so the aggregator and every
-    voter read the same history."""
-    history: dict[str, list[float]] = {}
+def _trust_history(w: World, r: int) -> list[dict[str, float]]:
+    """The screen's trust input for round ``r``: the settled contributions of the finalized
+    rounds before it that any voter accepted, oldest first. Public and final, so the aggregator
+    and every voter read the same history."""
+    history: list[dict[str, float]] = []
     if w.cfg.aggregation.screen.min_trust is None:
         return history
     for k in range(r):
-        if not w.creator.round_info(w.task_id, k).finalized:
-            continue
-        for pid, score in _settled_contributions(w, k).items():
-            if score is not None:
-                history.setdefault(pid, []).append(score)
+        if w.creator.round_info(w.task_id, k).finalized:
+            scored = {p: s for p, s in _settled_contributions(w, k).items() if s is not None}
+            if scored:
+                history.append(scored)
     return history
 
 
@@ -125,7 +124,7 @@ class _RoundInputs(NamedTuple):
     state: StrategyState
     seed: int
     screen: Screen | None
-    history: dict[str, list[float]]  # participant -> settled contributions of earlier rounds
+    history: list[dict[str, float]]  # settled contributions of earlier rounds
 
 
 def _round_inputs(w: World, r: int) -> _RoundInputs:

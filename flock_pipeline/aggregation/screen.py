@@ -7,9 +7,12 @@ current global model and against each other. An update is *flagged*, with a reas
   the global model's norm: it trained nothing;
 - ``copy``: its delta is within ``duplicate_rtol`` of the delta of an update submitted *earlier*
   in the round (the first submitter keeps its update; the later one copied it);
-- ``distrusted``: its proposer's earlier updates scored a mean contribution below ``min_trust``
-  over at least ``trust_rounds`` scored rounds (``history``: the validators' contribution scores
-  of its earlier rounds, see ``flock_pipeline.contribution``). This is trust carried across
+- ``distrusted``: its proposer's *trust* is below ``min_trust``. Trust is the mean, over the
+  earlier rounds it was scored in (at least ``trust_rounds`` of them), of its contribution
+  divided by that round's mean absolute contribution (``history``: the validators' contribution
+  scores of earlier rounds, see ``flock_pipeline.contribution``). Dividing by the round's scale
+  makes it mean the same whether a round moves the loss by 10 % or by 0.1 %: -1 is an update
+  that hurt as much as a typical update of its round helped or hurt. This is trust carried across
   rounds: an update poisoned at its source (trained on flipped labels) looks like an honest
   update from skewed data to any check of one round's geometry, but it hurts the validators'
   held-out loss round after round;
@@ -27,12 +30,12 @@ them -1, which the contract turns into a slash, see ``flock_pipeline.contributio
 statistical flags and distrust only exclude, since on strongly skewed data an honest update can
 trip them. An excluded update is still scored, by what adding it would have done, and only its
 harm is kept (``min(0, gain)``): a distrusted proposer whose updates stop hurting climbs back
-above ``min_trust`` and is let in again; one that keeps hurting stays out.
+to ``min_trust`` and is let in again; one that keeps hurting stays out.
 
 The thresholds are loose (honest Fashion-MNIST Dirichlet(0.5) updates measure 0.6-2x the median
 norm and +0.08..+0.67 cosine), so that an honest update is rarely left out. Likewise
-``min_trust``: an honest proposer's single rounds range down to about -0.13 on that split, its
-mean over rounds stays above -0.03, while a label-flipping one scores -0.03..-0.6 every round.
+``min_trust`` (-1, after two rounds): label-flipping proposers on that split measure -1.3..-4
+every round, honest ones rarely below -1 twice running.
 """
 
 from __future__ import annotations
@@ -51,9 +54,9 @@ __all__ = ["FLAG_REASONS", "History", "Screen", "ScreenResult"]
 
 FLAG_REASONS = ("free_rider", "copy", "distrusted", "norm_outlier", "opposed")
 
-History = Mapping[str, Sequence[float]]
-"""Participant -> the contribution scores of its earlier updates, oldest first (one number per
-scored round: in the flows the stake-weighted mean the contract settled)."""
+History = Sequence[Mapping[str, float]]
+"""One mapping per earlier scored round, oldest first: proposer -> the contribution score of its
+update (in the flows, the stake-weighted mean the contract settled)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Screen:
     max_norm_ratio: float | None = 5.0
     min_cosine: float | None = 0.0
     min_updates: int = 3
-    min_trust: float | None = -0.05
+    min_trust: float | None = -1.0
     trust_rounds: int = 2
 
     def __post_init__(self) -> None:
@@ -85,24 +88,33 @@ class Screen:
             raise ConfigError(f"screen: max_norm_ratio must be >= 1, got {self.max_norm_ratio}")
         if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
             raise ConfigError(f"screen: min_cosine must be in [-1, 1], got {self.min_cosine}")
-        if self.min_trust is not None and not -1 <= self.min_trust <= 1:
-            raise ConfigError(f"screen: min_trust must be in [-1, 1], got {self.min_trust}")
+        if self.min_trust is not None and self.min_trust > 0:
+            raise ConfigError(
+                f"screen: min_trust must be <= 0 (a proposer is distrusted for harm, not for "
+                f"helping too little), got {self.min_trust}"
+            )
         if self.trust_rounds < 1:
             raise ConfigError(f"screen: trust_rounds must be >= 1, got {self.trust_rounds}")
         if self.min_updates < 2:
             raise ConfigError(f"screen: min_updates must be >= 2, got {self.min_updates}")
 
     def trust(self, history: History | None, participant: str) -> float | None:
-        """The participant's mean earlier contribution; None before ``trust_rounds`` scored
-        rounds (a single round's score is too noisy to exclude anyone on)."""
-        scores = [] if history is None else list(history.get(participant, ()))
+        """The participant's mean earlier contribution, each in units of its round's mean
+        absolute contribution; None before ``trust_rounds`` such rounds (a single round's score
+        is too noisy to exclude anyone on). Rounds where every score is 0 say nothing."""
+        scores = []
+        for scored in history or ():
+            if participant in scored:
+                scale = sum(abs(v) for v in scored.values()) / len(scored)
+                if scale > 0:
+                    scores.append(scored[participant] / scale)
         return sum(scores) / len(scores) if len(scores) >= self.trust_rounds else None
 
     def __call__(
         self, updates: Sequence[Update], global_weights: Weights, history: History | None = None
     ) -> ScreenResult:
         """Flag updates in submission order; the rest are kept in that order. ``history``
-        (participant -> earlier contribution scores) feeds the ``distrusted`` check."""
+        (earlier rounds' contribution scores) feeds the ``distrusted`` check."""
         names = sorted(k for k, v in global_weights.items() if v.is_floating_point())
         seen: set[str] = set()
         for u in updates:
