@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from toy_updates import DIRECTION, GLOBAL, distance_loss, honest_updates, relative_gain, toy_update
 
 from flock_pipeline.aggregation import FedAvg, Krum, MultiKrum
 from flock_pipeline.aggregation.screen import Screen
@@ -16,41 +17,23 @@ from flock_pipeline.round import aggregate, build_screen
 from flock_pipeline.serialization import Weights, content_hash
 from flock_pipeline.update import Update
 
-GLOBAL: Weights = {"w": torch.zeros(4, 3), "b": torch.zeros(3)}
-DIRECTION = torch.linspace(0.5, 1.5, 15)
-
-
-def _update(pid: str, delta: torch.Tensor, n: int = 10) -> Update:
-    out, i = {}, 0
-    for name, t in GLOBAL.items():
-        out[name] = t + delta[i : i + t.numel()].reshape(t.shape).to(t.dtype)
-        i += t.numel()
-    return Update(pid, out, n)
-
-
-def _honest(k: int) -> list[Update]:
-    """k honest updates: a shared direction plus a little seeded noise each."""
-    g = torch.Generator().manual_seed(0)
-    return [_update(f"h{i}", DIRECTION + 0.3 * torch.randn(15, generator=g)) for i in range(k)]
-
-
 # ---------------------------------------------------------------- screen
 
 
 def test_honest_updates_pass_the_screen():
-    result = Screen()(_honest(5), GLOBAL)
+    result = Screen()(honest_updates(5), GLOBAL)
     assert result.flagged == {}
     assert [u.participant for u in result.kept] == ["h0", "h1", "h2", "h3", "h4"]
 
 
 def test_each_hostile_kind_is_flagged_with_its_reason():
-    honest = _honest(5)
+    honest = honest_updates(5)
     updates = [
         *honest,
-        _update("rider", torch.zeros(15)),
+        toy_update("rider", torch.zeros(15)),
         Update("copy", honest[1].weights, 10),
-        _update("boost", 10 * DIRECTION),
-        _update("flip", -DIRECTION),
+        toy_update("boost", 10 * DIRECTION),
+        toy_update("flip", -DIRECTION),
     ]
     result = Screen()(updates, GLOBAL)
     assert result.flagged == {
@@ -63,20 +46,24 @@ def test_each_hostile_kind_is_flagged_with_its_reason():
 
 
 def test_the_first_submitter_keeps_its_update_and_the_later_copy_is_flagged():
-    a, b = _honest(2)
+    a, b = honest_updates(2)
     copy_of_b = Update("c", {k: v + 1e-9 for k, v in b.weights.items()}, 10)
     assert Screen()([a, copy_of_b, b], GLOBAL).flagged == {"h1": "copy"}
     assert Screen()([a, b, copy_of_b], GLOBAL).flagged == {"c": "copy"}
 
 
 def test_outlier_checks_need_a_consensus():
-    pair = [_update("a", DIRECTION), _update("b", -DIRECTION)]
+    pair = [toy_update("a", DIRECTION), toy_update("b", -DIRECTION)]
     assert Screen()(pair, GLOBAL).flagged == {}  # two updates: nobody to side with
     assert Screen(min_updates=2)(pair, GLOBAL).flagged != {}
 
 
 def test_every_check_can_be_turned_off():
-    updates = [*_honest(4), _update("rider", torch.zeros(15)), _update("flip", -DIRECTION)]
+    updates = [
+        *honest_updates(4),
+        toy_update("rider", torch.zeros(15)),
+        toy_update("flip", -DIRECTION),
+    ]
     off = Screen(free_rider_rtol=None, duplicate_rtol=None, max_norm_ratio=None, min_cosine=None)
     assert off(updates, GLOBAL).flagged == {}
 
@@ -98,7 +85,7 @@ def test_bad_thresholds_are_refused(kwargs, match):
 def test_a_mismatched_or_repeated_update_is_a_clear_error():
     with pytest.raises(ConfigError, match="does not match the global model"):
         Screen()([Update("x", {"w": torch.zeros(4, 3)}, 1)], GLOBAL)
-    h = _honest(1)[0]
+    h = honest_updates(1)[0]
     with pytest.raises(ConfigError, match="submitted twice"):
         Screen()([h, h], GLOBAL)
 
@@ -116,8 +103,8 @@ def test_the_screen_is_on_by_default_and_off_with_central_dp():
 
 
 def test_flagged_updates_never_reach_the_strategy():
-    honest = _honest(4)
-    hostile = _update("boost", 10 * DIRECTION)
+    honest = honest_updates(4)
+    hostile = toy_update("boost", 10 * DIRECTION)
     screened = aggregate(FedAvg(), [*honest, hostile], GLOBAL, None, 0, Screen())
     plain = aggregate(FedAvg(), honest, GLOBAL, None, 0)
     assert content_hash(screened.weights) == content_hash(plain.weights)
@@ -126,7 +113,7 @@ def test_flagged_updates_never_reach_the_strategy():
 
 
 def test_with_everything_flagged_the_global_model_stays():
-    riders = [_update(p, torch.zeros(15)) for p in ("a", "b")]
+    riders = [toy_update(p, torch.zeros(15)) for p in ("a", "b")]
     agg = aggregate(FedAvg(), riders, GLOBAL, {"m": torch.ones(1)}, 0, Screen())
     assert content_hash(agg.weights) == content_hash(GLOBAL)
     assert set(agg.flagged) == {"a", "b"}
@@ -136,26 +123,12 @@ def test_with_everything_flagged_the_global_model_stays():
 # ---------------------------------------------------------------- contributions
 
 
-def _distance(target: torch.Tensor):
-    """A loss: the distance of the model's flat weights from ``target``."""
-
-    def loss(weights: Weights) -> float:
-        flat = torch.cat([weights[k].reshape(-1).double() for k in GLOBAL])
-        return float(torch.linalg.vector_norm(flat - target.double()))
-
-    return loss
-
-
-def _relative(without: float, with_it: float) -> float:
-    return (without - with_it) / max(without, with_it)
-
-
 def test_contributions_are_leave_one_out_gains_and_flagged_updates_score_minus_one():
-    honest = _honest(3)
-    harmful = _update("bad", 0.5 * -DIRECTION + 2.0)  # passes the screen, raises the loss
-    rider = _update("rider", torch.zeros(15))
+    honest = honest_updates(3)
+    harmful = toy_update("bad", 0.5 * -DIRECTION + 2.0)  # passes the screen, raises the loss
+    rider = toy_update("rider", torch.zeros(15))
     updates = [*honest, harmful, rider]
-    loss = _distance(DIRECTION)
+    loss = distance_loss(DIRECTION)
     scores = contributions(FedAvg(), updates, GLOBAL, None, 0, Screen(), loss)
     assert len(scores) == len(updates)
     assert scores[4] == PENALTY
@@ -164,25 +137,25 @@ def test_contributions_are_leave_one_out_gains_and_flagged_updates_score_minus_o
     # the relative leave-one-out gain, recomputed by hand for the first update
     full = aggregate(FedAvg(), updates, GLOBAL, None, 0, Screen())
     without = aggregate(FedAvg(), updates[1:], GLOBAL, None, 0, Screen())
-    assert scores[0] == pytest.approx(_relative(loss(without.weights), loss(full.weights)))
+    assert scores[0] == pytest.approx(relative_gain(loss(without.weights), loss(full.weights)))
 
 
 def test_leave_one_out_reruns_the_round_s_own_rule():
     # Krum picks one update; removing any other can change which one it picks, and that
     # influence is exactly what the leave-one-out gain measures.
-    honest = _honest(5)
-    krum, loss = Krum(num_malicious=1), _distance(DIRECTION)
+    honest = honest_updates(5)
+    krum, loss = Krum(num_malicious=1), distance_loss(DIRECTION)
     scores = contributions(krum, honest, GLOBAL, None, 0, None, loss)
     full = loss(aggregate(krum, honest, GLOBAL, None, 0).weights)
     for i, s in enumerate(scores):
         rest = honest[:i] + honest[i + 1 :]
         alone = loss(aggregate(krum, rest, GLOBAL, None, 0).weights)
-        assert s == pytest.approx(_relative(alone, full))
+        assert s == pytest.approx(relative_gain(alone, full))
 
 
 def test_a_measured_score_never_reaches_the_flag_value():
     # An update that makes the loss explode scores just above -1, and only a flag is -1.
-    updates = _honest(3)
+    updates = honest_updates(3)
     with_all = aggregate(FedAvg(), updates, GLOBAL, None, 0).weights
 
     def loss(w: Weights) -> float:
@@ -281,8 +254,8 @@ def test_free_riders_and_copies_are_penalized_and_outliers_only_excluded(trained
 
 
 def test_flagged_updates_count_against_a_robust_rule_s_num_malicious():
-    honest = _honest(5)
-    hostile = [_update("boost", 10 * DIRECTION), _update("rider", torch.zeros(15))]
+    honest = honest_updates(5)
+    hostile = [toy_update("boost", 10 * DIRECTION), toy_update("rider", torch.zeros(15))]
     # told to expect 2 attackers, Multi-Krum keeps n - f of what it sees; the screen already
     # removed both, so it keeps all 5 honest updates, exactly as with f = 0 on them alone
     screened = aggregate(MultiKrum(num_malicious=2), [*honest, *hostile], GLOBAL, None, 0, Screen())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from toy_updates import DIRECTION, GLOBAL, distance_loss, honest_updates, relative_gain, toy_update
 
 from flock_pipeline.aggregation import Bulyan, FedAvg, MultiKrum
 from flock_pipeline.aggregation.screen import Screen
@@ -13,41 +14,11 @@ from flock_pipeline.config import load_config
 from flock_pipeline.contribution import PENALTY, contributions
 from flock_pipeline.errors import AggregationError, ConfigError
 from flock_pipeline.round import aggregate, aggregate_kept
-from flock_pipeline.serialization import Weights
 from flock_pipeline.simulation import run_simulation
-from flock_pipeline.update import Update
-
-GLOBAL: Weights = {"w": torch.zeros(4, 3), "b": torch.zeros(3)}
-DIRECTION = torch.linspace(0.5, 1.5, 15)
-
-
-def _update(pid: str, delta: torch.Tensor) -> Update:
-    out, i = {}, 0
-    for name, t in GLOBAL.items():
-        out[name] = t + delta[i : i + t.numel()].reshape(t.shape).to(t.dtype)
-        i += t.numel()
-    return Update(pid, out, 10)
-
-
-def _honest(k: int) -> list[Update]:
-    g = torch.Generator().manual_seed(0)
-    return [_update(f"h{i}", DIRECTION + 0.3 * torch.randn(15, generator=g)) for i in range(k)]
-
-
-def _distance(target: torch.Tensor):
-    def loss(weights: Weights) -> float:
-        flat = torch.cat([weights[k].reshape(-1).double() for k in GLOBAL])
-        return float(torch.linalg.vector_norm(flat - target.double()))
-
-    return loss
-
-
-def _relative(without: float, with_it: float) -> float:
-    return (without - with_it) / max(without, with_it)
 
 
 def test_a_proposer_whose_trust_is_below_min_trust_is_distrusted():
-    updates = _honest(5)
+    updates = honest_updates(5)
     # Each round's mean absolute contribution is its unit: 0.1 in both rounds here.
     history = [
         {"h0": -0.2, "h1": -0.1, "h2": 0.1, "h3": 0.0, "h4": 0.1},
@@ -83,7 +54,7 @@ def test_a_proposer_whose_trust_is_below_min_trust_is_distrusted():
 
 def test_a_provable_flag_takes_precedence_over_distrust():
     # A distrusted free rider is still a free rider: penalized, not merely left out.
-    updates = [*_honest(3), _update("rider", torch.zeros(15))]
+    updates = [*honest_updates(3), toy_update("rider", torch.zeros(15))]
     history = [{"rider": -1.0, "h0": 0.1}, {"rider": -1.0, "h0": 0.1}]
     flagged = Screen()(updates, GLOBAL, history).flagged
     assert flagged == {"rider": "free_rider"}
@@ -100,12 +71,12 @@ def test_bad_trust_settings_are_refused(kwargs, match):
 
 
 def test_an_excluded_update_scores_only_the_harm_adding_it_back_would_do():
-    honest = _honest(3)
-    harmful = _update("bad", -DIRECTION)
-    helpful = _update("good", DIRECTION)
+    honest = honest_updates(3)
+    harmful = toy_update("bad", -DIRECTION)
+    helpful = toy_update("good", DIRECTION)
     updates = [*honest, harmful, helpful]
     history = [{"bad": -0.3, "good": -0.3, "h0": 0.1}] * 2
-    loss = _distance(DIRECTION)
+    loss = distance_loss(DIRECTION)
     scores = dict(
         zip(
             [u.participant for u in updates],
@@ -115,31 +86,31 @@ def test_an_excluded_update_scores_only_the_harm_adding_it_back_would_do():
     )
     round_loss = loss(FedAvg().aggregate(honest, GLOBAL, {}, 0).weights)
     with_bad = loss(FedAvg().aggregate([*honest, harmful], GLOBAL, {}, 0).weights)
-    assert scores["bad"] == pytest.approx(_relative(round_loss, with_bad))
+    assert scores["bad"] == pytest.approx(relative_gain(round_loss, with_bad))
     assert PENALTY < scores["bad"] < 0  # measured harm, not a flag
     assert scores["good"] == 0.0  # it would have helped, but it was not used: unpaid
     # the kept updates' leave-one-out leaves the distrusted ones out as the round did
     without_h0 = loss(FedAvg().aggregate(honest[1:], GLOBAL, {}, 0).weights)
-    assert scores["h0"] == pytest.approx(_relative(without_h0, round_loss))
+    assert scores["h0"] == pytest.approx(relative_gain(without_h0, round_loss))
 
 
 def test_leave_one_out_keeps_the_round_s_num_malicious_discount():
     # One free rider flagged: the round ran Multi-Krum with f = 2 - 1. Without an honest
     # update it must still be f = 1, or the score would compare two different rules.
-    honest = _honest(6)
-    updates = [*honest, _update("rider", torch.zeros(15))]
-    rule, loss = MultiKrum(num_malicious=2), _distance(DIRECTION)
+    honest = honest_updates(6)
+    updates = [*honest, toy_update("rider", torch.zeros(15))]
+    rule, loss = MultiKrum(num_malicious=2), distance_loss(DIRECTION)
     scores = contributions(rule, updates, GLOBAL, None, 0, Screen(), loss)
     full = loss(MultiKrum(num_malicious=1).aggregate(honest, GLOBAL, {}, 0).weights)
     for i, score in enumerate(scores[:-1]):
         rest = honest[:i] + honest[i + 1 :]
         alone = loss(MultiKrum(num_malicious=1).aggregate(rest, GLOBAL, {}, 0).weights)
-        assert score == pytest.approx(_relative(alone, full))
+        assert score == pytest.approx(relative_gain(alone, full))
 
 
 def test_a_rule_left_with_too_few_updates_by_the_screen_makes_no_step():
-    honest = _honest(2)
-    riders = [_update(f"r{i}", torch.zeros(15)) for i in range(3)]
+    honest = honest_updates(2)
+    riders = [toy_update(f"r{i}", torch.zeros(15)) for i in range(3)]
     agg = aggregate(Bulyan(num_malicious=1), [*honest, *riders], GLOBAL, {"s": torch.ones(1)},
                     0, Screen())  # fmt: skip
     assert set(agg.flagged) == {"r0", "r1", "r2"}

@@ -14,6 +14,17 @@ TOKEN = 10**18
 ATTACKERS = {"p1": "free_rider", "p2": "copier"}
 
 
+def _run_task(tmp_path, config: dict) -> dict:
+    """`flock run` on ``config`` (a task file); its summary.json."""
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    proc = run_flock(tmp_path, "run", "-c", str(path), "--data-dir", str(tmp_path / "d"),
+                     "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_summary(out)
+
+
 @pytest.mark.slow
 def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
     config = {
@@ -28,13 +39,7 @@ def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
         "attacks": {"p1": {"kind": "free_rider"}, "p2": {"kind": "copier", "copy_from": None}},
         "chain": {"proposers_per_round": 3, "voters_per_round": 3},
     }
-    path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "out"
-    proc = run_flock(tmp_path, "run", "-c", str(path), "--data-dir", str(tmp_path / "d"),
-                     "--out", str(out))  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = load_summary(out)
+    summary = _run_task(tmp_path, config)
 
     penalized = {True: 0, False: 0}  # by round outcome
     paid_honest = 0
@@ -97,13 +102,7 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
         "attacks": {"p1": {"kind": "label_flip"}, "p2": {"kind": "label_flip"}},
         "chain": {"proposers_per_round": 3, "voters_per_round": 3},
     }
-    path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "out"
-    proc = run_flock(tmp_path, "run", "-c", str(path), "--data-dir", str(tmp_path / "d"),
-                     "--out", str(out))  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = load_summary(out)
+    summary = _run_task(tmp_path, config)
 
     # Only rounds some voter accepted carry contributions, and sortition draws each role
     # independently; seed 3 scores p1 in rounds 2 and 3 (trust -1.15), so round 5 leaves it out.
