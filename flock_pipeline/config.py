@@ -155,10 +155,16 @@ class ChainConfig(_Section):
     stake: int = Field(100, gt=0, description="FLOCK each participant stakes (whole tokens)")
     min_stake: int = Field(50, gt=0, description="stake below which a participant gets no role")
     reward_pool: int = Field(1_000, gt=0, description="FLOCK the task pays out (whole tokens)")
-    slash_bps: int = Field(1_000, ge=0, le=10_000, description="slash rate in basis points")
+    slash_bps: int = Field(
+        1_000, ge=0, le=10_000, description="slash rate of a rejected round's proposers, no-shows"
+    )
     penalty_bps: int = Field(
         10_000, ge=0, le=10_000, description="slash rate for an update the voters flagged"
     )
+    voter_slash_bps: int = Field(
+        5_000, ge=0, le=10_000,
+        description="slash rate for a voter on the losing side (or one that never reveals)",
+    )  # fmt: skip
     finalizer_share_bps: int = Field(1_000, ge=0, le=10_000)
     proposers_per_round: int | None = Field(None, ge=1, description="None: half the participants")
     voters_per_round: int | None = Field(None, ge=1, description="None: the other half")

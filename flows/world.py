@@ -172,6 +172,7 @@ def _task_config(cfg: FlockConfig, model_hash: bytes) -> TaskConfig:
         voters_per_round=voters,
         slash_bps=cfg.chain.slash_bps,
         penalty_bps=cfg.chain.penalty_bps,
+        voter_slash_bps=cfg.chain.voter_slash_bps,
         finalizer_share_bps=cfg.chain.finalizer_share_bps,
         training_duration=cfg.chain.training_seconds,
         commit_duration=cfg.chain.commit_seconds,

@@ -77,7 +77,8 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint16 proposersPerRound;
         uint16 votersPerRound;
         uint16 slashBps;
-        uint16 penaltyBps;
+        uint16 penaltyBps; // a proposer flagged by the flag vote (free rider, copy)
+        uint16 voterSlashBps; // a voter on the losing side, or one that committed and never revealed
         uint16 finalizerShareBps;
         uint16 proposerRewardBps;
         uint64 trainingDuration;
@@ -808,6 +809,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
         if (p.votersPerRound == 0) revert InvalidTaskParameter("votersPerRound");
         if (p.slashBps > BPS) revert InvalidTaskParameter("slashBps");
         if (p.penaltyBps > BPS) revert InvalidTaskParameter("penaltyBps");
+        if (p.voterSlashBps > BPS) revert InvalidTaskParameter("voterSlashBps");
         if (p.finalizerShareBps > BPS) revert InvalidTaskParameter("finalizerShareBps");
         if (p.proposerRewardBps > BPS) revert InvalidTaskParameter("proposerRewardBps");
         if (p.trainingDuration == 0) revert InvalidTaskParameter("trainingDuration");
@@ -873,10 +875,13 @@ contract FlockAlliance is ReentrancyGuardTransient {
         if (rec.action == Action.Submitted) {
             (reward, slashBps) = _proposerOutcome(taskId, round, r, rec);
         } else if (rec.action == Action.Committed) {
-            slashBps = _params[taskId].slashBps;
+            // Never cheaper than revealing on the losing side: a voter that sees the reveals
+            // go against it cannot escape voterSlashBps by keeping its vote to itself.
+            TaskParams storage p = _params[taskId];
+            slashBps = p.voterSlashBps > p.slashBps ? p.voterSlashBps : p.slashBps;
         } else if (rec.action == Action.Revealed && r.majority != Majority.None) {
             if (rec.accept == (r.majority == Majority.Accept)) reward = _voterShare(r, rec.weight);
-            else slashBps = _params[taskId].slashBps;
+            else slashBps = _params[taskId].voterSlashBps;
         }
         if (reward > 0) {
             TaskState storage t = _tasks[taskId];

@@ -18,6 +18,7 @@ abstract contract AllianceFixture is Test {
     address[] internal people;
     /// @dev Task parameters a test may change before opening a round.
     uint16 internal penaltyBps = 5_000;
+    uint16 internal voterSlashBps = 1_000;
     uint16 internal votersPerRound = 2;
 
     function setUp() public virtual {
@@ -48,6 +49,7 @@ abstract contract AllianceFixture is Test {
         p.votersPerRound = votersPerRound;
         p.slashBps = 1_000;
         p.penaltyBps = penaltyBps;
+        p.voterSlashBps = voterSlashBps;
         p.finalizerShareBps = 1_000;
         p.proposerRewardBps = 5_000;
         p.trainingDuration = 600;

@@ -332,6 +332,62 @@ contract FlockAllianceTest is AllianceFixture {
         assertEq(alliance.participantOf(id, proposers[1]).active, STAKE * 95 / 100, "penalty");
     }
 
+    // ------------------------------------------------------------ voters on the losing side
+
+    function test_AVoterOnTheLosingSideIsSlashedAtVoterSlashBps() public {
+        voterSlashBps = 4_000;
+        // people[0], a voter with twice the other voter's stake, accepts; the other rejects
+        (uint256 id, address[] memory proposers, address[] memory voters) =
+            _openRoundWith(_stakes(2 * STAKE), people[0], Sortition.Role.Voter);
+        address loser = voters[0] == people[0] ? voters[1] : voters[0];
+        int128[] memory scores = new int128[](2);
+        scores[0] = voters[0] == people[0] ? int128(5e16) : -5e16;
+        scores[1] = -scores[0];
+        int128[] memory c = _pair(1e18, 1e18);
+        _play(id, proposers, voters, scores, _cs(c, c));
+        assertTrue(alliance.roundInfo(id, 0).accepted, "two thirds of the stake accepted");
+        assertEq(_claim(id, loser), 0, "the losing side earns nothing");
+        assertEq(alliance.participantOf(id, loser).active, STAKE * 6 / 10, "voterSlashBps");
+        assertTrue(_claim(id, people[0]) > 0, "the winning side is paid");
+        assertEq(token.balanceOf(address(alliance)), _bucketTotal(), "conservation");
+    }
+
+    function test_AVoterThatNeverRevealsPaysTheLargerOfVoterSlashAndSlash() public {
+        voterSlashBps = 4_000;
+        (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
+        _submitAndPost(id, proposers);
+        _vote(id, voters[0], 5e16, bytes32(uint256(1)));
+        _vote(id, voters[1], 5e16, bytes32(uint256(2)));
+        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _reveal(id, voters[0], 5e16, _pair(1e18, 1e18), bytes32(uint256(1)));
+        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        alliance.finalizeRound(id, 0);
+        _claim(id, voters[1]);
+        assertEq(alliance.participantOf(id, voters[1]).active, STAKE * 6 / 10, "voterSlashBps");
+        // below slashBps (10 %), a silent voter still pays slashBps
+        voterSlashBps = 500;
+        (id, proposers, voters) = _openRound();
+        _submitAndPost(id, proposers);
+        _vote(id, voters[0], 5e16, bytes32(uint256(1)));
+        _vote(id, voters[1], 5e16, bytes32(uint256(2)));
+        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _reveal(id, voters[0], 5e16, _pair(1e18, 1e18), bytes32(uint256(1)));
+        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        alliance.finalizeRound(id, 0);
+        _claim(id, voters[1]);
+        assertEq(alliance.participantOf(id, voters[1]).active, STAKE * 9 / 10, "slashBps");
+    }
+
+    function test_VoterSlashBpsAboveOneHundredPercentIsRefused() public {
+        voterSlashBps = 10_001;
+        FlockAlliance.TaskParams memory p = _params(1);
+        vm.prank(creator);
+        vm.expectRevert(
+            abi.encodeWithSelector(FlockAlliance.InvalidTaskParameter.selector, bytes32("voterSlashBps"))
+        );
+        alliance.createTask(p);
+    }
+
     function test_RejectingVotersFlagsCount() public {
         // people[0], a rejecting voter with twice the stake, flags update 1; the acceptor does not
         (uint256 id, address[] memory proposers, address[] memory voters) =

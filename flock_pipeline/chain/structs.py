@@ -74,6 +74,7 @@ class TaskConfig:
     voters_per_round: int = 2
     slash_bps: int = 1_000
     penalty_bps: int = 10_000
+    voter_slash_bps: int = 5_000
     finalizer_share_bps: int = 1_000
     proposer_reward_bps: int = 5_000
     training_duration: int = 3_600
@@ -94,6 +95,7 @@ class TaskConfig:
             self.voters_per_round,
             self.slash_bps,
             self.penalty_bps,
+            self.voter_slash_bps,
             self.finalizer_share_bps,
             self.proposer_reward_bps,
             self.training_duration,
@@ -107,12 +109,13 @@ class TaskConfig:
     @classmethod
     def from_abi(cls, values: tuple[Any, ...]) -> TaskConfig:
         """Build from the TaskParams tuple the contract returns."""
-        (uri, model, rounds, min_p, max_p, props, voters, slash, penalty, fin, prop_bps, train,
-         commit, reveal, unbond, min_stake, pool) = values  # fmt: skip
+        (uri, model, rounds, min_p, max_p, props, voters, slash, penalty, voter_slash, fin,
+         prop_bps, train, commit, reveal, unbond, min_stake, pool) = values  # fmt: skip
         return cls(
             model_hash=bytes(model), rounds=rounds, reward_pool=pool, min_stake=min_stake,
             min_participants=min_p, max_participants=max_p, proposers_per_round=props,
-            voters_per_round=voters, slash_bps=slash, penalty_bps=penalty, finalizer_share_bps=fin,
+            voters_per_round=voters, slash_bps=slash, penalty_bps=penalty,
+            voter_slash_bps=voter_slash, finalizer_share_bps=fin,
             proposer_reward_bps=prop_bps, training_duration=train, commit_duration=commit,
             reveal_duration=reveal, unbonding_delay=unbond, metadata_uri=uri,
         )  # fmt: skip
