@@ -17,16 +17,19 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   participants contribute nothing honest.
 - rewards: the real flow (``flows.federated.federated_task``: on-chain sortition, commit-reveal
   votes with contribution scores, settlement and pull claims on a managed local anvil, a fresh
-  ``data_dir`` per run) with FedAvg x each attack, on the accuracy part's data (Fashion-MNIST
-  12k; --quick: MNIST 5k and only free_rider, sign_flip, dishonest_voter), 5 rounds (--quick 3).
-  Proposers are paid stake x contribution (relative leave-one-out held-out loss gain,
-  stake-weighted mean over the accepting voters); a free rider or copy (flagged by more than
-  half of the scoring voter stake, either side) is penalized at ``chain.penalty_bps``, accepted
-  round or not; statistical outliers are only excluded. Net reward per participant = sum of
-  rewards - sum of slashes over the rounds, in FLOCK; the table also splits out the net of the
-  role the attack acts in (proposals, or votes for a dishonest voter).
+  ``data_dir`` per run) with FedAvg x each attack x task seeds 0, 1, 2 (``--reward-seeds``;
+  --quick: seed 0), on the accuracy part's data (Fashion-MNIST 12k; --quick: MNIST 5k and only
+  free_rider, sign_flip, dishonest_voter), 5 rounds (--quick 3). The seed moves the sortition,
+  the partition and the training, so three seeds give three different games. Proposers are paid
+  stake x contribution (relative leave-one-out held-out loss gain, stake-weighted mean over the
+  accepting voters); a free rider or copy (flagged by more than half of the scoring voter
+  stake, either side) is penalized at ``chain.penalty_bps``, accepted round or not; other
+  exclusions (distrust, statistical outliers) only exclude. Voters on the losing side are
+  slashed at ``chain.voter_slash_bps``. Net reward per participant = sum of rewards - sum of
+  slashes over the rounds, in FLOCK; the table also splits out the net of the role the attack
+  acts in (proposals, or votes for a dishonest voter).
 
-    .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + all 7 flow runs
+    .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + 21 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
     .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
 
@@ -69,7 +72,7 @@ from rich.console import Console  # noqa: E402
 from flock_pipeline.aggregation.registry import STRATEGIES  # noqa: E402
 from flock_pipeline.attacks.spec import ATTACK_KINDS  # noqa: E402
 from flock_pipeline.chain import dev_signers as _DEV_SIGNERS  # noqa: E402
-from flock_pipeline.config import FlockConfig, load_config  # noqa: E402
+from flock_pipeline.config import ChainConfig, FlockConfig, load_config  # noqa: E402
 from flock_pipeline.round import initial_weights, prepare_federation, train_participant  # noqa: E402
 from flock_pipeline.simulation import run_simulation  # noqa: E402
 
@@ -124,6 +127,7 @@ def _config(
     model: str = "mlp",
     flow: bool = False,
     screen: bool = True,
+    seed: int = 0,
 ) -> FlockConfig:
     return load_config(
         None,
@@ -131,7 +135,7 @@ def _config(
             "data_dir": str(data_dir),
             "participants": PARTICIPANTS,
             "rounds": rounds,
-            "seed": 0,
+            "seed": seed,
             "data.dataset": dataset,
             "data.max_samples": max_samples,
             "partition.scheme": "dirichlet",
@@ -337,10 +341,51 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def rewards_part(
-    attacks: list[str], rounds: int, epochs: int, dataset: str, max_samples: int | None
+def _reward_run(
+    attack: str, seed: int, rounds: int, epochs: int, dataset: str, max_samples: int | None
 ) -> dict[str, Any]:
+    """One flow run (FedAvg x ``attack``, task seed ``seed``): each participant's net, split by
+    role; ``{"error": ...}`` if the run failed."""
     import flows.federated as federated  # prefect: only when this part runs
+
+    with _fresh_dir(f"flow-{attack}-{seed}") as d:
+        cfg = _config(
+            d / "data", dataset, max_samples, rounds, epochs, "fedavg", attack, flow=True,
+            seed=seed,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        try:
+            summary = federated.federated_task(config=cfg, out_dir=str(d / "out"))
+        except Exception as exc:  # one failed run must not lose the others
+            return {"error": f"{type(exc).__name__}: {exc}",
+                    "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+        wall = time.perf_counter() - t0
+    per = _net_rewards(summary)
+    # where the attack acts: votes for a dishonest voter, proposals for everything else
+    role = "vote" if attack in VOTE_ONLY else "proposal"
+    mal = [p for p in per if per[p]["malicious"]]
+    return {
+        "participants": per,
+        "accepted": [bool(r["accepted"]) for r in summary["rounds"]],
+        "accuracy_per_round": [r["global"]["accuracy"] for r in summary["rounds"]],
+        "malicious_positive": sorted(p for p in mal if per[p]["net_flock"] > 0),
+        "malicious_positive_from_attack": sorted(p for p in mal if per[p][f"{role}_net_flock"] > 0),
+        "seconds": round(wall, 3),
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def rewards_part(
+    attacks: list[str],
+    rounds: int,
+    epochs: int,
+    dataset: str,
+    max_samples: int | None,
+    seeds: list[int],
+) -> dict[str, Any]:
     import flows.world as world
 
     # The managed anvil's rich account holds 10,000 ETH and dev_signers gives every account
@@ -350,50 +395,45 @@ def rewards_part(
 
     runs: dict[str, Any] = {}
     t_all = time.perf_counter()
-    for i, attack in enumerate(attacks, 1):
-        with _fresh_dir(f"flow-{attack}") as d:
-            cfg = _config(
-                d / "data", dataset, max_samples, rounds, epochs, "fedavg", attack, flow=True
-            )
-            t0 = time.perf_counter()
-            try:
-                summary = federated.federated_task(config=cfg, out_dir=str(d / "out"))
-            except Exception as exc:  # one failed run must not lose the others
-                wall = time.perf_counter() - t0
-                runs[attack] = {"error": f"{type(exc).__name__}: {exc}", "seconds": round(wall, 3)}
-                _log(f"[rewards {i}/{len(attacks)}] fedavg x {attack:<15} FAILED: {exc}")
-                continue
-            wall = time.perf_counter() - t0
-        per = _net_rewards(summary)
-        mal = [per[p]["net_flock"] for p in per if per[p]["malicious"]]
-        # where the attack acts: votes for a dishonest voter, proposals for everything else
+    total, done = len(attacks) * len(seeds), 0
+    for attack in attacks:
         role = "vote" if attack in VOTE_ONLY else "proposal"
-        hon = [per[p]["net_flock"] for p in per if not per[p]["malicious"]]
-        runs[attack] = {
-            "participants": per,
-            "accepted": [bool(r["accepted"]) for r in summary["rounds"]],
-            "accuracy_per_round": [r["global"]["accuracy"] for r in summary["rounds"]],
-            "mean_net_malicious_flock": sum(mal) / len(mal),
-            "mean_net_honest_flock": sum(hon) / len(hon),
-            "malicious_positive": sorted(
-                p for p in per if per[p]["malicious"] and per[p]["net_flock"] > 0
-            ),
-            "attacking_role": role,
-            "mean_attack_net_malicious_flock": sum(
-                per[p][f"{role}_net_flock"] for p in per if per[p]["malicious"]
+        by_seed: dict[str, Any] = {}
+        for seed in seeds:
+            run = by_seed[str(seed)] = _reward_run(
+                attack, seed, rounds, epochs, dataset, max_samples
             )
-            / len(mal),
-            "malicious_positive_from_attack": sorted(
-                p for p in per if per[p]["malicious"] and per[p][f"{role}_net_flock"] > 0
+            done += 1
+            if "error" in run:
+                _log(f"[rewards {done}/{total}] fedavg x {attack:<15} seed {seed} FAILED: "
+                     f"{run['error']}")  # fmt: skip
+                continue
+            _log(
+                f"[rewards {done}/{total}] fedavg x {attack:<15} seed {seed} accepted "
+                f"{''.join('A' if a else 'R' for a in run['accepted'])} malicious positive "
+                f"{run['malicious_positive'] or 'none'} ({run['seconds']:.1f}s)"
+            )
+        ok = {k: r for k, r in by_seed.items() if "error" not in r}
+        rows = [(k, pid, row) for k, r in ok.items() for pid, row in r["participants"].items()]
+        mal = [(k, pid, row) for k, pid, row in rows if row["malicious"]]
+        runs[attack] = {
+            "seeds": by_seed,
+            "attacking_role": role,
+            "malicious_count": len(mal),
+            "mean_net_malicious_flock": _mean([row["net_flock"] for _, _, row in mal]),
+            "mean_net_honest_flock": _mean(
+                [row["net_flock"] for _, _, row in rows if not row["malicious"]]
             ),
-            "seconds": round(wall, 3),
+            "mean_attack_net_malicious_flock": _mean(
+                [row[f"{role}_net_flock"] for _, _, row in mal]
+            ),
+            "malicious_positive": [f"{pid}@{k}" for k, pid, row in mal if row["net_flock"] > 0],
+            "malicious_positive_from_attack": [
+                f"{pid}@{k}" for k, pid, row in mal if row[f"{role}_net_flock"] > 0
+            ],
+            "failed_seeds": sorted(k for k, r in by_seed.items() if "error" in r),
         }
-        run = runs[attack]
-        _log(
-            f"[rewards {i}/{len(attacks)}] fedavg x {attack:<15} accepted {run['accepted']} "
-            f"net malicious {run['mean_net_malicious_flock']:.2f} "
-            f"honest {run['mean_net_honest_flock']:.2f} FLOCK ({wall:.1f}s)"
-        )
+    chain = ChainConfig()
     positive = {a: r["malicious_positive"] for a, r in runs.items() if r.get("malicious_positive")}
     from_attack = {
         a: r["malicious_positive_from_attack"]
@@ -416,19 +456,24 @@ def rewards_part(
             "attack_params_flow_overrides": FLOW_ATTACK_PARAMS,
             "reward_rule": "proposers of an accepted round: stake x max(0, contribution) pro "
             "rata, contribution = stake-weighted mean of the accepting voters' leave-one-out "
-            "held-out loss gains; an update flagged by the screen scores -1 and its proposer, "
-            "flagged by more than half of the scoring voter stake (either side), is slashed at "
-            "penalty_bps in accepted and rejected rounds; voters: majority side paid pro rata "
-            "stake, minority slashed at slash_bps",
-            "penalty_bps": 10_000,
-            "slash_bps": 1_000,
+            "held-out loss gains (an update the screen left out scores only its harm); an update "
+            "flagged by the screen as a free rider or copy scores -1 and its proposer, flagged "
+            "by more than half of the scoring voter stake (either side), is slashed at "
+            "penalty_bps in accepted and rejected rounds; proposers of a rejected round slashed "
+            "at slash_bps; voters: majority side paid pro rata stake, minority slashed at "
+            "voter_slash_bps, a voter that never reveals at max(slash_bps, voter_slash_bps)",
+            "penalty_bps": chain.penalty_bps,
+            "slash_bps": chain.slash_bps,
+            "voter_slash_bps": chain.voter_slash_bps,
+            "seeds": seeds,
         },
         "runs": runs,
         "malicious_with_positive_net": positive,
         # a failed run proves nothing, so the goal only passes when every run finished
-        "goal_no_malicious_positive": not positive and all("error" not in r for r in runs.values()),
+        "goal_no_malicious_positive": not positive
+        and all(not r["failed_seeds"] for r in runs.values()),
         "malicious_with_positive_net_from_attack": from_attack,
-        "failed_runs": sorted(a for a, r in runs.items() if "error" in r),
+        "failed_runs": sorted(f"{a}@{k}" for a, r in runs.items() for k in r["failed_seeds"]),
         "seconds": round(time.perf_counter() - t_all, 3),
     }
 
@@ -465,25 +510,30 @@ def _table_drop(part: dict[str, Any], key: str) -> str:
 
 def _table_rewards(part: dict[str, Any]) -> str:
     lines = [
-        "| attack | accepted rounds | malicious proposals flagged | mean net malicious (FLOCK) "
+        "| attack | rounds by seed | malicious proposals flagged | mean net malicious (FLOCK) "
         "| of which from the attacking role | mean net honest (FLOCK) | malicious with net > 0 "
         "| malicious whose attacking role netted > 0 |",
         "|---|---|---|---:|---:|---:|---|---|",
     ]
+
+    def signed(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:+.2f}"
+
     for a, r in part["runs"].items():
-        if "error" in r:
-            lines.append(f"| {a} | failed: {r['error'][:80]} | | | | | | |")
-            continue
-        acc = "".join("A" if x else "R" for x in r["accepted"])
-        pos = ", ".join(r["malicious_positive"]) or "none"
-        pos_prop = ", ".join(r["malicious_positive_from_attack"]) or "none"
-        mal = [p for p in r["participants"].values() if p["malicious"]]
+        ok = [x for x in r["seeds"].values() if "error" not in x]
+        acc = " ".join("".join("A" if y else "R" for y in x["accepted"]) for x in ok)
+        if r["failed_seeds"]:
+            acc += f" (failed: seed {', '.join(r['failed_seeds'])})"
+        mal = [p for x in ok for p in x["participants"].values() if p["malicious"]]
         flagged = sum(1 for p in mal for f in p["flagged"] if f)
         proposals = sum(len(p["flagged"]) for p in mal)
+        n = r["malicious_count"]
+        pos, pos_attack = r["malicious_positive"], r["malicious_positive_from_attack"]
         lines.append(
-            f"| {a} | {acc} | {flagged}/{proposals} | {r['mean_net_malicious_flock']:+.2f} | "
-            f"{r['mean_attack_net_malicious_flock']:+.2f} ({r['attacking_role']}s) | "
-            f"{r['mean_net_honest_flock']:+.2f} | {pos} | {pos_prop} |"
+            f"| {a} | {acc} | {flagged}/{proposals} | {signed(r['mean_net_malicious_flock'])} | "
+            f"{signed(r['mean_attack_net_malicious_flock'])} ({r['attacking_role']}s) | "
+            f"{signed(r['mean_net_honest_flock'])} | {len(pos)}/{n} | {len(pos_attack)}/{n} "
+            f"{', '.join(pos_attack)} |"
         )
     return "\n".join(lines)
 
@@ -519,6 +569,9 @@ def main(argv: list[str] | None = None) -> None:
         help="rewards part data cap (default: as the accuracy part)",
     )  # fmt: skip
     parser.add_argument("--reward-attacks", nargs="+", default=None, choices=list(ATTACK_KINDS))
+    parser.add_argument(
+        "--reward-seeds", type=int, default=None, help="flow runs per attack (default 3; quick 1)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--no-screen", action="store_true", help="accuracy part without the screen")
     parser.add_argument(
@@ -543,6 +596,7 @@ def main(argv: list[str] | None = None) -> None:
     reward_max_samples = args.reward_max_samples if args.reward_max_samples is not None else (
         None if args.quick else 12000
     )  # fmt: skip
+    reward_seeds = list(range(args.reward_seeds or (1 if args.quick else 3)))
     reward_attacks = args.reward_attacks or list(
         QUICK_REWARD_ATTACKS if args.quick else ATTACK_KINDS
     )
@@ -564,8 +618,9 @@ def main(argv: list[str] | None = None) -> None:
         _write(payload, args)
     if "rewards" in args.parts:
         payload["rewards"] = rewards_part(
-            reward_attacks, reward_rounds, args.reward_epochs, dataset, reward_max_samples
-        )
+            reward_attacks, reward_rounds, args.reward_epochs, dataset, reward_max_samples,
+            reward_seeds,
+        )  # fmt: skip
     total = time.perf_counter() - t_start
     payload["environment"] = environment(load_before)
     payload["seconds_total"] = round(total, 1)
@@ -618,7 +673,7 @@ def main(argv: list[str] | None = None) -> None:
     if "rewards" in payload:
         rw = payload["rewards"]
         print(f"\nnet reward (FedAvg, real flow, {rw['settings']['dataset']}, "
-              f"{rw['settings']['rounds']} rounds; "
+              f"{rw['settings']['rounds']} rounds, seeds {rw['settings']['seeds']}; "
               "A = accepted round, R = rejected):")  # fmt: skip
         print(_table_rewards(rw))
         headline.update(

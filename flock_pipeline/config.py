@@ -162,7 +162,7 @@ class ChainConfig(_Section):
         10_000, ge=0, le=10_000, description="slash rate for an update the voters flagged"
     )
     voter_slash_bps: int = Field(
-        5_000, ge=0, le=10_000,
+        7_000, ge=0, le=10_000,
         description="slash rate for a voter on the losing side (or one that never reveals)",
     )  # fmt: skip
     finalizer_share_bps: int = Field(1_000, ge=0, le=10_000)

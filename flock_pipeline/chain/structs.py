@@ -74,7 +74,7 @@ class TaskConfig:
     voters_per_round: int = 2
     slash_bps: int = 1_000
     penalty_bps: int = 10_000
-    voter_slash_bps: int = 5_000
+    voter_slash_bps: int = 7_000
     finalizer_share_bps: int = 1_000
     proposer_reward_bps: int = 5_000
     training_duration: int = 3_600

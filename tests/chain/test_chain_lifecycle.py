@@ -84,10 +84,11 @@ def test_a_voter_who_does_not_reveal_is_slashed(world: World) -> None:
     # Assert
     assert world.keeper.round_info(r.task_id, r.round).accepted
     assert silent_paid == 0
-    # never cheaper than revealing on the losing side: max(slash_bps, voter_slash_bps) = 50 %
-    assert world.keeper.participant_of(r.task_id, silent.address).active == STAKE // 2
+    # never cheaper than revealing on the losing side: max(slash_bps, voter_slash_bps) = 70 %
+    slashed = STAKE * 7_000 // 10_000
+    assert world.keeper.participant_of(r.task_id, silent.address).active == STAKE - slashed
     assert all(amount > 0 for amount in honest_paid)
-    assert world.keeper.claimable_of(r.task_id) == STAKE // 2 // 10
+    assert world.keeper.claimable_of(r.task_id) == slashed // 10
     assert world.alliance_balance() == world.bucket_total()
 
 
