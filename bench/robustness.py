@@ -28,10 +28,14 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   slashed at ``chain.voter_slash_bps``. Net reward per participant = sum of rewards - sum of
   slashes over the rounds, in FLOCK; the table also splits out the net of the role the attack
   acts in (proposals, or votes for a dishonest voter).
+- voter_slash (only with ``--parts voter_slash``): the rewards part's dishonest-voter flow at
+  ``chain.voter_slash_bps`` 10%, 50%, 70% and 100%, same seeds: what voting nets a voter that
+  reverses its measurement, and an honest one.
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + 21 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
     .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
+    .venv/bin/python bench/robustness.py --parts voter_slash   # the dishonest voter at 4 rates
 
 The last stdout line is one JSON object with the headline metric: the worst accuracy drop (in
 points) of a robust strategy (median, trimmed mean, Krum, Multi-Krum, Bulyan) under any attack,
@@ -128,6 +132,7 @@ def _config(
     flow: bool = False,
     screen: bool = True,
     seed: int = 0,
+    voter_slash_bps: int | None = None,
 ) -> FlockConfig:
     return load_config(
         None,
@@ -147,6 +152,7 @@ def _config(
             "aggregation.params": STRATEGY_PARAMS.get(strategy, {}),
             "attacks": _attacks(attack, flow),
             "aggregation.screen.enabled": screen,
+            "chain.voter_slash_bps": voter_slash_bps,  # None: the default
         },
     )
 
@@ -342,16 +348,23 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _reward_run(
-    attack: str, seed: int, rounds: int, epochs: int, dataset: str, max_samples: int | None
+    attack: str,
+    seed: int,
+    rounds: int,
+    epochs: int,
+    dataset: str,
+    max_samples: int | None,
+    voter_slash_bps: int | None = None,
 ) -> dict[str, Any]:
     """One flow run (FedAvg x ``attack``, task seed ``seed``): each participant's net, split by
-    role; ``{"error": ...}`` if the run failed."""
+    role, and how many of its votes were paid or slashed; ``{"error": ...}`` if the run
+    failed."""
     import flows.federated as federated  # prefect: only when this part runs
 
     with _fresh_dir(f"flow-{attack}-{seed}") as d:
         cfg = _config(
             d / "data", dataset, max_samples, rounds, epochs, "fedavg", attack, flow=True,
-            seed=seed,
+            seed=seed, voter_slash_bps=voter_slash_bps,
         )  # fmt: skip
         t0 = time.perf_counter()
         try:
@@ -361,6 +374,14 @@ def _reward_run(
                     "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
         wall = time.perf_counter() - t0
     per = _net_rewards(summary)
+    for r in summary["rounds"]:
+        for p in r["participants"]:
+            if p["role"] == "voter" and p.get("vote") is not None:
+                votes = per[p["id"]].setdefault("votes", {"paid": 0, "slashed": 0})
+                if int(p["reward"]) > 0:
+                    votes["paid"] += 1
+                elif int(p["slashed"]) > 0:
+                    votes["slashed"] += 1
     # where the attack acts: votes for a dishonest voter, proposals for everything else
     role = "vote" if attack in VOTE_ONLY else "proposal"
     mal = [p for p in per if per[p]["malicious"]]
@@ -478,6 +499,71 @@ def rewards_part(
     }
 
 
+def voter_slash_part(
+    rates: list[int],
+    rounds: int,
+    epochs: int,
+    dataset: str,
+    max_samples: int | None,
+    seeds: list[int],
+) -> dict[str, Any]:
+    """The dishonest-voter flow at each ``chain.voter_slash_bps`` in ``rates`` x ``seeds``: what
+    voting earns a voter that reverses its measurement, and an honest one."""
+    import flows.world as world
+
+    world.dev_signers = functools.partial(_DEV_SIGNERS, fund=GAS_FUNDING)
+    out: dict[str, Any] = {}
+    t_all = time.perf_counter()
+    for bps in rates:
+        runs = {
+            str(seed): _reward_run("dishonest_voter", seed, rounds, epochs, dataset, max_samples,
+                                   voter_slash_bps=bps)
+            for seed in seeds
+        }  # fmt: skip
+        rows = [p for r in runs.values() if "error" not in r for p in r["participants"].values()]
+        row: dict[str, Any] = {"failed_seeds": sorted(k for k, r in runs.items() if "error" in r)}
+        for side, malicious in (("dishonest", True), ("honest", False)):
+            mine = [p for p in rows if p["malicious"] == malicious]
+            row[side] = {
+                "mean_vote_net_flock": _mean([p["vote_net_flock"] for p in mine]),
+                "votes_paid": sum(p.get("votes", {}).get("paid", 0) for p in mine),
+                "votes_slashed": sum(p.get("votes", {}).get("slashed", 0) for p in mine),
+                "positive_vote_net": sum(1 for p in mine if p["vote_net_flock"] > 0),
+                "participants": len(mine),
+            }
+        out[str(bps)] = row
+        d, h = row["dishonest"], row["honest"]
+        _log(f"[voter slash {bps / 100:.0f}%] vote net: dishonest {d['mean_vote_net_flock']} "
+             f"honest {h['mean_vote_net_flock']} FLOCK")  # fmt: skip
+    return {
+        "settings": {"attack": "dishonest_voter", "dataset": dataset, "max_samples": max_samples,
+                     "rounds": rounds, "local_epochs": epochs, "seeds": seeds, "rates_bps": rates},
+        "rates": out,
+        "seconds": round(time.perf_counter() - t_all, 3),
+    }  # fmt: skip
+
+
+def _table_voter_slash(part: dict[str, Any]) -> str:
+    lines = [
+        "| voter_slash_bps | dishonest voters: mean vote net (FLOCK) | votes paid / slashed "
+        "| with vote net > 0 | honest voters: mean vote net (FLOCK) | votes paid / slashed |",
+        "|---:|---:|---|---|---:|---|",
+    ]
+    for bps, row in part["rates"].items():
+        d, h = row["dishonest"], row["honest"]
+
+        def net(x: dict[str, Any]) -> str:
+            v = x["mean_vote_net_flock"]
+            return "n/a" if v is None else f"{v:+.1f}"
+
+        lines.append(
+            f"| {bps} | {net(d)} | {d['votes_paid']} / {d['votes_slashed']} | "
+            f"{d['positive_vote_net']}/{d['participants']} | {net(h)} | "
+            f"{h['votes_paid']} / {h['votes_slashed']} |"
+        )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -558,7 +644,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="MNIST 5k, 3 flow runs (< 8 min)")
     parser.add_argument("--parts", nargs="+", default=["accuracy", "rewards"],
-                        choices=["accuracy", "rewards"])  # fmt: skip
+                        choices=["accuracy", "rewards", "voter_slash"],
+                        help="voter_slash: the dishonest voter at several voter_slash_bps "
+                        "(not run by default)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=None, help="accuracy part rounds")
     parser.add_argument("--epochs", type=int, default=None, help="accuracy part local epochs")
     parser.add_argument("--max-samples", type=int, default=None, help="accuracy part data cap")
@@ -605,7 +693,7 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     payload: dict[str, Any] = {"benchmark": "robustness", "mode": mode, "quick": args.quick}
     previous = _output(args)
-    for part in ("accuracy", "rewards"):  # a part not run now keeps its last figures
+    for part in ("accuracy", "rewards", "voter_slash"):  # a part not run now keeps its figures
         if part not in args.parts and previous.exists():
             kept = json.loads(previous.read_text()).get(part)
             if kept is not None:
@@ -620,6 +708,11 @@ def main(argv: list[str] | None = None) -> None:
         payload["rewards"] = rewards_part(
             reward_attacks, reward_rounds, args.reward_epochs, dataset, reward_max_samples,
             reward_seeds,
+        )  # fmt: skip
+    if "voter_slash" in args.parts:
+        payload["voter_slash"] = voter_slash_part(
+            [1_000, 5_000, 7_000, 10_000], reward_rounds, args.reward_epochs, dataset,
+            reward_max_samples, reward_seeds,
         )  # fmt: skip
     total = time.perf_counter() - t_start
     payload["environment"] = environment(load_before)
@@ -684,6 +777,11 @@ def main(argv: list[str] | None = None) -> None:
             rewards_goal_pass=rw["goal_no_malicious_positive"],
             rewards_seconds=rw["seconds"],
         )
+    if "voter_slash" in payload:
+        vs = payload["voter_slash"]
+        print(f"\nvote net of reversed (dishonest) and honest voters by chain.voter_slash_bps "
+              f"(FedAvg, real flow, seeds {vs['settings']['seeds']}):")  # fmt: skip
+        print(_table_voter_slash(vs))
     headline["seconds_total"] = round(total, 1)
     print(json.dumps(headline))
 
