@@ -30,7 +30,7 @@ def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
     config = {
         "participants": 6,
         "rounds": 3,
-        "seed": 1,
+        "seed": 4,
         "data": {"dataset": "digits"},
         "partition": {"scheme": "iid"},
         "model": {"name": "mlp"},
@@ -77,8 +77,8 @@ def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
             if v["role"] == "voter" and v["vote"] and v["vote"]["accept"]:
                 scores = v["vote"]["contributions"]
                 assert set(scores) == {p["id"] for p in proposers}
-    # seed 1: the copier proposes in a rejected round (1), the free rider in an accepted one
-    # (2); once penalized they have no stake left, hence no role
+    # seed 4: one of them proposes in a rejected round, the other in an accepted one; once
+    # penalized they have no stake left, hence no role
     assert penalized == {False: 1, True: 1}
     assert paid_honest >= 1
 
@@ -93,7 +93,7 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
     config = {
         "participants": 6,
         "rounds": 5,
-        "seed": 3,
+        "seed": 4,
         "data": {"dataset": "digits"},
         "partition": {"scheme": "iid"},
         "model": {"name": "mlp"},
@@ -105,7 +105,7 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
     summary = _run_task(tmp_path, config)
 
     # Only rounds some voter accepted carry contributions, and sortition draws each role
-    # independently; seed 3 scores p1 in rounds 2 and 3 (trust -1.15), so round 5 leaves it out.
+    # independently; with seed 4 the history leaves label flipper p2 out of round 5.
     screen, history = Screen(), []
     distrusted = []
     for r in summary["rounds"]:
