@@ -395,6 +395,17 @@ def _reward_run(
     }
 
 
+def _fund_flow_accounts() -> None:
+    """Give the flow runs' dev accounts 100 ETH of gas money each instead of dev_signers' 1,000.
+
+    The managed anvil's rich account holds 10,000 ETH: the creator plus 10 participants at 1,000
+    need 11,000, so the 10th participant's funding fails. 100 ETH is still far more gas than a
+    task uses."""
+    import flows.world as world  # prefect: only when a flow part runs
+
+    world.dev_signers = functools.partial(_DEV_SIGNERS, fund=GAS_FUNDING)
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -407,12 +418,7 @@ def rewards_part(
     max_samples: int | None,
     seeds: list[int],
 ) -> dict[str, Any]:
-    import flows.world as world
-
-    # The managed anvil's rich account holds 10,000 ETH and dev_signers gives every account
-    # 1,000 ETH of gas money by default: the creator plus 10 participants need 11,000, so the
-    # 10th participant's funding fails. 100 ETH each is still far more gas than a task uses.
-    world.dev_signers = functools.partial(_DEV_SIGNERS, fund=GAS_FUNDING)
+    _fund_flow_accounts()
 
     runs: dict[str, Any] = {}
     t_all = time.perf_counter()
@@ -509,9 +515,7 @@ def voter_slash_part(
 ) -> dict[str, Any]:
     """The dishonest-voter flow at each ``chain.voter_slash_bps`` in ``rates`` x ``seeds``: what
     voting earns a voter that reverses its measurement, and an honest one."""
-    import flows.world as world
-
-    world.dev_signers = functools.partial(_DEV_SIGNERS, fund=GAS_FUNDING)
+    _fund_flow_accounts()
     out: dict[str, Any] = {}
     t_all = time.perf_counter()
     for bps in rates:

@@ -25,7 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flock_pipeline.aggregation import Strategy, StrategyState
 from flock_pipeline.aggregation.screen import Screen
 from flock_pipeline.attacks import tamper_contributions, tamper_score
-from flock_pipeline.chain import Phase, Role, Vote, to_fixed, vote_commitment
+from flock_pipeline.chain import Phase, Role, RoundInfo, Vote, to_fixed, vote_commitment
 from flock_pipeline.chain.voting import SCORE_SCALE
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.contribution import contributions
@@ -88,10 +88,13 @@ def _previous_state_hash(w: World, r: int) -> str | None:
     return None
 
 
-def _settled_contributions(w: World, r: int) -> dict[str, float | None]:
+def _settled_contributions(
+    w: World, r: int, info: RoundInfo | None = None
+) -> dict[str, float | None]:
     """Each proposer's contribution in round ``r`` as the contract holds it: the stake-weighted
-    mean of the accepting voters' scores (None when nobody accepted)."""
-    info = w.creator.round_info(w.task_id, r)
+    mean of the accepting voters' scores (None when nobody accepted). ``info``: the round's
+    RoundInfo if the caller has read it already."""
+    info = info or w.creator.round_info(w.task_id, r)
     out: dict[str, float | None] = {}
     for i in range(info.updates):
         up = w.creator.update_at(w.task_id, r, i)
@@ -108,8 +111,9 @@ def _trust_history(w: World, r: int) -> list[dict[str, float]]:
     if w.cfg.aggregation.screen.min_trust is None:
         return history
     for k in range(r):
-        if w.creator.round_info(w.task_id, k).finalized:
-            scored = {p: s for p, s in _settled_contributions(w, k).items() if s is not None}
+        info = w.creator.round_info(w.task_id, k)
+        if info.finalized:
+            scored = {p: s for p, s in _settled_contributions(w, k, info).items() if s is not None}
             if scored:
                 history.append(scored)
     return history

@@ -352,8 +352,10 @@ contract FlockAllianceTest is AllianceFixture {
         assertEq(token.balanceOf(address(alliance)), _bucketTotal(), "conservation");
     }
 
-    function test_AVoterThatNeverRevealsPaysTheLargerOfVoterSlashAndSlash() public {
-        voterSlashBps = 4_000;
+    /// @dev Round 0 with voterSlashBps = `rate`: both voters commit, only the first reveals;
+    ///      returns the silent voter's active stake after it is settled.
+    function _silentVoterStakeAfter(uint16 rate) internal returns (uint256) {
+        voterSlashBps = rate;
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAndPost(id, proposers);
         _vote(id, voters[0], 5e16, bytes32(uint256(1)));
@@ -363,19 +365,13 @@ contract FlockAllianceTest is AllianceFixture {
         _to(id, 0, FlockAlliance.Phase.Finalizable);
         alliance.finalizeRound(id, 0);
         _claim(id, voters[1]);
-        assertEq(alliance.participantOf(id, voters[1]).active, STAKE * 6 / 10, "voterSlashBps");
+        return alliance.participantOf(id, voters[1]).active;
+    }
+
+    function test_AVoterThatNeverRevealsPaysTheLargerOfVoterSlashAndSlash() public {
+        assertEq(_silentVoterStakeAfter(4_000), STAKE * 6 / 10, "voterSlashBps");
         // below slashBps (10 %), a silent voter still pays slashBps
-        voterSlashBps = 500;
-        (id, proposers, voters) = _openRound();
-        _submitAndPost(id, proposers);
-        _vote(id, voters[0], 5e16, bytes32(uint256(1)));
-        _vote(id, voters[1], 5e16, bytes32(uint256(2)));
-        _to(id, 0, FlockAlliance.Phase.Revealing);
-        _reveal(id, voters[0], 5e16, _pair(1e18, 1e18), bytes32(uint256(1)));
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
-        alliance.finalizeRound(id, 0);
-        _claim(id, voters[1]);
-        assertEq(alliance.participantOf(id, voters[1]).active, STAKE * 9 / 10, "slashBps");
+        assertEq(_silentVoterStakeAfter(500), STAKE * 9 / 10, "slashBps");
     }
 
     function test_VoterSlashBpsAboveOneHundredPercentIsRefused() public {

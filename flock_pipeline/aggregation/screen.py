@@ -103,13 +103,21 @@ class Screen:
         """The participant's mean earlier contribution, each in units of its round's mean
         absolute contribution; None before ``trust_rounds`` such rounds (a single round's score
         is too noisy to exclude anyone on). Rounds where every score is 0 say nothing."""
-        scores = []
+        return self.trusts(history).get(participant)
+
+    def trusts(self, history: History | None) -> dict[str, float]:
+        """:meth:`trust` of every participant that has one, each round's scale computed once."""
+        scores: dict[str, list[float]] = {}
         for scored in history or ():
-            if participant in scored:
-                scale = sum(abs(v) for v in scored.values()) / len(scored)
-                if scale > 0:
-                    scores.append(scored[participant] / scale)
-        return sum(scores) / len(scores) if len(scores) >= self.trust_rounds else None
+            scale = sum(abs(v) for v in scored.values()) / len(scored) if scored else 0.0
+            if scale > 0:
+                for pid, value in scored.items():
+                    scores.setdefault(pid, []).append(value / scale)
+        return {
+            pid: sum(mine) / len(mine)
+            for pid, mine in scores.items()
+            if len(mine) >= self.trust_rounds
+        }
 
     def __call__(
         self, updates: Sequence[Update], global_weights: Weights, history: History | None = None
@@ -141,8 +149,9 @@ class Screen:
             for a, b in near_duplicates(rest, self.duplicate_rtol, global_weights):
                 flagged[max(a, b, key=position.__getitem__)] = "copy"
         if self.min_trust is not None and history:
+            trusts = self.trusts(history)
             for u in updates:
-                trust = self.trust(history, u.participant)
+                trust = trusts.get(u.participant)
                 if u.participant not in flagged and trust is not None and trust < self.min_trust:
                     flagged[u.participant] = "distrusted"
         deltas = {

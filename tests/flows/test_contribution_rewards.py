@@ -12,6 +12,16 @@ from flow_helpers import load_summary, run_flock
 
 TOKEN = 10**18
 ATTACKERS = {"p1": "free_rider", "p2": "copier"}
+# Six participants on digits, three proposers and three voters expected per round, DP off.
+TASK = {
+    "participants": 6,
+    "data": {"dataset": "digits"},
+    "partition": {"scheme": "iid"},
+    "model": {"name": "mlp"},
+    "training": {"local_epochs": 2},
+    "privacy": {"enabled": False},
+    "chain": {"proposers_per_round": 3, "voters_per_round": 3},
+}
 
 
 def _run_task(tmp_path, config: dict) -> dict:
@@ -28,16 +38,10 @@ def _run_task(tmp_path, config: dict) -> dict:
 @pytest.mark.slow
 def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
     config = {
-        "participants": 6,
+        **TASK,
         "rounds": 3,
         "seed": 4,
-        "data": {"dataset": "digits"},
-        "partition": {"scheme": "iid"},
-        "model": {"name": "mlp"},
-        "training": {"local_epochs": 2},
-        "privacy": {"enabled": False},
         "attacks": {"p1": {"kind": "free_rider"}, "p2": {"kind": "copier", "copy_from": None}},
-        "chain": {"proposers_per_round": 3, "voters_per_round": 3},
     }
     summary = _run_task(tmp_path, config)
 
@@ -91,16 +95,10 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
     from flock_pipeline.aggregation.screen import Screen
 
     config = {
-        "participants": 6,
+        **TASK,
         "rounds": 5,
         "seed": 4,
-        "data": {"dataset": "digits"},
-        "partition": {"scheme": "iid"},
-        "model": {"name": "mlp"},
-        "training": {"local_epochs": 2},
-        "privacy": {"enabled": False},
         "attacks": {"p1": {"kind": "label_flip"}, "p2": {"kind": "label_flip"}},
-        "chain": {"proposers_per_round": 3, "voters_per_round": 3},
     }
     summary = _run_task(tmp_path, config)
 
