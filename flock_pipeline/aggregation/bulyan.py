@@ -46,6 +46,7 @@ class Bulyan(Strategy):
     num_malicious: int = 0
 
     name = "bulyan"
+    order_statistic = True
 
     def __post_init__(self) -> None:
         if self.num_malicious < 0:

@@ -57,6 +57,7 @@ class FedMedian(Strategy):
     """Coordinate-wise median, unweighted (sample counts are not trusted by a robust rule)."""
 
     name = "fedmedian"
+    order_statistic = True
 
     def aggregate(
         self,

@@ -33,6 +33,7 @@ class FedTrimmedAvg(Strategy):
     beta: float = 0.2
 
     name = "fedtrimmedavg"
+    order_statistic = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.beta < 0.5:

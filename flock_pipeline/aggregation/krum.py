@@ -65,6 +65,7 @@ class MultiKrum(Strategy):
     num_to_keep: int | None = None
 
     name = "multikrum"
+    order_statistic = True
 
     def __post_init__(self) -> None:
         if self.num_malicious < 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -40,6 +41,11 @@ class Strategy(ABC):
     """Base of every aggregation rule. Subclasses hold only hyper-parameters."""
 
     name: str = "strategy"
+
+    order_statistic: ClassVar[bool] = False
+    """True for rules built on ranks or selection (median, trimmed mean, the Krum family): their
+    output is by design insensitive to any one update, so an update's contribution is measured
+    against the plain mean of the kept updates instead (see ``flock_pipeline.contribution``)."""
 
     @abstractmethod
     def aggregate(

@@ -7,11 +7,25 @@ import pytest
 import torch
 from toy_updates import DIRECTION, GLOBAL, distance_loss, honest_updates, relative_gain, toy_update
 
-from flock_pipeline.aggregation import FedAvg, Krum, MultiKrum
+from flock_pipeline.aggregation import (
+    CentralDP,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+)
 from flock_pipeline.aggregation.screen import Screen
 from flock_pipeline.attacks import AttackSpec, tamper_contributions
 from flock_pipeline.config import load_config
-from flock_pipeline.contribution import LOWEST_SCORE, PENALTY, contributions
+from flock_pipeline.contribution import (
+    LOWEST_SCORE,
+    PENALTY,
+    UpdateMean,
+    contributions,
+    scoring_rule,
+)
 from flock_pipeline.errors import ConfigError
 from flock_pipeline.round import aggregate, build_screen
 from flock_pipeline.serialization import Weights, content_hash
@@ -140,17 +154,48 @@ def test_contributions_are_leave_one_out_gains_and_flagged_updates_score_minus_o
     assert scores[0] == pytest.approx(relative_gain(loss(without.weights), loss(full.weights)))
 
 
-def test_leave_one_out_reruns_the_round_s_own_rule():
-    # Krum picks one update; removing any other can change which one it picks, and that
-    # influence is exactly what the leave-one-out gain measures.
-    honest = honest_updates(5)
-    krum, loss = Krum(num_malicious=1), distance_loss(DIRECTION)
-    scores = contributions(krum, honest, GLOBAL, None, 0, None, loss)
-    full = loss(aggregate(krum, honest, GLOBAL, None, 0).weights)
+def test_leave_one_out_reruns_the_round_s_own_rule_with_its_state():
+    # FedAvgM's step depends on the server momentum it carries: the leave-one-out aggregate is
+    # the same rule from the same state, without the update.
+    honest = honest_updates(4)
+    rule, loss = FedAvgM(server_lr=1.0, momentum=0.9), distance_loss(DIRECTION)
+    state = aggregate(rule, honest_updates(3), GLOBAL, None, 0).state
+    assert state  # the momentum buffer a second round starts from
+    scores = contributions(rule, honest, GLOBAL, state, 0, None, loss)
+    full = loss(aggregate(rule, honest, GLOBAL, state, 0).weights)
     for i, s in enumerate(scores):
-        rest = honest[:i] + honest[i + 1 :]
-        alone = loss(aggregate(krum, rest, GLOBAL, None, 0).weights)
+        alone = loss(aggregate(rule, honest[:i] + honest[i + 1 :], GLOBAL, state, 0).weights)
         assert s == pytest.approx(relative_gain(alone, full))
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [Krum(num_malicious=1), MultiKrum(num_malicious=2), FedMedian(), FedTrimmedAvg(beta=0.2),
+     CentralDP(FedMedian(), noise_multiplier=1.0)],
+    ids=lambda r: r.name,
+)  # fmt: skip
+def test_an_order_statistic_rule_is_scored_against_the_mean_of_the_kept_updates(rule):
+    # Leaving one update out of a median or a Krum pick moves the output by a rank artefact;
+    # the scores use the unweighted mean of the kept updates instead (the rider stays out).
+    honest = honest_updates(6)
+    updates = [*honest, toy_update("rider", torch.zeros(15))]
+    loss = distance_loss(DIRECTION)
+    assert isinstance(scoring_rule(rule), UpdateMean)
+    scores = contributions(rule, updates, GLOBAL, None, 0, Screen(), loss)
+    assert scores[-1] == PENALTY
+
+    def mean_loss(us: list[Update]) -> float:
+        flat = torch.stack([torch.cat([u.weights[k].reshape(-1) for k in GLOBAL]) for u in us])
+        return float(torch.linalg.vector_norm(flat.double().mean(dim=0) - DIRECTION.double()))
+
+    full = mean_loss(honest)
+    for i, s in enumerate(scores[:-1]):
+        assert s == pytest.approx(relative_gain(mean_loss(honest[:i] + honest[i + 1 :]), full))
+
+
+def test_mean_rules_are_scored_with_themselves():
+    for rule in (FedAvg(), FedAvgM(), CentralDP(FedAvg(), noise_multiplier=1.0)):
+        assert scoring_rule(rule) is rule
 
 
 def test_a_measured_score_never_reaches_the_flag_value():
