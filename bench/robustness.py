@@ -4,11 +4,16 @@ Two parts, both with 10 participants of whom 3 (p1, p4, p7) are malicious (30%),
 alpha=0.5 label skew, local DP-SGD off (``privacy.enabled: false``) so that only the aggregation
 rule and the attack differ, MLP model (the fastest of the two networks on a shared CPU):
 
-- accuracy: the plain simulation (``flock_pipeline.simulation.run_simulation``, in process, one
-  ``Federation`` per data setting reused via ``fed=``) for every strategy in ``STRATEGIES`` x
-  every attack in ``ATTACK_KINDS`` plus ``none`` (all honest). ``dishonest_voter`` changes only
-  votes, and the plain simulation has none, so that column is n/a (it would equal ``none``).
-  Full mode: Fashion-MNIST capped at ``data.max_samples`` training samples; --quick: MNIST 5k.
+- accuracy: the plain simulation (``flock_pipeline.simulation.run_simulation``, one
+  ``Federation`` per seed reused via ``fed=``) for every strategy in ``STRATEGIES`` x every
+  attack in ``ATTACK_KINDS`` plus ``none`` (all honest), for task seeds 0, 1, 2 (``--seeds``;
+  --quick: seed 0): the seed moves the partition, the initial model and the training, and one
+  seed's cell moves by several points with any change of trajectory, so a cell is the mean over
+  the seeds and every drop is taken per seed, then averaged. The cells run on ``--workers``
+  processes (default one per core, one torch thread each); each is deterministic given its seed.
+  ``dishonest_voter`` changes only votes, and the plain simulation has none, so that column is
+  n/a (it would equal ``none``). Full mode: Fashion-MNIST capped at ``data.max_samples``
+  training samples; --quick: MNIST 5k.
   The screen (``aggregation.screen``, on by default) runs before every strategy; ``--no-screen``
   turns it off to measure the strategies alone. Besides the all-honest run, each strategy gets
   an honest-only reference: the same strategy with the 3 malicious participants' updates left
@@ -32,14 +37,15 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   ``chain.voter_slash_bps`` 10%, 50%, 70% and 100%, same seeds: what voting nets a voter that
   reverses its measurement, and an honest one.
 
-    .venv/bin/python bench/robustness.py            # Fashion-MNIST accuracy + 21 flow runs
+    .venv/bin/python bench/robustness.py            # Fashion-MNIST x 3 seeds + 21 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
     .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
     .venv/bin/python bench/robustness.py --parts voter_slash   # the dishonest voter at 4 rates
 
 The last stdout line is one JSON object with the headline metric: the worst accuracy drop (in
-points) of a robust strategy (median, trimmed mean, Krum, Multi-Krum, Bulyan) under any attack,
-against the same strategy's all-honest run (goal <= 3.0).
+points, mean over the seeds) of a robust strategy (median, trimmed mean, Krum, Multi-Krum,
+Bulyan) under any attack, against the same strategy's all-honest run (goal <= 3.0); it also
+carries the worst drop against the honest-only reference.
 """
 
 from __future__ import annotations
@@ -49,12 +55,14 @@ import contextlib
 import functools
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -192,13 +200,62 @@ def _scale_check(cfg: FlockConfig, fed: Any) -> dict[str, float]:
     }
 
 
+_WORKER: dict[str, Path] = {}  # per worker process: its data folder
+_FEDS: dict[int, Any] = {}  # per worker process: the Federation of each seed
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    _WORKER["dir"] = Path(tempfile.mkdtemp(prefix="accuracy-", dir=_TMP))
+
+
+def _accuracy_cell(job: tuple[str, int | None, int, int, bool, int, str, str]) -> dict[str, Any]:
+    """One simulation (strategy x attack x seed) in a worker; the seed's Federation is built
+    once per worker and reused."""
+    dataset, max_samples, rounds, epochs, screen, seed, strategy, attack = job
+    data = _WORKER["dir"] / f"seed{seed}"
+    if seed not in _FEDS:
+        base = _config(data, dataset, max_samples, rounds, epochs, screen=screen, seed=seed)
+        _FEDS[seed] = prepare_federation(base)
+    cfg = _config(data, dataset, max_samples, rounds, epochs, strategy, attack, screen=screen,
+                  seed=seed)  # fmt: skip
+    t0 = time.perf_counter()
+    result = run_simulation(cfg, None, Console(stderr=True, quiet=True), fed=_FEDS[seed])
+    wall = time.perf_counter() - t0
+    rounds_out = result.summary["rounds"]
+    selected = rounds_out[-1]["selected"]
+    return {
+        "accuracy": result.final_accuracy,
+        "accuracy_per_round": [r["global"]["accuracy"] for r in rounds_out],
+        "final_loss": result.summary["final"]["loss"],
+        "selected_last_round": selected,
+        "flagged_per_round": [r["flagged"] for r in rounds_out],
+        "malicious_selected_last_round": sorted(set(selected) & set(MALICIOUS)),
+        "seconds": round(wall, 3),
+    }
+
+
+def _avg(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def accuracy_part(
-    dataset: str, max_samples: int | None, rounds: int, epochs: int, screen: bool = True
+    dataset: str,
+    max_samples: int | None,
+    rounds: int,
+    epochs: int,
+    screen: bool = True,
+    seeds: tuple[int, ...] = (0,),
+    workers: int = 1,
+    threads: int = 1,
 ) -> dict[str, Any]:
+    """Every strategy x attack for every task seed (the seed moves the partition, the initial
+    model and the training), on ``workers`` processes. Each cell is deterministic given its
+    seed, so how the cells are spread over the workers does not change any figure."""
     attacks = ["none", *ATTACK_KINDS]
     runnable = [a for a in attacks if a not in VOTE_ONLY]
-    cells: dict[str, dict[str, Any]] = {s: {} for s in STRATEGIES}
-    quiet = Console(stderr=True, quiet=True)
     t_all = time.perf_counter()
     with _fresh_dir("accuracy") as d:
         base = _config(d / "data", dataset, max_samples, rounds, epochs, screen=screen)
@@ -207,56 +264,84 @@ def accuracy_part(
         data_seconds = time.perf_counter() - t0
         scale = _scale_check(base, fed)
         train_sizes = {p.id: len(p.y_train) for p in fed.participants}
-        total = len(STRATEGIES) * len(runnable)
-        done = 0
-        for attack in runnable:
-            for strategy in STRATEGIES:
-                cfg = _config(
-                    d / "data", dataset, max_samples, rounds, epochs, strategy, attack,
-                    screen=screen,
-                )  # fmt: skip
-                t0 = time.perf_counter()
-                result = run_simulation(cfg, None, quiet, fed=fed)
-                wall = time.perf_counter() - t0
-                rounds_out = result.summary["rounds"]
-                selected = rounds_out[-1]["selected"]
-                cells[strategy][attack] = {
-                    "accuracy": result.final_accuracy,
-                    "accuracy_per_round": [r["global"]["accuracy"] for r in rounds_out],
-                    "final_loss": result.summary["final"]["loss"],
-                    "selected_last_round": selected,
-                    "flagged_per_round": [r["flagged"] for r in rounds_out],
-                    "malicious_selected_last_round": sorted(set(selected) & set(MALICIOUS)),
-                    "seconds": round(wall, 3),
-                }
-                done += 1
-                _log(
-                    f"[accuracy {done}/{total}] {strategy:<13} {attack:<15} "
-                    f"acc {result.final_accuracy:.4f} ({wall:.1f}s)"
-                )
-    for strategy in STRATEGIES:
-        for attack in VOTE_ONLY:
-            cells[strategy][attack] = None
-
-    honest_fedavg = cells["fedavg"]["none"]["accuracy"]
-    honest_only: dict[str, float | None] = {}
-    for strategy, row in cells.items():
-        rider = row["free_rider"]
-        excluded = screen and all(
-            set(f) == set(MALICIOUS) for f in rider["flagged_per_round"]
-        )  # fmt: skip
-        honest_only[strategy] = rider["accuracy"] if excluded else None
-    for strategy, row in cells.items():
-        honest = row["none"]["accuracy"]
-        alone = honest_only[strategy]
-        for cell in row.values():
-            if cell is None:
-                continue
-            cell["drop_vs_same_strategy_honest"] = round(100 * (honest - cell["accuracy"]), 2)
-            cell["drop_vs_fedavg_honest"] = round(100 * (honest_fedavg - cell["accuracy"]), 2)
-            cell["drop_vs_same_strategy_honest_only"] = (
-                None if alone is None else round(100 * (alone - cell["accuracy"]), 2)
+    jobs = [
+        (dataset, max_samples, rounds, epochs, screen, seed, strategy, attack)
+        for seed in seeds
+        for attack in runnable
+        for strategy in STRATEGIES
+    ]
+    runs: dict[str, dict[str, dict[str, Any]]] = {
+        str(k): {s: {} for s in STRATEGIES} for k in seeds
+    }
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(workers, context, _worker_init, (threads,)) as pool:
+        futures = {pool.submit(_accuracy_cell, job): job for job in jobs}
+        for done, future in enumerate(as_completed(futures), 1):
+            *_, seed, strategy, attack = futures[future]
+            cell = future.result()
+            runs[str(seed)][strategy][attack] = cell
+            _log(
+                f"[accuracy {done}/{len(jobs)}] seed {seed} {strategy:<13} {attack:<15} "
+                f"acc {cell['accuracy']:.4f} ({cell['seconds']:.1f}s)"
             )
+
+    # Per seed: the honest-only reference is the free-rider run if the screen flagged exactly
+    # the malicious participants in every round of it.
+    honest_only_by_seed: dict[str, dict[str, float | None]] = {}
+    for k, run in runs.items():
+        honest_only_by_seed[k] = {}
+        for strategy, row in run.items():
+            rider = row["free_rider"]
+            excluded = screen and all(
+                set(f) == set(MALICIOUS) for f in rider["flagged_per_round"]
+            )  # fmt: skip
+            honest_only_by_seed[k][strategy] = rider["accuracy"] if excluded else None
+        for strategy, row in run.items():
+            honest = row["none"]["accuracy"]
+            alone = honest_only_by_seed[k][strategy]
+            for cell in row.values():
+                cell["drop_vs_same_strategy_honest"] = round(100 * (honest - cell["accuracy"]), 2)
+                cell["drop_vs_same_strategy_honest_only"] = (
+                    None if alone is None else round(100 * (alone - cell["accuracy"]), 2)
+                )
+
+    # Across seeds: the mean of each figure; a reference missing in any seed makes its mean n/a.
+    cells: dict[str, dict[str, Any]] = {s: {} for s in STRATEGIES}
+    for strategy in STRATEGIES:
+        for attack in attacks:
+            if attack in VOTE_ONLY:
+                cells[strategy][attack] = None
+                continue
+            per = [runs[str(k)][strategy][attack] for k in seeds]
+            accs = [c["accuracy"] for c in per]
+            vs_alone = [c["drop_vs_same_strategy_honest_only"] for c in per]
+            cells[strategy][attack] = {
+                "accuracy": round(_avg(accs), 4),
+                "accuracy_by_seed": accs,
+                "accuracy_min": min(accs),
+                "accuracy_max": max(accs),
+                "drop_vs_same_strategy_honest": round(
+                    _avg([c["drop_vs_same_strategy_honest"] for c in per]), 2
+                ),
+                "drop_vs_same_strategy_honest_by_seed": [
+                    c["drop_vs_same_strategy_honest"] for c in per
+                ],
+                "drop_vs_same_strategy_honest_only": None
+                if any(v is None for v in vs_alone)
+                else round(_avg([v for v in vs_alone if v is not None]), 2),
+                "drop_vs_same_strategy_honest_only_by_seed": vs_alone,
+            }
+    honest_fedavg = cells["fedavg"]["none"]["accuracy"]
+    for row in cells.values():
+        for cell in row.values():
+            if cell is not None:
+                cell["drop_vs_fedavg_honest"] = round(100 * (honest_fedavg - cell["accuracy"]), 2)
+    honest_only: dict[str, float | None] = {}
+    for strategy in STRATEGIES:
+        refs = [honest_only_by_seed[str(k)][strategy] for k in seeds]
+        honest_only[strategy] = None if None in refs else round(
+            _avg([r for r in refs if r is not None]), 4
+        )  # fmt: skip
 
     robust_drops = [
         (cells[s][a]["drop_vs_same_strategy_honest"], s, a)
@@ -276,27 +361,35 @@ def accuracy_part(
         [{"strategy": s, "attack": a, "drop": v} for v, s, a in robust_drops if v > GOAL],
         key=lambda x: -x["drop"],
     )
+    failing_alone = sorted(
+        [{"strategy": s, "attack": a, "drop": v} for v, s, a in alone_drops if v > GOAL],
+        key=lambda x: -x["drop"],
+    )
     return {
         "settings": {
             "dataset": dataset,
             "max_samples": max_samples,
             "test_samples": len(fed.y_test),
-            "train_samples_per_participant": train_sizes,
+            "train_samples_per_participant_seed0": train_sizes,
             "participants": PARTICIPANTS,
             "malicious": list(MALICIOUS),
             "rounds": rounds,
             "local_epochs": epochs,
+            "seeds": list(seeds),
+            "workers": workers,
             "model": "mlp",
             "privacy": "off (local DP-SGD disabled to isolate robustness); no central DP",
             "screen": "on (default thresholds)" if screen else "off",
             "partition": "dirichlet alpha=0.5",
             "strategy_params": STRATEGY_PARAMS,
             "attack_params": ATTACK_PARAMS,
+            "figures": "each cell is the mean over the seeds; drops are per seed, then averaged",
             # the run's throw-away data folder is no figure: keep machine paths out of results
             "config": {**json.loads(base.model_dump_json()), "data_dir": "<tmp>"},
         },
         "gaussian_noise_scale_check": scale,
         "cells": cells,
+        "runs": runs,
         "attacks": attacks,
         "not_applicable": {
             a: "changes only votes; the plain simulation has no votes" for a in VOTE_ONLY
@@ -304,10 +397,12 @@ def accuracy_part(
         "honest_fedavg_accuracy": honest_fedavg,
         "worst_robust_drop": {"value": worst, "strategy": worst_s, "attack": worst_a},
         "honest_only_accuracy": honest_only,
+        "honest_only_accuracy_by_seed": honest_only_by_seed,
         "worst_robust_drop_vs_honest_only": None
         if worst_alone is None
         else {"value": worst_alone[0], "strategy": worst_alone[1], "attack": worst_alone[2]},
         "robust_cells_over_goal": failing,
+        "robust_cells_over_goal_vs_honest_only": failing_alone,
         "data_seconds": round(data_seconds, 3),
         "seconds": round(time.perf_counter() - t_all, 3),
     }
@@ -323,11 +418,13 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row = out.setdefault(
                 p["id"],
                 {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0,
-                 "flagged": [], "contribution": [], "proposal_net": 0, "vote_net": 0},
+                 "flagged": [], "contribution": [], "trust_score": [], "proposal_net": 0,
+                 "vote_net": 0},
             )  # fmt: skip
             if p["role"] == "proposer":
                 row["flagged"].append(p.get("flagged"))
                 row["contribution"].append(p.get("contribution"))
+                row["trust_score"].append(p.get("trust_score"))
                 row["proposal_net"] += int(p["reward"]) - int(p["slashed"])
             elif p["role"] == "voter":
                 row["vote_net"] += int(p["reward"]) - int(p["slashed"])
@@ -488,7 +585,9 @@ def rewards_part(
             "by more than half of the scoring voter stake (either side), is slashed at "
             "penalty_bps in accepted and rejected rounds; proposers of a rejected round slashed "
             "at slash_bps; voters: majority side paid pro rata stake, minority slashed at "
-            "voter_slash_bps, a voter that never reveals at max(slash_bps, voter_slash_bps)",
+            "voter_slash_bps, a voter that never reveals at max(slash_bps, voter_slash_bps); "
+            "the screen's trust history: the stake-weighted mean of every revealing voter's "
+            "contributions (accepting or rejecting) of each earlier finalized round",
             "penalty_bps": chain.penalty_bps,
             "slash_bps": chain.slash_bps,
             "voter_slash_bps": chain.voter_slash_bps,
@@ -664,6 +763,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--reward-seeds", type=int, default=None, help="flow runs per attack (default 3; quick 1)"
     )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="accuracy part task seeds (default 3; quick 1)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="accuracy part worker processes (default: one per CPU core)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--no-screen", action="store_true", help="accuracy part without the screen")
     parser.add_argument(
@@ -704,8 +810,10 @@ def main(argv: list[str] | None = None) -> None:
                 payload[part] = kept
     if "accuracy" in args.parts:
         payload["accuracy"] = accuracy_part(
-            dataset, max_samples, rounds, epochs, screen=not args.no_screen
-        )
+            dataset, max_samples, rounds, epochs, screen=not args.no_screen,
+            seeds=tuple(range(args.seeds or (1 if args.quick else 3))),
+            workers=args.workers or os.cpu_count() or 1, threads=args.threads,
+        )  # fmt: skip
     if "accuracy" in args.parts and "rewards" in args.parts:  # keep the long part if the rest fails
         _write(payload, args)
     if "rewards" in args.parts:
@@ -741,7 +849,8 @@ def main(argv: list[str] | None = None) -> None:
         s = acc["settings"]
         print(
             f"accuracy (%): {s['dataset']} max_samples={s['max_samples']} rounds={s['rounds']} "
-            f"local_epochs={s['local_epochs']} model=mlp DP off, malicious {', '.join(MALICIOUS)}"
+            f"local_epochs={s['local_epochs']} model=mlp DP off, malicious {', '.join(MALICIOUS)}, "
+            f"mean over seeds {s.get('seeds', [0])}"
         )
         print(_table_accuracy(acc))
         print("\ndrop vs the same strategy's all-honest run (accuracy points; + is worse):")
@@ -760,6 +869,10 @@ def main(argv: list[str] | None = None) -> None:
             worst_strategy=w["strategy"],
             worst_attack=w["attack"],
             robust_cells_over_goal=len(acc["robust_cells_over_goal"]),
+            robust_cells_over_goal_vs_honest_only=len(
+                acc.get("robust_cells_over_goal_vs_honest_only", [])
+            ),
+            seeds=s.get("seeds", [0]),
             worst_robust_drop_vs_honest_only=(acc["worst_robust_drop_vs_honest_only"] or {}).get(
                 "value"
             ),

@@ -103,17 +103,43 @@ def _settled_contributions(
     return out
 
 
+def _trust_scores(w: World, r: int, info: RoundInfo | None = None) -> dict[str, float]:
+    """Each proposer's score in round ``r`` for the screen's trust check: the stake-weighted
+    mean of the contributions of every voter that revealed one per update, accepting or
+    rejecting (the round's ``VoteRevealed`` events); empty when nobody did. A rejected round
+    says as much about its updates as an accepted one: label flippers mostly get their rounds
+    rejected, and a history of accepted rounds only would never see them. (Payment reads only
+    the accepting voters' accumulator, ``_settled_contributions``.) The sums are integers and
+    each mean is one correctly rounded division, so every reader gets the same floats."""
+    info = info or w.creator.round_info(w.task_id, r)
+    if not info.updates:
+        return {}
+    votes = [
+        (int(e["weight"]), [int(c) for c in e["contributions"]])
+        for e in w.creator.round_events(w.task_id, r, "VoteRevealed")
+        if len(e["contributions"]) == info.updates
+    ]
+    total = sum(weight for weight, _ in votes)
+    if not total:
+        return {}
+    out: dict[str, float] = {}
+    for i in range(info.updates):
+        proposer = w.by_address(w.creator.update_at(w.task_id, r, i).proposer).id
+        out[proposer] = sum(wt * c[i] for wt, c in votes) / (total * SCORE_SCALE)
+    return out
+
+
 def _trust_history(w: World, r: int) -> list[dict[str, float]]:
-    """The screen's trust input for round ``r``: the settled contributions of the finalized
-    rounds before it that any voter accepted, oldest first. Public and final, so the aggregator
-    and every voter read the same history."""
+    """The screen's trust input for round ``r``: :func:`_trust_scores` of the finalized rounds
+    before it that any voter scored, oldest first. Public and final, so the aggregator and
+    every voter read the same history."""
     history: list[dict[str, float]] = []
     if w.cfg.aggregation.screen.min_trust is None:
         return history
     for k in range(r):
         info = w.creator.round_info(w.task_id, k)
         if info.finalized:
-            scored = {p: s for p, s in _settled_contributions(w, k, info).items() if s is not None}
+            scored = _trust_scores(w, k, info)
             if scored:
                 history.append(scored)
     return history
@@ -128,12 +154,12 @@ class _RoundInputs(NamedTuple):
     state: StrategyState
     seed: int
     screen: Screen | None
-    history: list[dict[str, float]]  # settled contributions of earlier rounds
+    history: list[dict[str, float]]  # every revealing voter's mean scores of earlier rounds
 
 
 def _round_inputs(w: World, r: int) -> _RoundInputs:
     """The committed updates, the published strategy state, the round's chain seed for any
-    noise and the settled contributions of earlier rounds: what the aggregator and every voter
+    noise and the revealed contributions of earlier rounds: what the aggregator and every voter
     recompute the aggregate from."""
     seed = derive_seed(w.cfg.seed, "aggregate", _hex(w.creator.round_info(w.task_id, r).seed))
     digest = _previous_state_hash(w, r)
@@ -352,6 +378,7 @@ def finalize(name: str, r: int) -> dict[str, Any]:
         str(e["account"]).lower(): e for e in w.creator.round_events(w.task_id, r, "Settled")
     }
     contribution = _settled_contributions(w, r)
+    trust = _trust_scores(w, r)
     out = {}
     for m in w.members:
         e = settled.get(m.address.lower())
@@ -359,6 +386,7 @@ def finalize(name: str, r: int) -> dict[str, Any]:
             "reward": str(int(e["reward"])) if e else "0",
             "slashed": str(int(e["slashed"])) if e else "0",
             "contribution": contribution.get(m.id),
+            "trust_score": trust.get(m.id),
         }
     return {
         "accepted": bool(log["args"]["accepted"]),
@@ -468,6 +496,7 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
                                                    "contributions": vote["contributions"]},
                 "flagged": None if aggregated is None else aggregated["flagged"].get(m.id),
                 "contribution": settlement["settlement"][m.id]["contribution"],
+                "trust_score": settlement["settlement"][m.id]["trust_score"],
                 "reward": settlement["settlement"][m.id]["reward"],
                 "slashed": settlement["settlement"][m.id]["slashed"],
             }

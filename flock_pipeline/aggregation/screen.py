@@ -23,7 +23,7 @@ current global model and against each other. An update is *flagged*, with a reas
 
 The last two need a consensus to compare with, so they run only when at least ``min_updates``
 updates remain after the first three. Everything here is a pure function of the committed
-updates, the global weights and the history (in the flows: the contributions settled on chain),
+updates, the global weights and the history (in the flows: the contributions revealed on chain),
 in float64, so every voter flags exactly the same updates. Flagged updates are excluded from the
 aggregate. Free riders and copies are also penalized (voters score
 them -1, which the contract turns into a slash, see ``flock_pipeline.contribution``); the two
@@ -57,7 +57,8 @@ FLAG_REASONS = ("free_rider", "copy", "distrusted", "norm_outlier", "opposed")
 
 History = Sequence[Mapping[str, float]]
 """One mapping per earlier scored round, oldest first: proposer -> the contribution score of its
-update (in the flows, the stake-weighted mean the contract settled)."""
+update (in the flows, the stake-weighted mean over every voter that revealed contributions in
+that round, accepting or rejecting)."""
 
 
 @dataclass(frozen=True)

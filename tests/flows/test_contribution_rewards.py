@@ -89,9 +89,10 @@ def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
 
 @pytest.mark.slow
 def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
-    """The flow's trust check reads the contributions settled on chain: in every round, the
-    proposers left out as distrusted are exactly those whose settled contributions in earlier
-    rounds (as summary.json reports them) put their trust below min_trust."""
+    """The flow's trust check reads every revealing voter's contributions on chain, accepting or
+    rejecting: in every round, the proposers left out as distrusted are exactly those whose
+    trust scores of earlier rounds (as summary.json reports them) put their trust below
+    min_trust, and rejected rounds count."""
     from flock_pipeline.aggregation.screen import Screen
 
     config = {
@@ -102,10 +103,9 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
     }
     summary = _run_task(tmp_path, config)
 
-    # Only rounds some voter accepted carry contributions, and sortition draws each role
-    # independently; with seed 4 the history leaves label flipper p2 out of round 5.
+    # Sortition draws each role independently, so who can be judged when depends on the seed.
     screen, history = Screen(), []
-    distrusted = []
+    distrusted, rejected_scored = [], False
     for r in summary["rounds"]:
         proposers = {p["id"]: p for p in r["participants"] if p["role"] == "proposer"}
         expected = {
@@ -118,8 +118,10 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
             assert proposers[pid]["flagged"] == "distrusted"
             assert proposers[pid]["reward"] == "0"  # left out: unpaid
             distrusted.append(pid)
-        scored = {pid: p["contribution"] for pid, p in proposers.items()
-                  if p["contribution"] is not None}  # fmt: skip
+        scored = {pid: p["trust_score"] for pid, p in proposers.items()
+                  if p["trust_score"] is not None}  # fmt: skip
         if scored:
             history.append(scored)
+            rejected_scored = rejected_scored or not r["accepted"]
     assert distrusted and set(distrusted) <= {"p1", "p2"}, distrusted
+    assert rejected_scored  # a rejected round's scores are part of the history
