@@ -64,7 +64,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -141,9 +141,15 @@ def _config(
     screen: bool = True,
     seed: int = 0,
     voter_slash_bps: int | None = None,
+    trust: bool = True,
 ) -> FlockConfig:
+    path = None
+    if not trust:  # null is only possible in a task file (overrides drop None values)
+        path = data_dir.parent / "no-trust.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("aggregation:\n  screen:\n    min_trust: null\n")
     return load_config(
-        None,
+        path,
         {
             "data_dir": str(data_dir),
             "participants": PARTICIPANTS,
@@ -211,16 +217,29 @@ def _worker_init(threads: int) -> None:
     _WORKER["dir"] = Path(tempfile.mkdtemp(prefix="accuracy-", dir=_TMP))
 
 
-def _accuracy_cell(job: tuple[str, int | None, int, int, bool, int, str, str]) -> dict[str, Any]:
-    """One simulation (strategy x attack x seed) in a worker; the seed's Federation is built
-    once per worker and reused."""
-    dataset, max_samples, rounds, epochs, screen, seed, strategy, attack = job
+class _Cell(NamedTuple):
+    """One plain simulation of the accuracy or trust_cost part."""
+
+    dataset: str
+    max_samples: int | None
+    rounds: int
+    epochs: int
+    screen: bool
+    seed: int
+    strategy: str
+    attack: str
+    trust: bool = True
+
+
+def _accuracy_cell(job: _Cell) -> dict[str, Any]:
+    """One simulation in a worker; the seed's Federation is built once per worker and reused."""
+    dataset, max_samples, rounds, epochs, screen, seed, strategy, attack, trust = job
     data = _WORKER["dir"] / f"seed{seed}"
     if seed not in _FEDS:
         base = _config(data, dataset, max_samples, rounds, epochs, screen=screen, seed=seed)
         _FEDS[seed] = prepare_federation(base)
     cfg = _config(data, dataset, max_samples, rounds, epochs, strategy, attack, screen=screen,
-                  seed=seed)  # fmt: skip
+                  seed=seed, trust=trust)  # fmt: skip
     t0 = time.perf_counter()
     result = run_simulation(cfg, None, Console(stderr=True, quiet=True), fed=_FEDS[seed])
     wall = time.perf_counter() - t0
@@ -239,6 +258,24 @@ def _accuracy_cell(job: tuple[str, int | None, int, int, bool, int, str, str]) -
 
 def _avg(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def _run_cells(jobs: list[_Cell], workers: int, threads: int, label: str) -> list[dict[str, Any]]:
+    """Run ``jobs`` on ``workers`` processes; the results in the order of ``jobs``."""
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(workers, context, _worker_init, (threads,)) as pool:
+        futures = {pool.submit(_accuracy_cell, job): i for i, job in enumerate(jobs)}
+        for done, future in enumerate(as_completed(futures), 1):
+            i = futures[future]
+            job, cell = jobs[i], future.result()
+            out[i] = cell
+            trust = "" if job.trust else " no-trust"
+            _log(
+                f"[{label} {done}/{len(jobs)}] seed {job.seed} {job.strategy:<13} "
+                f"{job.attack:<15}{trust} acc {cell['accuracy']:.4f} ({cell['seconds']:.1f}s)"
+            )
+    return [c for c in out if c is not None]
 
 
 def accuracy_part(
@@ -265,7 +302,7 @@ def accuracy_part(
         scale = _scale_check(base, fed)
         train_sizes = {p.id: len(p.y_train) for p in fed.participants}
     jobs = [
-        (dataset, max_samples, rounds, epochs, screen, seed, strategy, attack)
+        _Cell(dataset, max_samples, rounds, epochs, screen, seed, strategy, attack)
         for seed in seeds
         for attack in runnable
         for strategy in STRATEGIES
@@ -273,17 +310,8 @@ def accuracy_part(
     runs: dict[str, dict[str, dict[str, Any]]] = {
         str(k): {s: {} for s in STRATEGIES} for k in seeds
     }
-    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(workers, context, _worker_init, (threads,)) as pool:
-        futures = {pool.submit(_accuracy_cell, job): job for job in jobs}
-        for done, future in enumerate(as_completed(futures), 1):
-            *_, seed, strategy, attack = futures[future]
-            cell = future.result()
-            runs[str(seed)][strategy][attack] = cell
-            _log(
-                f"[accuracy {done}/{len(jobs)}] seed {seed} {strategy:<13} {attack:<15} "
-                f"acc {cell['accuracy']:.4f} ({cell['seconds']:.1f}s)"
-            )
+    for job, cell in zip(jobs, _run_cells(jobs, workers, threads, "accuracy"), strict=True):
+        runs[str(job.seed)][job.strategy][job.attack] = cell
 
     # Per seed: the honest-only reference is the free-rider run if the screen flagged exactly
     # the malicious participants in every round of it.
@@ -406,6 +434,85 @@ def accuracy_part(
         "data_seconds": round(data_seconds, 3),
         "seconds": round(time.perf_counter() - t_all, 3),
     }
+
+
+def trust_cost_part(
+    dataset: str,
+    max_samples: int | None,
+    rounds: int,
+    epochs: int,
+    seeds: tuple[int, ...],
+    workers: int,
+    threads: int,
+) -> dict[str, Any]:
+    """What the screen's trust check costs honest participants and what it buys: every
+    strategy all-honest and under label flipping, with ``min_trust`` at its default and off,
+    per seed. Honest exclusions count (participant, round) pairs where the screen left out an
+    honest participant's update as distrusted (all-honest: any participant's)."""
+    t_all = time.perf_counter()
+    settings = [(a, t) for a in ("none", "label_flip") for t in (True, False)]
+    jobs = [
+        _Cell(dataset, max_samples, rounds, epochs, True, seed, strategy, attack, trust)
+        for seed in seeds
+        for attack, trust in settings
+        for strategy in STRATEGIES
+    ]
+    results = _run_cells(jobs, workers, threads, "trust_cost")
+    by: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    for job, cell in zip(jobs, results, strict=True):
+        by.setdefault((job.strategy, job.attack, job.trust), []).append(cell)
+
+    def honest_exclusions(cells: list[dict[str, Any]], attack: str) -> list[int]:
+        malicious = () if attack == "none" else MALICIOUS  # all-honest: everyone is honest
+        return [
+            sum(1 for f in c["flagged_per_round"] for pid, why in f.items()
+                if why == "distrusted" and pid not in malicious)
+            for c in cells
+        ]  # fmt: skip
+
+    rows: dict[str, dict[str, Any]] = {}
+    for strategy in STRATEGIES:
+        row: dict[str, Any] = {}
+        for attack in ("none", "label_flip"):
+            on, off = by[(strategy, attack, True)], by[(strategy, attack, False)]
+            row[attack] = {
+                "accuracy_trust": round(_avg([c["accuracy"] for c in on]), 4),
+                "accuracy_no_trust": round(_avg([c["accuracy"] for c in off]), 4),
+                "accuracy_trust_by_seed": [c["accuracy"] for c in on],
+                "accuracy_no_trust_by_seed": [c["accuracy"] for c in off],
+                "gain_points": round(
+                    100
+                    * _avg([a["accuracy"] - b["accuracy"] for a, b in zip(on, off, strict=True)]),
+                    2,
+                ),
+                "honest_exclusions_by_seed": honest_exclusions(on, attack),
+            }
+        rows[strategy] = row
+    return {
+        "settings": {
+            "dataset": dataset, "max_samples": max_samples, "rounds": rounds,
+            "local_epochs": epochs, "seeds": list(seeds), "malicious_in_label_flip": MALICIOUS,
+            "min_trust": "default (-1.0, trust_rounds 2) vs null (off)",
+        },
+        "strategies": rows,
+        "seconds": round(time.perf_counter() - t_all, 3),
+    }  # fmt: skip
+
+
+def _table_trust_cost(part: dict[str, Any]) -> str:
+    lines = [
+        "| strategy | all honest: trust on | off | honest exclusions by seed "
+        "| label_flip: trust on | off |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for s, row in part["strategies"].items():
+        n, f = row["none"], row["label_flip"]
+        lines.append(
+            f"| {s} | {100 * n['accuracy_trust']:.1f} | {100 * n['accuracy_no_trust']:.1f} | "
+            f"{' / '.join(str(x) for x in n['honest_exclusions_by_seed'])} | "
+            f"{100 * f['accuracy_trust']:.1f} | {100 * f['accuracy_no_trust']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- rewards
@@ -747,9 +854,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="MNIST 5k, 3 flow runs (< 8 min)")
     parser.add_argument("--parts", nargs="+", default=["accuracy", "rewards"],
-                        choices=["accuracy", "rewards", "voter_slash"],
-                        help="voter_slash: the dishonest voter at several voter_slash_bps "
-                        "(not run by default)")  # fmt: skip
+                        choices=["accuracy", "rewards", "voter_slash", "trust_cost"],
+                        help="voter_slash: the dishonest voter at several voter_slash_bps; "
+                        "trust_cost: all-honest and label-flip runs with the trust check on and "
+                        "off (neither runs by default)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=None, help="accuracy part rounds")
     parser.add_argument("--epochs", type=int, default=None, help="accuracy part local epochs")
     parser.add_argument("--max-samples", type=int, default=None, help="accuracy part data cap")
@@ -803,17 +911,22 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     payload: dict[str, Any] = {"benchmark": "robustness", "mode": mode, "quick": args.quick}
     previous = _output(args)
-    for part in ("accuracy", "rewards", "voter_slash"):  # a part not run now keeps its figures
+    for part in ("accuracy", "rewards", "voter_slash", "trust_cost"):  # others keep theirs
         if part not in args.parts and previous.exists():
             kept = json.loads(previous.read_text()).get(part)
             if kept is not None:
                 payload[part] = kept
+    accuracy_seeds = tuple(range(args.seeds or (1 if args.quick else 3)))
+    workers = args.workers or os.cpu_count() or 1
     if "accuracy" in args.parts:
         payload["accuracy"] = accuracy_part(
             dataset, max_samples, rounds, epochs, screen=not args.no_screen,
-            seeds=tuple(range(args.seeds or (1 if args.quick else 3))),
-            workers=args.workers or os.cpu_count() or 1, threads=args.threads,
+            seeds=accuracy_seeds, workers=workers, threads=args.threads,
         )  # fmt: skip
+    if "trust_cost" in args.parts:
+        payload["trust_cost"] = trust_cost_part(
+            dataset, max_samples, rounds, epochs, accuracy_seeds, workers, args.threads
+        )
     if "accuracy" in args.parts and "rewards" in args.parts:  # keep the long part if the rest fails
         _write(payload, args)
     if "rewards" in args.parts:
@@ -894,6 +1007,10 @@ def main(argv: list[str] | None = None) -> None:
             rewards_goal_pass=rw["goal_no_malicious_positive"],
             rewards_seconds=rw["seconds"],
         )
+    if "trust_cost" in payload:
+        tc = payload["trust_cost"]
+        print(f"\ntrust check on vs off, accuracy (%), mean over seeds {tc['settings']['seeds']}:")
+        print(_table_trust_cost(tc))
     if "voter_slash" in payload:
         vs = payload["voter_slash"]
         print(f"\nvote net of reversed (dishonest) and honest voters by chain.voter_slash_bps "

@@ -132,16 +132,19 @@ def _trust_scores(w: World, r: int, info: RoundInfo | None = None) -> dict[str, 
 def _trust_history(w: World, r: int) -> list[dict[str, float]]:
     """The screen's trust input for round ``r``: :func:`_trust_scores` of the finalized rounds
     before it that any voter scored, oldest first. Public and final, so the aggregator and
-    every voter read the same history."""
+    every voter read the same history, and each process reads a finalized round once."""
     history: list[dict[str, float]] = []
     if w.cfg.aggregation.screen.min_trust is None:
         return history
     for k in range(r):
-        info = w.creator.round_info(w.task_id, k)
-        if info.finalized:
-            scored = _trust_scores(w, k, info)
-            if scored:
-                history.append(scored)
+        scored = w.finalized_trust.get(k)
+        if scored is None:
+            info = w.creator.round_info(w.task_id, k)
+            if not info.finalized:
+                continue
+            scored = w.finalized_trust.setdefault(k, _trust_scores(w, k, info))
+        if scored:
+            history.append(scored)
     return history
 
 

@@ -86,6 +86,8 @@ class World:
     anvil: AnvilNode | None = None
     started_anvil: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    finalized_trust: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Trust scores of finalized rounds, by round index: final on chain, so read once."""
 
     def member(self, pid: str) -> Member:
         return next(m for m in self.members if m.id == pid)
