@@ -18,8 +18,8 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   turns it off to measure the strategies alone. Besides the all-honest run, each strategy gets
   an honest-only reference: the same strategy with the 3 malicious participants' updates left
   out. It is the free_rider run under the screen (the bench checks that the screen flagged
-  exactly p1, p4, p7 in every round of it), and it bounds what any rule can reach when 30% of the
-  participants contribute nothing honest.
+  p1, p4, p7 as free riders in every round of it), and it bounds what any rule can reach when
+  30% of the participants contribute nothing honest.
 - rewards: the real flow (``flows.federated.federated_task``: on-chain sortition, commit-reveal
   votes with contribution scores, settlement and pull claims on a managed local anvil, a fresh
   ``data_dir`` per run) with FedAvg x each attack x task seeds 0, 1, 2 (``--reward-seeds``;
@@ -36,11 +36,16 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
 - voter_slash (only with ``--parts voter_slash``): the rewards part's dishonest-voter flow at
   ``chain.voter_slash_bps`` 10%, 50%, 70% and 100%, same seeds: what voting nets a voter that
   reverses its measurement, and an honest one.
+- trust_cost (only with ``--parts trust_cost``): every strategy all-honest and under label
+  flipping, with the screen's trust check at its default and off (``min_trust: null``), on the
+  accuracy part's seeds and data: what the check costs honest participants whose data the
+  validators do not share, and what it buys against label flipping.
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST x 3 seeds + 21 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
     .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
     .venv/bin/python bench/robustness.py --parts voter_slash   # the dishonest voter at 4 rates
+    .venv/bin/python bench/robustness.py --parts trust_cost    # the trust check on and off
 
 The last stdout line is one JSON object with the headline metric: the worst accuracy drop (in
 points, mean over the seeds) of a robust strategy (median, trimmed mean, Krum, Multi-Krum,
@@ -278,50 +283,24 @@ def _run_cells(jobs: list[_Cell], workers: int, threads: int, label: str) -> lis
     return [c for c in out if c is not None]
 
 
-def accuracy_part(
-    dataset: str,
-    max_samples: int | None,
-    rounds: int,
-    epochs: int,
-    screen: bool = True,
-    seeds: tuple[int, ...] = (0,),
-    workers: int = 1,
-    threads: int = 1,
+def summarize_accuracy(
+    runs: dict[str, dict[str, dict[str, Any]]], seeds: tuple[int, ...], screen: bool
 ) -> dict[str, Any]:
-    """Every strategy x attack for every task seed (the seed moves the partition, the initial
-    model and the training), on ``workers`` processes. Each cell is deterministic given its
-    seed, so how the cells are spread over the workers does not change any figure."""
+    """The accuracy part's figures from its per-seed cells (``runs``: seed -> strategy ->
+    attack -> cell): per-seed drops, their means, the honest-only references and the goal."""
     attacks = ["none", *ATTACK_KINDS]
     runnable = [a for a in attacks if a not in VOTE_ONLY]
-    t_all = time.perf_counter()
-    with _fresh_dir("accuracy") as d:
-        base = _config(d / "data", dataset, max_samples, rounds, epochs, screen=screen)
-        t0 = time.perf_counter()
-        fed = prepare_federation(base)
-        data_seconds = time.perf_counter() - t0
-        scale = _scale_check(base, fed)
-        train_sizes = {p.id: len(p.y_train) for p in fed.participants}
-    jobs = [
-        _Cell(dataset, max_samples, rounds, epochs, screen, seed, strategy, attack)
-        for seed in seeds
-        for attack in runnable
-        for strategy in STRATEGIES
-    ]
-    runs: dict[str, dict[str, dict[str, Any]]] = {
-        str(k): {s: {} for s in STRATEGIES} for k in seeds
-    }
-    for job, cell in zip(jobs, _run_cells(jobs, workers, threads, "accuracy"), strict=True):
-        runs[str(job.seed)][job.strategy][job.attack] = cell
-
-    # Per seed: the honest-only reference is the free-rider run if the screen flagged exactly
-    # the malicious participants in every round of it.
+    # Per seed: the honest-only reference is the free-rider run if the screen flagged the
+    # malicious participants as free riders in every round of it (it may also have left out an
+    # honest update, as it can in any run).
     honest_only_by_seed: dict[str, dict[str, float | None]] = {}
     for k, run in runs.items():
         honest_only_by_seed[k] = {}
         for strategy, row in run.items():
             rider = row["free_rider"]
             excluded = screen and all(
-                set(f) == set(MALICIOUS) for f in rider["flagged_per_round"]
+                all(f.get(m) == "free_rider" for m in MALICIOUS)
+                for f in rider["flagged_per_round"]
             )  # fmt: skip
             honest_only_by_seed[k][strategy] = rider["accuracy"] if excluded else None
         for strategy, row in run.items():
@@ -394,6 +373,57 @@ def accuracy_part(
         key=lambda x: -x["drop"],
     )
     return {
+        "cells": cells,
+        "attacks": attacks,
+        "honest_fedavg_accuracy": honest_fedavg,
+        "worst_robust_drop": {"value": worst, "strategy": worst_s, "attack": worst_a},
+        "honest_only_accuracy": honest_only,
+        "honest_only_accuracy_by_seed": honest_only_by_seed,
+        "worst_robust_drop_vs_honest_only": None
+        if worst_alone is None
+        else {"value": worst_alone[0], "strategy": worst_alone[1], "attack": worst_alone[2]},
+        "robust_cells_over_goal": failing,
+        "robust_cells_over_goal_vs_honest_only": failing_alone,
+    }
+
+
+def accuracy_part(
+    dataset: str,
+    max_samples: int | None,
+    rounds: int,
+    epochs: int,
+    screen: bool = True,
+    seeds: tuple[int, ...] = (0,),
+    workers: int = 1,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Every strategy x attack for every task seed (the seed moves the partition, the initial
+    model and the training), on ``workers`` processes. Each cell is deterministic given its
+    seed, so how the cells are spread over the workers does not change any figure."""
+    attacks = ["none", *ATTACK_KINDS]
+    runnable = [a for a in attacks if a not in VOTE_ONLY]
+    t_all = time.perf_counter()
+    with _fresh_dir("accuracy") as d:
+        base = _config(d / "data", dataset, max_samples, rounds, epochs, screen=screen)
+        t0 = time.perf_counter()
+        fed = prepare_federation(base)
+        data_seconds = time.perf_counter() - t0
+        scale = _scale_check(base, fed)
+        train_sizes = {p.id: len(p.y_train) for p in fed.participants}
+    jobs = [
+        _Cell(dataset, max_samples, rounds, epochs, screen, seed, strategy, attack)
+        for seed in seeds
+        for attack in runnable
+        for strategy in STRATEGIES
+    ]
+    runs: dict[str, dict[str, dict[str, Any]]] = {
+        str(k): {s: {} for s in STRATEGIES} for k in seeds
+    }
+    for job, cell in zip(jobs, _run_cells(jobs, workers, threads, "accuracy"), strict=True):
+        runs[str(job.seed)][job.strategy][job.attack] = cell
+
+    summary = summarize_accuracy(runs, seeds, screen)
+    return {
         "settings": {
             "dataset": dataset,
             "max_samples": max_samples,
@@ -416,21 +446,11 @@ def accuracy_part(
             "config": {**json.loads(base.model_dump_json()), "data_dir": "<tmp>"},
         },
         "gaussian_noise_scale_check": scale,
-        "cells": cells,
         "runs": runs,
-        "attacks": attacks,
         "not_applicable": {
             a: "changes only votes; the plain simulation has no votes" for a in VOTE_ONLY
         },
-        "honest_fedavg_accuracy": honest_fedavg,
-        "worst_robust_drop": {"value": worst, "strategy": worst_s, "attack": worst_a},
-        "honest_only_accuracy": honest_only,
-        "honest_only_accuracy_by_seed": honest_only_by_seed,
-        "worst_robust_drop_vs_honest_only": None
-        if worst_alone is None
-        else {"value": worst_alone[0], "strategy": worst_alone[1], "attack": worst_alone[2]},
-        "robust_cells_over_goal": failing,
-        "robust_cells_over_goal_vs_honest_only": failing_alone,
+        **summary,
         "data_seconds": round(data_seconds, 3),
         "seconds": round(time.perf_counter() - t_all, 3),
     }
