@@ -90,6 +90,7 @@ from flock_pipeline.aggregation.registry import STRATEGIES  # noqa: E402
 from flock_pipeline.attacks.spec import ATTACK_KINDS  # noqa: E402
 from flock_pipeline.chain import dev_signers as _DEV_SIGNERS  # noqa: E402
 from flock_pipeline.config import ChainConfig, FlockConfig, load_config  # noqa: E402
+from flock_pipeline.errors import AggregationError  # noqa: E402
 from flock_pipeline.round import initial_weights, prepare_federation, train_participant  # noqa: E402
 from flock_pipeline.simulation import run_simulation  # noqa: E402
 
@@ -246,7 +247,11 @@ def _accuracy_cell(job: _Cell) -> dict[str, Any]:
     cfg = _config(data, dataset, max_samples, rounds, epochs, strategy, attack, screen=screen,
                   seed=seed, trust=trust)  # fmt: skip
     t0 = time.perf_counter()
-    result = run_simulation(cfg, None, Console(stderr=True, quiet=True), fed=_FEDS[seed])
+    try:
+        result = run_simulation(cfg, None, Console(stderr=True, quiet=True), fed=_FEDS[seed])
+    except AggregationError as exc:  # the attack blew the model up: a NaN or infinite update
+        return {"accuracy": None, "diverged": str(exc), "flagged_per_round": [],
+                "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     wall = time.perf_counter() - t0
     rounds_out = result.summary["rounds"]
     selected = rounds_out[-1]["selected"]
@@ -265,6 +270,12 @@ def _avg(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _mean_or_none(values: list[float | None]) -> float | None:
+    """The mean to 2 decimals, or None if any value is None."""
+    ok = [v for v in values if v is not None]
+    return round(_avg(ok), 2) if ok and len(ok) == len(values) else None
+
+
 def _run_cells(jobs: list[_Cell], workers: int, threads: int, label: str) -> list[dict[str, Any]]:
     """Run ``jobs`` on ``workers`` processes; the results in the order of ``jobs``."""
     out: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -276,9 +287,10 @@ def _run_cells(jobs: list[_Cell], workers: int, threads: int, label: str) -> lis
             job, cell = jobs[i], future.result()
             out[i] = cell
             trust = "" if job.trust else " no-trust"
+            acc = "diverged" if cell["accuracy"] is None else f"{cell['accuracy']:.4f}"
             _log(
                 f"[{label} {done}/{len(jobs)}] seed {job.seed} {job.strategy:<13} "
-                f"{job.attack:<15}{trust} acc {cell['accuracy']:.4f} ({cell['seconds']:.1f}s)"
+                f"{job.attack:<15}{trust} acc {acc} ({cell['seconds']:.1f}s)"
             )
     return [c for c in out if c is not None]
 
@@ -298,7 +310,7 @@ def summarize_accuracy(
         honest_only_by_seed[k] = {}
         for strategy, row in run.items():
             rider = row["free_rider"]
-            excluded = screen and all(
+            excluded = screen and rider["accuracy"] is not None and all(
                 all(f.get(m) == "free_rider" for m in MALICIOUS)
                 for f in rider["flagged_per_round"]
             )  # fmt: skip
@@ -307,12 +319,16 @@ def summarize_accuracy(
             honest = row["none"]["accuracy"]
             alone = honest_only_by_seed[k][strategy]
             for cell in row.values():
-                cell["drop_vs_same_strategy_honest"] = round(100 * (honest - cell["accuracy"]), 2)
+                acc = cell["accuracy"]  # None: the run diverged
+                cell["drop_vs_same_strategy_honest"] = (
+                    None if acc is None or honest is None else round(100 * (honest - acc), 2)
+                )
                 cell["drop_vs_same_strategy_honest_only"] = (
-                    None if alone is None else round(100 * (alone - cell["accuracy"]), 2)
+                    None if acc is None or alone is None else round(100 * (alone - acc), 2)
                 )
 
-    # Across seeds: the mean of each figure; a reference missing in any seed makes its mean n/a.
+    # Across seeds: the mean of each figure; a seed that diverged, or a reference missing in
+    # any seed, makes the mean n/a.
     cells: dict[str, dict[str, Any]] = {s: {} for s in STRATEGIES}
     for strategy in STRATEGIES:
         for attack in attacks:
@@ -321,28 +337,29 @@ def summarize_accuracy(
                 continue
             per = [runs[str(k)][strategy][attack] for k in seeds]
             accs = [c["accuracy"] for c in per]
+            ok = [a for a in accs if a is not None]
+            vs_honest = [c["drop_vs_same_strategy_honest"] for c in per]
             vs_alone = [c["drop_vs_same_strategy_honest_only"] for c in per]
             cells[strategy][attack] = {
-                "accuracy": round(_avg(accs), 4),
+                "accuracy": round(_avg(ok), 4) if len(ok) == len(accs) else None,
                 "accuracy_by_seed": accs,
-                "accuracy_min": min(accs),
-                "accuracy_max": max(accs),
-                "drop_vs_same_strategy_honest": round(
-                    _avg([c["drop_vs_same_strategy_honest"] for c in per]), 2
-                ),
-                "drop_vs_same_strategy_honest_by_seed": [
-                    c["drop_vs_same_strategy_honest"] for c in per
-                ],
-                "drop_vs_same_strategy_honest_only": None
-                if any(v is None for v in vs_alone)
-                else round(_avg([v for v in vs_alone if v is not None]), 2),
+                "diverged_seeds": [k for k, a in zip(seeds, accs, strict=True) if a is None],
+                "accuracy_min": min(ok) if ok else None,
+                "accuracy_max": max(ok) if ok else None,
+                "drop_vs_same_strategy_honest": _mean_or_none(vs_honest),
+                "drop_vs_same_strategy_honest_by_seed": vs_honest,
+                "drop_vs_same_strategy_honest_only": _mean_or_none(vs_alone),
                 "drop_vs_same_strategy_honest_only_by_seed": vs_alone,
             }
     honest_fedavg = cells["fedavg"]["none"]["accuracy"]
     for row in cells.values():
         for cell in row.values():
             if cell is not None:
-                cell["drop_vs_fedavg_honest"] = round(100 * (honest_fedavg - cell["accuracy"]), 2)
+                cell["drop_vs_fedavg_honest"] = (
+                    None
+                    if cell["accuracy"] is None or honest_fedavg is None
+                    else round(100 * (honest_fedavg - cell["accuracy"]), 2)
+                )
     honest_only: dict[str, float | None] = {}
     for strategy in STRATEGIES:
         refs = [honest_only_by_seed[str(k)][strategy] for k in seeds]
@@ -354,9 +371,15 @@ def summarize_accuracy(
         (cells[s][a]["drop_vs_same_strategy_honest"], s, a)
         for s in ROBUST
         for a in runnable
-        if a != "none"
+        if a != "none" and cells[s][a]["drop_vs_same_strategy_honest"] is not None
     ]
-    worst, worst_s, worst_a = max(robust_drops)
+    diverged = [
+        {"strategy": s, "attack": a, "drop": None, "diverged_seeds": cells[s][a]["diverged_seeds"]}
+        for s in ROBUST
+        for a in runnable
+        if cells[s][a]["diverged_seeds"]
+    ]
+    worst, worst_s, worst_a = max(robust_drops) if robust_drops else (None, None, None)
     alone_drops = [
         (cells[s][a]["drop_vs_same_strategy_honest_only"], s, a)
         for s in ROBUST
@@ -364,7 +387,7 @@ def summarize_accuracy(
         if a != "none" and cells[s][a]["drop_vs_same_strategy_honest_only"] is not None
     ]
     worst_alone = max(alone_drops) if alone_drops else None
-    failing = sorted(
+    failing = diverged + sorted(
         [{"strategy": s, "attack": a, "drop": v} for v, s, a in robust_drops if v > GOAL],
         key=lambda x: -x["drop"],
     )
@@ -808,7 +831,10 @@ def _table_accuracy(part: dict[str, Any]) -> str:
         out = []
         for a in attacks:
             c = row[a]
-            out.append("n/a" if c is None else f"{100 * c['accuracy']:.1f}")
+            out.append(
+                "n/a" if c is None else "diverged" if c["accuracy"] is None
+                else f"{100 * c['accuracy']:.1f}"
+            )  # fmt: skip
         name = f"**{s}**" if s in ROBUST else s
         lines.append(f"| {name} | " + " | ".join(out) + " |")
     return "\n".join(lines)
