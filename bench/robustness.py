@@ -66,7 +66,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -266,14 +266,18 @@ def _accuracy_cell(job: _Cell) -> dict[str, Any]:
     }
 
 
-def _avg(values: list[float]) -> float:
-    return sum(values) / len(values)
+def _mean(values: Sequence[float | None], digits: int | None = None) -> float | None:
+    """The mean (rounded to ``digits`` if given); None when there is no value or any is None (a
+    diverged run, a missing reference)."""
+    if not values or any(v is None for v in values):
+        return None
+    mean = sum(v for v in values if v is not None) / len(values)
+    return mean if digits is None else round(mean, digits)
 
 
-def _mean_or_none(values: list[float | None]) -> float | None:
-    """The mean to 2 decimals, or None if any value is None."""
-    ok = [v for v in values if v is not None]
-    return round(_avg(ok), 2) if ok and len(ok) == len(values) else None
+def _pct(value: float | None) -> str:
+    """An accuracy as a table cell: percent, or "diverged"."""
+    return "diverged" if value is None else f"{100 * value:.1f}"
 
 
 def _run_cells(jobs: list[_Cell], workers: int, threads: int, label: str) -> list[dict[str, Any]]:
@@ -341,14 +345,14 @@ def summarize_accuracy(
             vs_honest = [c["drop_vs_same_strategy_honest"] for c in per]
             vs_alone = [c["drop_vs_same_strategy_honest_only"] for c in per]
             cells[strategy][attack] = {
-                "accuracy": round(_avg(ok), 4) if len(ok) == len(accs) else None,
+                "accuracy": _mean(accs, 4),
                 "accuracy_by_seed": accs,
                 "diverged_seeds": [k for k, a in zip(seeds, accs, strict=True) if a is None],
                 "accuracy_min": min(ok) if ok else None,
                 "accuracy_max": max(ok) if ok else None,
-                "drop_vs_same_strategy_honest": _mean_or_none(vs_honest),
+                "drop_vs_same_strategy_honest": _mean(vs_honest, 2),
                 "drop_vs_same_strategy_honest_by_seed": vs_honest,
-                "drop_vs_same_strategy_honest_only": _mean_or_none(vs_alone),
+                "drop_vs_same_strategy_honest_only": _mean(vs_alone, 2),
                 "drop_vs_same_strategy_honest_only_by_seed": vs_alone,
             }
     honest_fedavg = cells["fedavg"]["none"]["accuracy"]
@@ -363,9 +367,7 @@ def summarize_accuracy(
     honest_only: dict[str, float | None] = {}
     for strategy in STRATEGIES:
         refs = [honest_only_by_seed[str(k)][strategy] for k in seeds]
-        honest_only[strategy] = None if None in refs else round(
-            _avg([r for r in refs if r is not None]), 4
-        )  # fmt: skip
+        honest_only[strategy] = _mean(refs, 4)
 
     robust_drops = [
         (cells[s][a]["drop_vs_same_strategy_honest"], s, a)
@@ -517,18 +519,21 @@ def trust_cost_part(
     for strategy in STRATEGIES:
         row: dict[str, Any] = {}
         for attack in ("none", "label_flip"):
-            on, off = by[(strategy, attack, True)], by[(strategy, attack, False)]
+            on = [c["accuracy"] for c in by[(strategy, attack, True)]]
+            off = [c["accuracy"] for c in by[(strategy, attack, False)]]
+            gains = [
+                None if a is None or b is None else 100 * (a - b)
+                for a, b in zip(on, off, strict=True)
+            ]
             row[attack] = {
-                "accuracy_trust": round(_avg([c["accuracy"] for c in on]), 4),
-                "accuracy_no_trust": round(_avg([c["accuracy"] for c in off]), 4),
-                "accuracy_trust_by_seed": [c["accuracy"] for c in on],
-                "accuracy_no_trust_by_seed": [c["accuracy"] for c in off],
-                "gain_points": round(
-                    100
-                    * _avg([a["accuracy"] - b["accuracy"] for a, b in zip(on, off, strict=True)]),
-                    2,
+                "accuracy_trust": _mean(on, 4),
+                "accuracy_no_trust": _mean(off, 4),
+                "accuracy_trust_by_seed": on,
+                "accuracy_no_trust_by_seed": off,
+                "gain_points": _mean(gains, 2),
+                "honest_exclusions_by_seed": honest_exclusions(
+                    by[(strategy, attack, True)], attack
                 ),
-                "honest_exclusions_by_seed": honest_exclusions(on, attack),
             }
         rows[strategy] = row
     return {
@@ -551,9 +556,9 @@ def _table_trust_cost(part: dict[str, Any]) -> str:
     for s, row in part["strategies"].items():
         n, f = row["none"], row["label_flip"]
         lines.append(
-            f"| {s} | {100 * n['accuracy_trust']:.1f} | {100 * n['accuracy_no_trust']:.1f} | "
+            f"| {s} | {_pct(n['accuracy_trust'])} | {_pct(n['accuracy_no_trust'])} | "
             f"{' / '.join(str(x) for x in n['honest_exclusions_by_seed'])} | "
-            f"{100 * f['accuracy_trust']:.1f} | {100 * f['accuracy_no_trust']:.1f} |"
+            f"{_pct(f['accuracy_trust'])} | {_pct(f['accuracy_no_trust'])} |"
         )
     return "\n".join(lines)
 
@@ -651,10 +656,6 @@ def _fund_flow_accounts() -> None:
     import flows.world as world  # prefect: only when a flow part runs
 
     world.dev_signers = functools.partial(_DEV_SIGNERS, fund=GAS_FUNDING)
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def rewards_part(
@@ -831,10 +832,7 @@ def _table_accuracy(part: dict[str, Any]) -> str:
         out = []
         for a in attacks:
             c = row[a]
-            out.append(
-                "n/a" if c is None else "diverged" if c["accuracy"] is None
-                else f"{100 * c['accuracy']:.1f}"
-            )  # fmt: skip
+            out.append("n/a" if c is None else _pct(c["accuracy"]))
         name = f"**{s}**" if s in ROBUST else s
         lines.append(f"| {name} | " + " | ".join(out) + " |")
     return "\n".join(lines)
