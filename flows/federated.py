@@ -381,7 +381,8 @@ def finalize(name: str, r: int) -> dict[str, Any]:
         str(e["account"]).lower(): e for e in w.creator.round_events(w.task_id, r, "Settled")
     }
     contribution = _settled_contributions(w, r)
-    trust = _trust_scores(w, r)
+    # Final from here on: later rounds' trust histories read it from the cache.
+    trust = w.finalized_trust[r] = _trust_scores(w, r)
     out = {}
     for m in w.members:
         e = settled.get(m.address.lower())
