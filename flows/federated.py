@@ -88,13 +88,10 @@ def _previous_state_hash(w: World, r: int) -> str | None:
     return None
 
 
-def _settled_contributions(
-    w: World, r: int, info: RoundInfo | None = None
-) -> dict[str, float | None]:
+def _settled_contributions(w: World, r: int) -> dict[str, float | None]:
     """Each proposer's contribution in round ``r`` as the contract holds it: the stake-weighted
-    mean of the accepting voters' scores (None when nobody accepted). ``info``: the round's
-    RoundInfo if the caller has read it already."""
-    info = info or w.creator.round_info(w.task_id, r)
+    mean of the accepting voters' scores (None when nobody accepted)."""
+    info = w.creator.round_info(w.task_id, r)
     out: dict[str, float | None] = {}
     for i in range(info.updates):
         up = w.creator.update_at(w.task_id, r, i)
