@@ -894,6 +894,17 @@ def _write(payload: dict[str, Any], args: argparse.Namespace) -> None:
     out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, or a clear usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="MNIST 5k, 3 flow runs (< 8 min)")
@@ -916,10 +927,13 @@ def main(argv: list[str] | None = None) -> None:
         "--reward-seeds", type=int, default=None, help="flow runs per attack (default 3; quick 1)"
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="accuracy part task seeds (default 3; quick 1)"
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="accuracy part task seeds (default 3; quick 1)",
     )
     parser.add_argument(
-        "--workers", type=int, default=None,
+        "--workers", type=_positive_int, default=None,
         help="accuracy part worker processes (default: one per CPU core)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
