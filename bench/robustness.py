@@ -884,7 +884,7 @@ def _output(args: argparse.Namespace) -> Path:
         return Path(args.out)
     name = "robustness" + ("_quick" if args.quick else "") + (
         "_noscreen" if args.no_screen else ""
-    )  # fmt: skip
+    ) + ("_shared" if args.validation == "shared" else "")  # fmt: skip
     return RESULTS.with_name(f"{name}.json")
 
 
@@ -939,8 +939,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--no-screen", action="store_true", help="accuracy part without the screen")
     parser.add_argument(
+        "--validation", choices=["holdout", "shared"], default="holdout",
+        help="what voters score on (data.validation): own held-out splits, or the task's "
+        "shared class-balanced set",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=None,
-        help="default: bench/results/robustness[_quick][_noscreen].json",
+        help="default: bench/results/robustness[_quick][_noscreen][_shared].json",
     )  # fmt: skip
     args = parser.parse_args(argv)
 
@@ -965,9 +970,14 @@ def main(argv: list[str] | None = None) -> None:
         QUICK_REWARD_ATTACKS if args.quick else ATTACK_KINDS
     )
 
+    # Through the config's environment source, so the spawned workers and the flows see it too.
+    os.environ["FLOCK_DATA__VALIDATION"] = args.validation
     load_before = os.getloadavg()
     t_start = time.perf_counter()
-    payload: dict[str, Any] = {"benchmark": "robustness", "mode": mode, "quick": args.quick}
+    payload: dict[str, Any] = {
+        "benchmark": "robustness", "mode": mode, "quick": args.quick,
+        "validation": args.validation,
+    }  # fmt: skip
     previous = _output(args)
     for part in ("accuracy", "rewards", "voter_slash", "trust_cost"):  # others keep theirs
         if part not in args.parts and previous.exists():

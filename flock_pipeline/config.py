@@ -53,6 +53,14 @@ class DataConfig(_Section):
         0.2, ge=0, lt=1, description="each participant's held-out share"
     )
     max_samples: int | None = Field(None, gt=0, description="cap on training pool (None: all)")
+    validation: Literal["holdout", "shared"] = Field(
+        "holdout",
+        description="what voters score on: each its own held-out split, or the task's shared, "
+        "class-balanced validation set (held back from the training pool by the task creator)",
+    )
+    validation_per_class: int = Field(
+        100, ge=1, description="samples of every class in the shared validation set"
+    )
 
 
 class PartitionConfig(_Section):

@@ -71,16 +71,27 @@ def _score_round(
     history: list[dict[str, float]],
 ) -> dict[str, float]:
     """Every participant votes as a validator would: scores each update's contribution on its
-    own held-out split (a dishonest voter negates them); the round's score of an update is the
-    mean over the voters (equal stakes), as the contract's stake-weighted mean would be."""
+    own held-out split, or on the task's shared validation set (``data.validation: shared``;
+    then every honest voter measures the same, so the table is computed once); a dishonest
+    voter negates them. The round's score of an update is the mean over the voters (equal
+    stakes), as the contract's stake-weighted mean would be."""
     net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
-    losses = {
-        p.id: (lambda w, p=p: evaluate(net, w, p.x_holdout, p.y_holdout).loss)
-        for p in fed.participants
-    }
-    table = contribution_table(
-        strategy, updates, weights, state, seed, screen, losses, agg, history
-    )
+    ids = [p.id for p in fed.participants]
+    if fed.x_validation is not None and fed.y_validation is not None:
+        x_val, y_val = fed.x_validation, fed.y_validation
+        shared = contribution_table(
+            strategy, updates, weights, state, seed, screen,
+            {"": lambda w: evaluate(net, w, x_val, y_val).loss}, agg, history,
+        )[""]  # fmt: skip
+        table = {v: shared for v in ids}
+    else:
+        losses = {
+            p.id: (lambda w, p=p: evaluate(net, w, p.x_holdout, p.y_holdout).loss)
+            for p in fed.participants
+        }
+        table = contribution_table(
+            strategy, updates, weights, state, seed, screen, losses, agg, history
+        )
     voted = [tamper_contributions(scores, cfg.attacks.get(v)) for v, scores in table.items()]
     return {
         u.participant: sum(col) / len(col)

@@ -29,6 +29,7 @@ from flock_pipeline.chain import Phase, Role, RoundInfo, Vote, to_fixed, vote_co
 from flock_pipeline.chain.voting import SCORE_SCALE
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.contribution import contributions
+from flock_pipeline.errors import DataError
 from flock_pipeline.evaluation import Evaluation, evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.reporting import plot_accuracy, plot_rewards
@@ -37,7 +38,7 @@ from flock_pipeline.round import attack_update, build_aggregator, build_screen, 
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, canonical_bytes, content_hash, from_bytes
 from flock_pipeline.update import Update
-from flows.world import TOKEN, World, get_world, open_world
+from flows.world import TOKEN, World, get_world, open_world, validation_hash
 
 __all__ = ["federated_round", "federated_task"]
 
@@ -173,10 +174,18 @@ def _round_inputs(w: World, r: int) -> _RoundInputs:
 
 @task(name="verify-datasets", cache_policy=NO_CACHE)
 def verify_datasets(name: str) -> dict[str, str]:
-    """Refuse to train on data that changed after its DVC snapshot."""
+    """Refuse to train or score on data that changed after its DVC snapshot."""
     w = get_world(name)
     for m in w.members:
         w.snapshots.verify(m.snapshot)
+    if w.validation is not None:
+        w.snapshots.verify(w.validation)
+        on_chain = validation_hash(w.creator.task_config(w.task_id).metadata_uri)
+        if on_chain != w.validation.hash:
+            raise DataError(
+                f"the task's validation set hashes to {w.validation.hash}, but task "
+                f"{w.task_id} on chain names {on_chain}: score only on the set the task committed"
+            )
     return {m.id: m.snapshot.hash for m in w.members}
 
 
@@ -278,16 +287,20 @@ def aggregate(name: str, r: int, training_ends: int) -> dict[str, Any] | None:
 
 
 def _holdout(w: World, pid: str) -> Callable[[Weights], Evaluation]:
-    """The voter's evaluation on its own held-out split. Accuracy makes the vote, the loss the
-    contributions (continuous, so a small held-out set still ranks updates); the last weights
-    evaluated are remembered, so the round's aggregate is evaluated once for both."""
+    """The voter's evaluation: on its own held-out split, or on the task's shared validation
+    set (``data.validation: shared``). Accuracy makes the vote, the loss the contributions
+    (continuous, so a small held-out set still ranks updates); the last weights evaluated are
+    remembered, so the round's aggregate is evaluated once for both."""
     part = w.fed.participants[w.member(pid).index]
+    x, y = part.x_holdout, part.y_holdout
+    if w.fed.x_validation is not None and w.fed.y_validation is not None:
+        x, y = w.fed.x_validation, w.fed.y_validation
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
     last: list[tuple[Weights, Evaluation]] = []
 
     def holdout(weights: Weights) -> Evaluation:
         if not last or last[0][0] is not weights:
-            last[:] = [(weights, evaluate(net, weights, part.x_holdout, part.y_holdout))]
+            last[:] = [(weights, evaluate(net, weights, x, y))]
         return last[0][1]
 
     return holdout
@@ -559,6 +572,7 @@ def _summary(w: World, rounds: list[dict[str, Any]], claims: dict[str, str]) -> 
             "token_address": w.creator.deployment.token,
             "rounds": w.cfg.rounds,
             "data_dir": str(w.cfg.data_dir),
+            "validation_dataset_hash": None if w.validation is None else w.validation.hash,
         },
         "config": json.loads(w.cfg.model_dump_json()),
         "rounds": rounds,

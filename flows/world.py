@@ -36,7 +36,7 @@ from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import BlobStore, open_store
 from flock_pipeline.tracking import ModelRegistry
 
-__all__ = ["Member", "World", "config_hash", "open_world", "preflight"]
+__all__ = ["Member", "World", "config_hash", "open_world", "preflight", "validation_hash"]
 
 TOKEN = 10**18
 _WORLDS: dict[str, World] = {}
@@ -88,6 +88,8 @@ class World:
     meta: dict[str, Any] = field(default_factory=dict)
     finalized_trust: dict[int, dict[str, float]] = field(default_factory=dict)
     """Trust scores of finalized rounds, by round index: final on chain, so read once."""
+    validation: Snapshot | None = None
+    """The DVC snapshot of the task's shared validation set (``data.validation: shared``)."""
 
     def member(self, pid: str) -> Member:
         return next(m for m in self.members if m.id == pid)
@@ -158,7 +160,30 @@ def _signers(cfg: FlockConfig, chain: Chain) -> tuple[Signer, list[Signer]]:
     return creator, dev_signers(chain, cfg.participants, label="flock-participant")
 
 
-def _task_config(cfg: FlockConfig, model_hash: bytes) -> TaskConfig:
+VALIDATION = "validation"
+"""The snapshot name of the task's shared validation set, next to the participants' folders."""
+
+
+def _metadata_uri(cfg: FlockConfig, validation_hash: str | None) -> str:
+    """The task's metadata URI on chain; it names the shared validation set's DVC hash, so a
+    voter can check that the set it scores on is the one the task was created with."""
+    uri = f"flock://{cfg.registered_name}"
+    return uri if validation_hash is None else f"{uri}?validation=md5:{validation_hash}"
+
+
+def validation_hash(uri: str) -> str | None:
+    """The shared validation set's DVC hash a task's metadata URI names, if any."""
+    _, _, query = uri.partition("?")
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if key == "validation" and value.startswith("md5:"):
+            return value[len("md5:") :]
+    return None
+
+
+def _task_config(
+    cfg: FlockConfig, model_hash: bytes, validation_hash: str | None = None
+) -> TaskConfig:
     n = cfg.participants
     proposers = cfg.chain.proposers_per_round or max(1, n // 2)
     voters = cfg.chain.voters_per_round or max(1, n - proposers)
@@ -180,7 +205,7 @@ def _task_config(cfg: FlockConfig, model_hash: bytes) -> TaskConfig:
         commit_duration=cfg.chain.commit_seconds,
         reveal_duration=cfg.chain.reveal_seconds,
         unbonding_delay=2 * phases,
-        metadata_uri=f"flock://{cfg.registered_name}",
+        metadata_uri=_metadata_uri(cfg, validation_hash),
     )
 
 
@@ -205,7 +230,10 @@ def preflight(cfg: FlockConfig) -> None:
     if resume:
         meta = _resumed_meta(cfg, name)
         snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
-        for pid, recorded in meta["datasets"].items():
+        recorded_sets = dict(meta["datasets"])
+        if meta.get("validation"):
+            recorded_sets[VALIDATION] = meta["validation"]
+        for pid, recorded in recorded_sets.items():
             snapshots.verify(Snapshot(pid, snapshots.folder(pid), recorded))
 
 
@@ -244,6 +272,14 @@ def open_world(cfg: FlockConfig) -> World:
                 recorded = meta["datasets"][p.id]
                 snaps[p.id] = Snapshot(p.id, snapshots.folder(p.id), recorded)
                 snapshots.verify(snaps[p.id])
+        validation = None
+        if fed.x_validation is not None and fed.y_validation is not None:
+            if not resume:
+                snapshots.write(VALIDATION, {"x": fed.x_validation, "y": fed.y_validation})
+                validation = snapshots.snapshot(VALIDATION)
+            else:
+                validation = Snapshot(VALIDATION, snapshots.folder(VALIDATION), meta["validation"])
+                snapshots.verify(validation)
 
         if resume:
             task_id = int(meta["task_id"])
@@ -255,7 +291,9 @@ def open_world(cfg: FlockConfig) -> World:
         else:
             weights = initial_weights(cfg, fed)
             init_hash = store.put(canonical_bytes(weights))
-            task_cfg = _task_config(cfg, bytes.fromhex(init_hash[2:]))
+            task_cfg = _task_config(
+                cfg, bytes.fromhex(init_hash[2:]), None if validation is None else validation.hash
+            )
             creator.mint(creator.address, task_cfg.reward_pool)
             task_id, _ = creator.create_task(task_cfg)
             meta = {
@@ -267,6 +305,7 @@ def open_world(cfg: FlockConfig) -> World:
                 "task_id": task_id,
                 "initial_model": init_hash,
                 "datasets": {pid: s.hash for pid, s in snaps.items()},
+                "validation": None if validation is None else validation.hash,
                 "complete": False,
             }
             folder.mkdir(parents=True, exist_ok=True)
@@ -308,6 +347,7 @@ def open_world(cfg: FlockConfig) -> World:
         anvil=anvil,
         started_anvil=started,
         meta=meta,
+        validation=validation,
     )
     with _LOCK:
         _WORLDS[name] = world

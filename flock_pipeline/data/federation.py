@@ -1,4 +1,5 @@
-"""A data set cut into participants' train and held-out splits plus a global test split."""
+"""A data set cut into participants' train and held-out splits plus a global test split (and,
+with ``data.validation: shared``, the task's validation set)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy.typing as npt
 from flock_pipeline.config import DataConfig, PartitionConfig
 from flock_pipeline.data.datasets import Dataset
 from flock_pipeline.data.partition import (
+    balanced_split,
     class_counts,
     partition_indices,
     split_holdout,
@@ -43,6 +45,9 @@ class Federation:
     y_test: npt.NDArray[np.int64]
     counts: npt.NDArray[np.int64]
     """Training samples per class per participant, shape (participants, classes)."""
+    x_validation: npt.NDArray[np.float32] | None = None
+    y_validation: npt.NDArray[np.int64] | None = None
+    """The task's shared validation set (``data.validation: shared``), or None."""
 
 
 def build_federation(
@@ -60,6 +65,14 @@ def build_federation(
     else:
         pool, test_idx = stratified_split(y, data.test_fraction, derive_seed(seed, "test"))
         x_test, y_test = x[test_idx], y[test_idx]
+    x_val = y_val = None
+    if data.validation == "shared":
+        # Held back before the cap, so the participants' data is the same size either way.
+        keep, val_local = balanced_split(
+            y[pool], data.validation_per_class, derive_seed(seed, "validation")
+        )
+        x_val, y_val = x[pool[val_local]], y[pool[val_local]]
+        pool = pool[keep]
     if data.max_samples is not None and data.max_samples < len(pool):
         rng = np.random.default_rng(derive_seed(seed, "subsample"))
         pool = np.sort(rng.choice(pool, size=data.max_samples, replace=False))
@@ -91,4 +104,6 @@ def build_federation(
         x_test=x_test,
         y_test=y_test,
         counts=class_counts(y, train_parts, dataset.num_classes),
+        x_validation=x_val,
+        y_validation=y_val,
     )

@@ -17,6 +17,7 @@ from flock_pipeline.errors import DataError
 __all__ = [
     "IndexArray",
     "Scheme",
+    "balanced_split",
     "class_counts",
     "partition_indices",
     "split_holdout",
@@ -185,6 +186,30 @@ def stratified_split(
     test_idx = np.sort(np.concatenate(test))
     rest = np.setdiff1d(np.arange(len(labels), dtype=np.int64), test_idx)
     return rest.astype(np.int64), test_idx.astype(np.int64)
+
+
+def balanced_split(
+    labels: npt.NDArray[np.int64], per_class: int, seed: int
+) -> tuple[IndexArray, IndexArray]:
+    """Split all indices into (rest, held): ``held`` has exactly ``per_class`` samples of every
+    class present, drawn at random; refused when a class has fewer than ``2 * per_class`` (half
+    of it at least stays for training)."""
+    if per_class < 1:
+        raise DataError(f"samples per class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    held: list[IndexArray] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 2 * per_class:
+            raise DataError(
+                f"class {int(c)} has {len(idx)} samples, too few to hold back {per_class} for "
+                f"validation and keep as many for training; lower data.validation_per_class to "
+                f"at most {len(idx) // 2}"
+            )
+        held.append(rng.choice(idx, size=per_class, replace=False).astype(np.int64))
+    held_idx = np.sort(np.concatenate(held))
+    rest = np.setdiff1d(np.arange(len(labels), dtype=np.int64), held_idx)
+    return rest.astype(np.int64), held_idx.astype(np.int64)
 
 
 def class_counts(

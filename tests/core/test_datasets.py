@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,36 @@ def test_federation_splits_are_disjoint_and_cover_the_pool():
     assert int(fed.counts.sum()) == n_train
     again = build_federation(ds, 4, DataConfig(), PartitionConfig(scheme="iid"), seed=1)
     assert np.array_equal(again.participants[2].x_train, fed.participants[2].x_train)
+
+
+def test_a_shared_validation_set_is_balanced_and_held_back_from_the_participants():
+    ds = load_dataset("digits")
+    data = DataConfig(validation="shared", validation_per_class=20)
+    fed = build_federation(ds, 4, data, PartitionConfig(scheme="iid"), seed=1)
+    assert fed.y_validation is not None and fed.x_validation is not None
+    assert np.bincount(fed.y_validation).tolist() == [20] * 10
+    n_train = sum(len(p.y_train) for p in fed.participants)
+    n_hold = sum(len(p.y_holdout) for p in fed.participants)
+    assert n_train + n_hold + len(fed.y_validation) + len(fed.y_test) == len(ds)
+    # as multisets, the splits are exactly the data set: nothing is both validation and
+    # a participant's
+    rows = [*fed.x_validation, *fed.x_test]
+    rows += [row for p in fed.participants for row in (*p.x_train, *p.x_holdout)]
+    assert Counter(r.tobytes() for r in rows) == Counter(r.tobytes() for r in ds.x)
+    # the default keeps no such set; a cap applies to what is left after holding it back
+    assert build_federation(ds, 4, DataConfig(), PartitionConfig(), seed=1).y_validation is None
+    capped = build_federation(
+        ds, 4, DataConfig(validation="shared", validation_per_class=20, max_samples=600),
+        PartitionConfig(scheme="iid"), seed=1,
+    )  # fmt: skip
+    assert sum(len(p.y_train) + len(p.y_holdout) for p in capped.participants) == 600
+
+
+def test_a_validation_set_larger_than_half_a_class_is_refused():
+    ds = load_dataset("digits")
+    data = DataConfig(validation="shared", validation_per_class=100)
+    with pytest.raises(DataError, match=r"data\.validation_per_class"):
+        build_federation(ds, 4, data, PartitionConfig(), seed=0)
 
 
 def test_more_participants_than_samples_is_refused():

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flock_pipeline.data.partition import (
+    balanced_split,
     class_counts,
     partition_indices,
     split_holdout,
@@ -110,3 +111,19 @@ def test_bad_partition_requests_are_named(kwargs, message):
     labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0], dtype=np.int64)
     with pytest.raises(DataError, match=message):
         partition_indices(labels, **kwargs)
+
+
+def test_balanced_split_holds_back_exactly_per_class_of_every_class():
+    labels = np.repeat(np.arange(4, dtype=np.int64), [10, 20, 30, 40])
+    rest, held = balanced_split(labels, 5, seed=3)
+    _assert_disjoint_complete([rest, held], len(labels))
+    assert np.bincount(labels[held]).tolist() == [5, 5, 5, 5]
+    again = balanced_split(labels, 5, seed=3)
+    assert np.array_equal(again[1], held) and np.array_equal(again[0], rest)
+    assert not np.array_equal(balanced_split(labels, 5, seed=4)[1], held)
+
+
+def test_balanced_split_refuses_a_class_it_would_leave_without_training_data():
+    labels = np.repeat(np.arange(3, dtype=np.int64), [10, 7, 30])
+    with pytest.raises(DataError, match=r"class 1 has 7 samples.*at most 3"):
+        balanced_split(labels, 4, seed=0)

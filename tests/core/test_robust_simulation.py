@@ -83,3 +83,23 @@ def test_a_copier_whose_target_did_not_submit_copies_another_or_free_rides():
     assert torch.equal(copied.weights["w"], other.weights["w"]) and copied.participant == "p2"
     alone = attack_update(cfg, mine, glob, 1, [])
     assert torch.equal(alone.weights["w"], glob["w"])
+
+
+@pytest.mark.parametrize("validation", ["shared", "holdout"])
+def test_on_a_shared_validation_set_every_honest_voter_measures_the_same(validation):
+    """With ``data.validation: shared`` the voters score on one set, so one dishonest voter of
+    five turns each round's mean score s into (4s - s) / 5 exactly; on their own held-out splits
+    the voters measure different values and no such identity holds."""
+    base = {"data.validation": validation, "data.validation_per_class": 20}
+    honest = _run(**base)
+    lying = _run(**base, attacks={"p3": {"kind": "dishonest_voter"}})
+    # two rounds: too early for the trust check, so the lie changes no aggregate
+    assert honest["final"]["model_hash"] == lying["final"]["model_hash"]
+    pairs = [
+        (a["contribution"], b["contribution"])
+        for ra, rb in zip(honest["rounds"], lying["rounds"], strict=True)
+        for a, b in zip(ra["participants"], rb["participants"], strict=True)
+    ]
+    assert len(pairs) == 10 and all(a != 0 for a, _ in pairs)
+    same = [b == pytest.approx(a * 3 / 5, rel=1e-9, abs=1e-12) for a, b in pairs]
+    assert all(same) if validation == "shared" else not all(same)

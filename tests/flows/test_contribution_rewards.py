@@ -5,10 +5,11 @@ while honest proposers are paid by stake x contribution."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import yaml
-from flow_helpers import load_summary, run_flock
+from flow_helpers import load_summary, open_chain, run_flock
 
 TOKEN = 10**18
 ATTACKERS = {"p1": "free_rider", "p2": "copier"}
@@ -125,3 +126,42 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
             rejected_scored = rejected_scored or not r["accepted"]
     assert distrusted and set(distrusted) <= {"p1", "p2"}, distrusted
     assert rejected_scored  # a rejected round's scores are part of the history
+
+
+@pytest.mark.slow
+def test_on_a_shared_validation_set_a_reversed_vote_is_always_the_losing_one(tmp_path):
+    """``data.validation: shared``: the task commits its validation set's DVC hash on chain,
+    every honest voter measures the same score and contributions, so a dishonest voter is on
+    the losing side (unpaid, slashed) whenever its reversed vote differs."""
+    from flows.world import validation_hash
+
+    config = {
+        **TASK,
+        "rounds": 3,
+        "seed": 4,
+        "data": {"dataset": "digits", "validation": "shared", "validation_per_class": 30},
+        "attacks": {"p1": {"kind": "dishonest_voter"}},
+    }
+    summary = _run_task(tmp_path, config)
+
+    committed = summary["task"]["validation_dataset_hash"]
+    assert re.fullmatch(r"[0-9a-f]{32}\.dir", committed)  # DVC's hash of a folder
+    node, client = open_chain(tmp_path / "d")
+    try:
+        uri = client.task_config(summary["task"]["task_id"]).metadata_uri
+    finally:
+        node.down()
+    assert validation_hash(uri) == committed
+
+    reversed_votes = 0
+    for r in summary["rounds"]:
+        voters = {p["id"]: p for p in r["participants"] if p["role"] == "voter" and p["vote"]}
+        honest = [v["vote"] for pid, v in voters.items() if pid != "p1"]
+        for vote in honest[1:]:
+            assert vote["score"] == honest[0]["score"]
+            assert vote["contributions"] == honest[0]["contributions"]
+        liar = voters.get("p1")
+        if liar is not None and honest and liar["vote"]["accept"] != honest[0]["accept"]:
+            assert liar["reward"] == "0" and int(liar["slashed"]) > 0
+            reversed_votes += 1
+    assert reversed_votes >= 1
