@@ -46,6 +46,11 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
     .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
     .venv/bin/python bench/robustness.py --parts voter_slash   # the dishonest voter at 4 rates
     .venv/bin/python bench/robustness.py --parts trust_cost    # the trust check on and off
+    .venv/bin/python bench/robustness.py --validation shared   # voters score on a shared set
+
+``--validation shared`` sets ``data.validation: shared`` for every part (the voters score on the
+task's class-balanced validation set instead of their own held-out splits) and writes
+``robustness[_quick][_noscreen]_shared.json``.
 
 The last stdout line is one JSON object with the headline metric: the worst accuracy drop (in
 points, mean over the seeds) of a robust strategy (median, trimmed mean, Krum, Multi-Krum,

@@ -56,7 +56,8 @@ class DataConfig(_Section):
     validation: Literal["holdout", "shared"] = Field(
         "holdout",
         description="what voters score on: each its own held-out split, or the task's shared, "
-        "class-balanced validation set (held back from the training pool by the task creator)",
+        "class-balanced validation set (held back by the task creator: from the samples "
+        "max_samples leaves unused, else from the training pool)",
     )
     validation_per_class: int = Field(
         100, ge=1, description="samples of every class in the shared validation set"

@@ -65,17 +65,23 @@ def build_federation(
     else:
         pool, test_idx = stratified_split(y, data.test_fraction, derive_seed(seed, "test"))
         x_test, y_test = x[test_idx], y[test_idx]
-    x_val = y_val = None
-    if data.validation == "shared":
-        # Held back before the cap, so the participants' data is the same size either way.
-        keep, val_local = balanced_split(
-            y[pool], data.validation_per_class, derive_seed(seed, "validation")
-        )
-        x_val, y_val = x[pool[val_local]], y[pool[val_local]]
-        pool = pool[keep]
+    unused = np.zeros(0, dtype=np.int64)
     if data.max_samples is not None and data.max_samples < len(pool):
         rng = np.random.default_rng(derive_seed(seed, "subsample"))
-        pool = np.sort(rng.choice(pool, size=data.max_samples, replace=False))
+        capped = np.sort(rng.choice(pool, size=data.max_samples, replace=False))
+        unused, pool = np.setdiff1d(pool, capped), capped
+    x_val = y_val = None
+    if data.validation == "shared":
+        # From what the cap leaves unused when there is any (then the participants hold the
+        # same data as with held-out validation), else held back from the training pool.
+        source = unused if len(unused) else pool
+        rest, held = balanced_split(
+            y[source], data.validation_per_class, derive_seed(seed, "validation"),
+            keep=not len(unused),
+        )  # fmt: skip
+        x_val, y_val = x[source[held]], y[source[held]]
+        if not len(unused):
+            pool = pool[rest]
     parts = partition_indices(
         y[pool],
         num_participants,

@@ -189,22 +189,24 @@ def stratified_split(
 
 
 def balanced_split(
-    labels: npt.NDArray[np.int64], per_class: int, seed: int
+    labels: npt.NDArray[np.int64], per_class: int, seed: int, keep: bool = True
 ) -> tuple[IndexArray, IndexArray]:
     """Split all indices into (rest, held): ``held`` has exactly ``per_class`` samples of every
-    class present, drawn at random; refused when a class has fewer than ``2 * per_class`` (half
-    of it at least stays for training)."""
+    class present, drawn at random. With ``keep`` (the rest is training data), a class with
+    fewer than ``2 * per_class`` samples is refused, so at least half of it stays for training;
+    without, one with fewer than ``per_class``."""
     if per_class < 1:
         raise DataError(f"samples per class must be >= 1, got {per_class}")
     rng = np.random.default_rng(seed)
+    need = 2 * per_class if keep else per_class
     held: list[IndexArray] = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        if len(idx) < 2 * per_class:
+        if len(idx) < need:
             raise DataError(
                 f"class {int(c)} has {len(idx)} samples, too few to hold back {per_class} for "
-                f"validation and keep as many for training; lower data.validation_per_class to "
-                f"at most {len(idx) // 2}"
+                + ("validation and keep as many for training" if keep else "validation")
+                + f"; lower data.validation_per_class to at most {len(idx) * per_class // need}"
             )
         held.append(rng.choice(idx, size=per_class, replace=False).astype(np.int64))
     held_idx = np.sort(np.concatenate(held))

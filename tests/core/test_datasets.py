@@ -94,11 +94,19 @@ def test_a_shared_validation_set_is_balanced_and_held_back_from_the_participants
     assert Counter(r.tobytes() for r in rows) == Counter(r.tobytes() for r in ds.x)
     # the default keeps no such set; a cap applies to what is left after holding it back
     assert build_federation(ds, 4, DataConfig(), PartitionConfig(), seed=1).y_validation is None
+    # under a cap it comes from the samples the cap leaves unused: the participants hold
+    # exactly what they hold with held-out validation
+    cap = {"max_samples": 600, "validation_per_class": 20}
     capped = build_federation(
-        ds, 4, DataConfig(validation="shared", validation_per_class=20, max_samples=600),
-        PartitionConfig(scheme="iid"), seed=1,
-    )  # fmt: skip
-    assert sum(len(p.y_train) + len(p.y_holdout) for p in capped.participants) == 600
+        ds, 4, DataConfig(validation="shared", **cap), PartitionConfig(), seed=1
+    )
+    plain = build_federation(ds, 4, DataConfig(**cap), PartitionConfig(), seed=1)
+    assert capped.y_validation is not None
+    assert np.bincount(capped.y_validation).tolist() == [20] * 10
+    for a, b in zip(capped.participants, plain.participants, strict=True):
+        assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_holdout, b.y_holdout)
+    rows = {r.tobytes() for p in capped.participants for r in (*p.x_train, *p.x_holdout)}
+    assert not any(r.tobytes() in rows for r in capped.x_validation)
 
 
 def test_a_validation_set_larger_than_half_a_class_is_refused():
