@@ -959,6 +959,21 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Through the config's environment source, so the spawned workers and the flows see it too;
+    # a FLOCK_DATA__VALIDATION the caller had is put back when main returns.
+    before = os.environ.get("FLOCK_DATA__VALIDATION")
+    os.environ["FLOCK_DATA__VALIDATION"] = args.validation
+    try:
+        _run(args)
+    finally:
+        if before is None:
+            os.environ.pop("FLOCK_DATA__VALIDATION", None)
+        else:
+            os.environ["FLOCK_DATA__VALIDATION"] = before
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The parts ``args`` asks for, written and summarized (``main`` sets up the process)."""
     mode = "quick" if args.quick else "full"
     dataset = "mnist5k" if args.quick else "fashion_mnist"
     max_samples = args.max_samples if args.max_samples is not None else (
@@ -974,9 +989,6 @@ def main(argv: list[str] | None = None) -> None:
     reward_attacks = args.reward_attacks or list(
         QUICK_REWARD_ATTACKS if args.quick else ATTACK_KINDS
     )
-
-    # Through the config's environment source, so the spawned workers and the flows see it too.
-    os.environ["FLOCK_DATA__VALIDATION"] = args.validation
     load_before = os.getloadavg()
     t_start = time.perf_counter()
     payload: dict[str, Any] = {
@@ -984,11 +996,12 @@ def main(argv: list[str] | None = None) -> None:
         "validation": args.validation,
     }  # fmt: skip
     previous = _output(args)
+    old = json.loads(previous.read_text()) if previous.exists() else {}
+    if old.get("validation", "holdout") != args.validation:  # figures of the other mode
+        old = {}
     for part in ("accuracy", "rewards", "voter_slash", "trust_cost"):  # others keep theirs
-        if part not in args.parts and previous.exists():
-            kept = json.loads(previous.read_text()).get(part)
-            if kept is not None:
-                payload[part] = kept
+        if part not in args.parts and old.get(part) is not None:
+            payload[part] = old[part]
     accuracy_seeds = tuple(range(args.seeds or (1 if args.quick else 3)))
     workers = args.workers or os.cpu_count() or 1
     if "accuracy" in args.parts:

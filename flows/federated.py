@@ -315,7 +315,8 @@ def _holdout(w: World, pid: str) -> Callable[[Weights], Evaluation]:
 )
 def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     """A voter recomputes the aggregate from the committed updates, checks the posted hash,
-    scores it against the current global model on its held-out data, scores each update's
+    scores it against the current global model on its held-out data (or the task's shared
+    validation set), scores each update's
     contribution (``flock_pipeline.contribution``) and commits both."""
     w = get_world(name)
     m = w.member(pid)

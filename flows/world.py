@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,14 @@ _LOCK = threading.Lock()
 
 
 def config_hash(cfg: FlockConfig) -> str:
-    """What makes two runs the same task: everything but the task name and where state lives."""
+    """What makes two runs the same task: everything but the task name and where state lives.
+
+    The shared-validation settings count only when they are on, so a task started before they
+    existed (held-out validation) still resumes."""
     data = json.loads(cfg.model_dump_json(exclude={"task", "data_dir"}))
+    if cfg.data.validation == "holdout":
+        for key in ("validation", "validation_per_class"):
+            data["data"].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -173,7 +179,7 @@ def _metadata_uri(cfg: FlockConfig, validation_hash: str | None) -> str:
 
 def validation_hash(uri: str) -> str | None:
     """The shared validation set's DVC hash a task's metadata URI names, if any."""
-    _, _, query = uri.partition("?")
+    _, _, query = uri.rpartition("?")
     for item in query.split("&"):
         key, _, value = item.partition("=")
         if key == "validation" and value.startswith("md5:"):
@@ -278,8 +284,15 @@ def open_world(cfg: FlockConfig) -> World:
                 snapshots.write(VALIDATION, {"x": fed.x_validation, "y": fed.y_validation})
                 validation = snapshots.snapshot(VALIDATION)
             else:
+                if not meta.get("validation"):
+                    raise ConfigError(
+                        f"task {name!r} records no shared validation set; resume it with "
+                        "data.validation: holdout, or pick a new task name"
+                    )
                 validation = Snapshot(VALIDATION, snapshots.folder(VALIDATION), meta["validation"])
-                snapshots.verify(validation)
+            # Voters score on exactly the snapshot's bytes (checked against its hash as read).
+            arrays = snapshots.load(VALIDATION, validation)
+            fed = replace(fed, x_validation=arrays["x"], y_validation=arrays["y"])
 
         if resume:
             task_id = int(meta["task_id"])

@@ -68,19 +68,22 @@ def build_federation(
     unused = np.zeros(0, dtype=np.int64)
     if data.max_samples is not None and data.max_samples < len(pool):
         rng = np.random.default_rng(derive_seed(seed, "subsample"))
-        capped = np.sort(rng.choice(pool, size=data.max_samples, replace=False))
-        unused, pool = np.setdiff1d(pool, capped), capped
+        chosen = np.sort(rng.choice(pool, size=data.max_samples, replace=False))
+        unused, pool = np.setdiff1d(pool, chosen), chosen
     x_val = y_val = None
     if data.validation == "shared":
         # From what the cap leaves unused when there is any (then the participants hold the
         # same data as with held-out validation), else held back from the training pool.
-        source = unused if len(unused) else pool
+        capped = len(unused) > 0
+        source = unused if capped else pool
         rest, held = balanced_split(
             y[source], data.validation_per_class, derive_seed(seed, "validation"),
-            keep=not len(unused),
+            num_classes=dataset.num_classes, keep=not capped,
+            source="the samples data.max_samples leaves unused" if capped else "the training pool",
+            other_fix="lower data.max_samples or remove it" if capped else "use a larger data set",
         )  # fmt: skip
         x_val, y_val = x[source[held]], y[source[held]]
-        if not len(unused):
+        if not capped:
             pool = pool[rest]
     parts = partition_indices(
         y[pool],

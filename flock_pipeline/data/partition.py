@@ -189,26 +189,41 @@ def stratified_split(
 
 
 def balanced_split(
-    labels: npt.NDArray[np.int64], per_class: int, seed: int, keep: bool = True
+    labels: npt.NDArray[np.int64],
+    per_class: int,
+    seed: int,
+    num_classes: int | None = None,
+    keep: bool = True,
+    source: str = "the training pool",
+    other_fix: str = "use a larger data set",
 ) -> tuple[IndexArray, IndexArray]:
     """Split all indices into (rest, held): ``held`` has exactly ``per_class`` samples of every
-    class present, drawn at random. With ``keep`` (the rest is training data), a class with
-    fewer than ``2 * per_class`` samples is refused, so at least half of it stays for training;
-    without, one with fewer than ``per_class``."""
+    class ``0 .. num_classes - 1`` (default: every class present), drawn at random. With
+    ``keep`` (the rest is training data), each class needs ``2 * per_class`` samples, so at
+    least half of it stays for training; without, ``per_class``. Otherwise a DataError names
+    every short class, ``source`` and the largest ``per_class`` that works, or ``other_fix``
+    when none does."""
     if per_class < 1:
         raise DataError(f"samples per class must be >= 1, got {per_class}")
+    classes = range(num_classes) if num_classes is not None else np.unique(labels).tolist()
+    factor = 2 if keep else 1
+    counts = {int(c): int(np.count_nonzero(labels == c)) for c in classes}
+    short = {c: n for c, n in counts.items() if n < factor * per_class}
+    if short:
+        workable = min(counts.values()) // factor
+        listed = ", ".join(f"class {c}: {n}" for c, n in sorted(short.items()))
+        need = f"{factor * per_class}" + (" (half stays for training)" if keep else "")
+        fix = f"lower data.validation_per_class to at most {workable}" if workable >= 1 else ""
+        fix = " or ".join(f for f in (fix, other_fix) if f)
+        raise DataError(
+            f"a validation set of {per_class} samples per class needs {need} of every class in "
+            f"{source}, which has {listed}; {fix}"
+        )
     rng = np.random.default_rng(seed)
-    need = 2 * per_class if keep else per_class
-    held: list[IndexArray] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < need:
-            raise DataError(
-                f"class {int(c)} has {len(idx)} samples, too few to hold back {per_class} for "
-                + ("validation and keep as many for training" if keep else "validation")
-                + f"; lower data.validation_per_class to at most {len(idx) * per_class // need}"
-            )
-        held.append(rng.choice(idx, size=per_class, replace=False).astype(np.int64))
+    held = [
+        rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False).astype(np.int64)
+        for c in classes
+    ]
     held_idx = np.sort(np.concatenate(held))
     rest = np.setdiff1d(np.arange(len(labels), dtype=np.int64), held_idx)
     return rest.astype(np.int64), held_idx.astype(np.int64)

@@ -92,7 +92,7 @@ def test_a_shared_validation_set_is_balanced_and_held_back_from_the_participants
     rows = [*fed.x_validation, *fed.x_test]
     rows += [row for p in fed.participants for row in (*p.x_train, *p.x_holdout)]
     assert Counter(r.tobytes() for r in rows) == Counter(r.tobytes() for r in ds.x)
-    # the default keeps no such set; a cap applies to what is left after holding it back
+    # the default keeps no such set
     assert build_federation(ds, 4, DataConfig(), PartitionConfig(), seed=1).y_validation is None
     # under a cap it comes from the samples the cap leaves unused: the participants hold
     # exactly what they hold with held-out validation
@@ -109,11 +109,15 @@ def test_a_shared_validation_set_is_balanced_and_held_back_from_the_participants
     assert not any(r.tobytes() in rows for r in capped.x_validation)
 
 
-def test_a_validation_set_larger_than_half_a_class_is_refused():
+def test_a_validation_set_the_data_cannot_fill_is_refused_by_name():
     ds = load_dataset("digits")
     data = DataConfig(validation="shared", validation_per_class=100)
-    with pytest.raises(DataError, match=r"data\.validation_per_class"):
+    with pytest.raises(DataError, match=r"training pool.*validation_per_class to at most 6\d"):
         build_federation(ds, 4, data, PartitionConfig(), seed=0)
+    # a cap that leaves too few unused samples: every class must be there, or the fix is named
+    capped = DataConfig(validation="shared", validation_per_class=1, max_samples=1425)
+    with pytest.raises(DataError, match=r"max_samples leaves unused.*lower data\.max_samples"):
+        build_federation(ds, 4, capped, PartitionConfig(), seed=1)
 
 
 def test_more_participants_than_samples_is_refused():

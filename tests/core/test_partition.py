@@ -125,5 +125,8 @@ def test_balanced_split_holds_back_exactly_per_class_of_every_class():
 
 def test_balanced_split_refuses_a_class_it_would_leave_without_training_data():
     labels = np.repeat(np.arange(3, dtype=np.int64), [10, 7, 30])
-    with pytest.raises(DataError, match=r"class 1 has 7 samples.*at most 3"):
+    with pytest.raises(DataError, match=r"has class 1: 7; .*validation_per_class to at most 3"):
         balanced_split(labels, 4, seed=0)
+    # a class the labels lack entirely is named too, when the caller says how many there are
+    with pytest.raises(DataError, match=r"class 3: 0; use a larger data set"):
+        balanced_split(labels, 1, seed=0, num_classes=4)

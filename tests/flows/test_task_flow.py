@@ -166,3 +166,25 @@ def test_round_artifact_keys_are_valid_for_every_dataset_name():
     key = artifact_key("flock-fashion_mnist-MLP-1", 0)
     assert key == "flock-fashion-mnist-mlp-1-round-1"
     Artifact(key=key, type="table", data=[])  # Prefect's own validation accepts it
+
+
+def test_shared_validation_settings_make_another_task_only_when_on():
+    """A task started with held-out validation (as every task before the shared set existed)
+    keeps its config hash whatever validation_per_class says, so it still resumes."""
+    from flock_pipeline.config import load_config
+    from flows.world import config_hash
+
+    base = config_hash(load_config())
+    assert config_hash(load_config(overrides={"data.validation_per_class": 7})) == base
+    shared = config_hash(load_config(overrides={"data.validation": "shared"}))
+    assert shared != base
+    other = {"data.validation": "shared", "data.validation_per_class": 7}
+    assert config_hash(load_config(overrides=other)) not in {base, shared}
+
+
+def test_the_validation_hash_is_read_from_the_task_metadata_uri():
+    from flows.world import validation_hash
+
+    assert validation_hash("flock://flock-digits-mlp") is None
+    assert validation_hash("flock://a?b?validation=md5:abc.dir") == "abc.dir"
+    assert validation_hash("flock://x?other=1&validation=md5:f0.dir") == "f0.dir"
