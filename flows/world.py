@@ -27,7 +27,7 @@ from flock_pipeline.chain import (
 )
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig
-from flock_pipeline.data import Federation
+from flock_pipeline.data import Federation, ParticipantData
 from flock_pipeline.errors import ConfigError
 from flock_pipeline.privacy import LedgerStore, PrivacyLedger
 from flock_pipeline.round import initial_weights, prepare_federation
@@ -166,6 +166,9 @@ def _signers(cfg: FlockConfig, chain: Chain) -> tuple[Signer, list[Signer]]:
     return creator, dev_signers(chain, cfg.participants, label="flock-participant")
 
 
+_PARTICIPANT_ARRAYS = ("x_train", "y_train", "x_holdout", "y_holdout")
+"""What a participant's snapshot holds, one ``.npy`` file each."""
+
 VALIDATION = "validation"
 """The snapshot name of the task's shared validation set, next to the participants' folders."""
 
@@ -268,16 +271,21 @@ def open_world(cfg: FlockConfig) -> World:
         snaps = {}
         for p in fed.participants:
             if not resume:
-                snapshots.write(
-                    p.id,
-                    {"x_train": p.x_train, "y_train": p.y_train, "x_holdout": p.x_holdout,
-                     "y_holdout": p.y_holdout},
-                )  # fmt: skip
+                snapshots.write(p.id, {k: getattr(p, k) for k in _PARTICIPANT_ARRAYS})
                 snaps[p.id] = snapshots.snapshot(p.id)
             else:
                 recorded = meta["datasets"][p.id]
                 snaps[p.id] = Snapshot(p.id, snapshots.folder(p.id), recorded)
-                snapshots.verify(snaps[p.id])
+        # Everyone trains and scores on exactly its snapshot's bytes (checked against the
+        # recorded hash as they are read), not on a rebuild from the raw data set.
+        parts = []
+        for p in fed.participants:
+            arrays = snapshots.load(p.id, snaps[p.id])
+            parts.append(
+                ParticipantData(p.id, arrays["x_train"], arrays["y_train"], arrays["x_holdout"],
+                                arrays["y_holdout"])
+            )  # fmt: skip
+        fed = replace(fed, participants=parts)
         validation = None
         if fed.x_validation is not None and fed.y_validation is not None:
             if not resume:
