@@ -40,12 +40,16 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   flipping, with the screen's trust check at its default and off (``min_trust: null``), on the
   accuracy part's seeds and data: what the check costs honest participants whose data the
   validators do not share, and what it buys against label flipping.
+- data_loss (only with ``--parts data_loss``): FedAvg, the median and the trimmed mean all
+  honest with 0 to 4 of p1, p4, p7, p9 free-riding (flagged every round), on the accuracy part's
+  seeds and data: what each participant's data is worth to each rule, with no attack at all.
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST x 3 seeds + 21 flow runs
     .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
     .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
     .venv/bin/python bench/robustness.py --parts voter_slash   # the dishonest voter at 4 rates
     .venv/bin/python bench/robustness.py --parts trust_cost    # the trust check on and off
+    .venv/bin/python bench/robustness.py --parts data_loss     # participants left out, no attack
     .venv/bin/python bench/robustness.py --validation shared   # voters score on a shared set
 
 ``--validation shared`` sets ``data.validation: shared`` for every part (the voters score on the
@@ -127,7 +131,9 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _attacks(attack: str, flow: bool = False) -> dict[str, Any]:
+def _attacks(
+    attack: str, flow: bool = False, malicious: tuple[str, ...] = MALICIOUS
+) -> dict[str, Any]:
     if attack == "none":
         return {}
     params = dict(ATTACK_PARAMS.get(attack, {}))
@@ -136,7 +142,7 @@ def _attacks(attack: str, flow: bool = False) -> dict[str, Any]:
         # makes every round where p0 is not a proposer fail with ConfigError, so the flow's
         # copiers copy the first other proposer (copy_from None) instead.
         params.update(FLOW_ATTACK_PARAMS["copier"])
-    return {pid: {"kind": attack, **params} for pid in MALICIOUS}
+    return {pid: {"kind": attack, **params} for pid in malicious}
 
 
 def _config(
@@ -153,6 +159,7 @@ def _config(
     seed: int = 0,
     voter_slash_bps: int | None = None,
     trust: bool = True,
+    malicious: tuple[str, ...] = MALICIOUS,
 ) -> FlockConfig:
     path = None
     if not trust:  # null is only possible in a task file (overrides drop None values)
@@ -175,7 +182,7 @@ def _config(
             "privacy.enabled": False,
             "aggregation.strategy": strategy,
             "aggregation.params": STRATEGY_PARAMS.get(strategy, {}),
-            "attacks": _attacks(attack, flow),
+            "attacks": _attacks(attack, flow, malicious),
             "aggregation.screen.enabled": screen,
             "chain.voter_slash_bps": voter_slash_bps,  # None: the default
         },
@@ -240,17 +247,18 @@ class _Cell(NamedTuple):
     strategy: str
     attack: str
     trust: bool = True
+    malicious: tuple[str, ...] = MALICIOUS
 
 
 def _accuracy_cell(job: _Cell) -> dict[str, Any]:
     """One simulation in a worker; the seed's Federation is built once per worker and reused."""
-    dataset, max_samples, rounds, epochs, screen, seed, strategy, attack, trust = job
+    dataset, max_samples, rounds, epochs, screen, seed, strategy, attack, trust, malicious = job
     data = _WORKER["dir"] / f"seed{seed}"
     if seed not in _FEDS:
         base = _config(data, dataset, max_samples, rounds, epochs, screen=screen, seed=seed)
         _FEDS[seed] = prepare_federation(base)
     cfg = _config(data, dataset, max_samples, rounds, epochs, strategy, attack, screen=screen,
-                  seed=seed, trust=trust)  # fmt: skip
+                  seed=seed, trust=trust, malicious=malicious)  # fmt: skip
     t0 = time.perf_counter()
     try:
         result = run_simulation(cfg, None, Console(stderr=True, quiet=True), fed=_FEDS[seed])
@@ -550,6 +558,72 @@ def trust_cost_part(
         "strategies": rows,
         "seconds": round(time.perf_counter() - t_all, 3),
     }  # fmt: skip
+
+
+DATA_LOSS_STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg")
+DATA_LOSS_RIDERS = ((), ("p1",), ("p1", "p4"), ("p1", "p4", "p7"), ("p1", "p4", "p7", "p9"))
+
+
+def data_loss_part(
+    dataset: str,
+    max_samples: int | None,
+    rounds: int,
+    epochs: int,
+    seeds: tuple[int, ...],
+    workers: int,
+    threads: int,
+) -> dict[str, Any]:
+    """What leaving participants out costs each rule by itself, with no attack to defend
+    against: the accuracy part's all-honest runs with 0 to 4 participants free-riding (the
+    screen flags them every round, so their data never reaches the rule). Growing the set one
+    participant at a time separates what a participant's data is worth to a rule from how many
+    updates the rule gets."""
+    t_all = time.perf_counter()
+    jobs = [
+        _Cell(dataset, max_samples, rounds, epochs, True, seed, strategy,
+              "free_rider" if riders else "none", malicious=riders)
+        for seed in seeds
+        for riders in DATA_LOSS_RIDERS
+        for strategy in DATA_LOSS_STRATEGIES
+    ]  # fmt: skip
+    results = _run_cells(jobs, workers, threads, "data_loss")
+    by: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for job, cell in zip(jobs, results, strict=True):
+        by.setdefault((job.strategy, job.malicious), []).append(cell)
+    rows: dict[str, dict[str, Any]] = {}
+    for strategy in DATA_LOSS_STRATEGIES:
+        rows[strategy] = {}
+        for riders in DATA_LOSS_RIDERS:
+            cells = by[(strategy, riders)]
+            rows[strategy][",".join(riders) or "none"] = {
+                "accuracy": _mean([c["accuracy"] for c in cells], 4),
+                "accuracy_by_seed": [c["accuracy"] for c in cells],
+                # the reference holds only if the screen left exactly the riders out
+                "riders_flagged_every_round": all(
+                    all(f.get(m) == "free_rider" for m in riders) for c in cells
+                    for f in c["flagged_per_round"]
+                ),
+            }  # fmt: skip
+    return {
+        "settings": {"dataset": dataset, "max_samples": max_samples, "rounds": rounds,
+                     "local_epochs": epochs, "seeds": list(seeds),
+                     "riders": [list(r) for r in DATA_LOSS_RIDERS]},
+        "strategies": rows,
+        "seconds": round(time.perf_counter() - t_all, 3),
+    }  # fmt: skip
+
+
+def _table_data_loss(part: dict[str, Any]) -> str:
+    keys = [",".join(r) or "none" for r in DATA_LOSS_RIDERS]
+    lines = [
+        "| strategy | " + " | ".join(f"left out: {k}" for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for strategy, row in part["strategies"].items():
+        cells = [_pct(row[k]["accuracy"]) + ("" if row[k]["riders_flagged_every_round"] else "*")
+                 for k in keys]  # fmt: skip
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _table_trust_cost(part: dict[str, Any]) -> str:
@@ -914,7 +988,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="MNIST 5k, 3 flow runs (< 8 min)")
     parser.add_argument("--parts", nargs="+", default=["accuracy", "rewards"],
-                        choices=["accuracy", "rewards", "voter_slash", "trust_cost"],
+                        choices=["accuracy", "rewards", "voter_slash", "trust_cost",
+                                 "data_loss"],
                         help="voter_slash: the dishonest voter at several voter_slash_bps; "
                         "trust_cost: all-honest and label-flip runs with the trust check on and "
                         "off (neither runs by default)")  # fmt: skip
@@ -999,7 +1074,7 @@ def _run(args: argparse.Namespace) -> None:
     old = json.loads(previous.read_text()) if previous.exists() else {}
     if old.get("validation", "holdout") != args.validation:  # figures of the other mode
         old = {}
-    for part in ("accuracy", "rewards", "voter_slash", "trust_cost"):  # others keep theirs
+    for part in ("accuracy", "rewards", "voter_slash", "trust_cost", "data_loss"):  # keep others
         if part not in args.parts and old.get(part) is not None:
             payload[part] = old[part]
     accuracy_seeds = tuple(range(args.seeds or (1 if args.quick else 3)))
@@ -1011,6 +1086,10 @@ def _run(args: argparse.Namespace) -> None:
         )  # fmt: skip
     if "trust_cost" in args.parts:
         payload["trust_cost"] = trust_cost_part(
+            dataset, max_samples, rounds, epochs, accuracy_seeds, workers, args.threads
+        )
+    if "data_loss" in args.parts:
+        payload["data_loss"] = data_loss_part(
             dataset, max_samples, rounds, epochs, accuracy_seeds, workers, args.threads
         )
     if "accuracy" in args.parts and "rewards" in args.parts:  # keep the long part if the rest fails
@@ -1097,6 +1176,12 @@ def _run(args: argparse.Namespace) -> None:
         tc = payload["trust_cost"]
         print(f"\ntrust check on vs off, accuracy (%), mean over seeds {tc['settings']['seeds']}:")
         print(_table_trust_cost(tc))
+    if "data_loss" in payload:
+        dl = payload["data_loss"]
+        print(f"\nparticipants left out (free riders, flagged every round), all others honest, "
+              f"accuracy (%), mean over seeds {dl['settings']['seeds']} (* not flagged every "
+              "round):")  # fmt: skip
+        print(_table_data_loss(dl))
     if "voter_slash" in payload:
         vs = payload["voter_slash"]
         print(f"\nvote net of reversed (dishonest) and honest voters by chain.voter_slash_bps "
