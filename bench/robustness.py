@@ -734,7 +734,11 @@ def _fund_flow_accounts() -> None:
     task uses."""
     import flows.world as world  # prefect: only when a flow part runs
 
-    world.dev_signers = functools.partial(_DEV_SIGNERS, fund=GAS_FUNDING)
+    # The flows resolve dev_signers through flows.world at call time, so patching it there
+    # reaches every task these runs open.
+    world.dev_signers = functools.partial(  # type: ignore[attr-defined]  # not re-exported
+        _DEV_SIGNERS, fund=GAS_FUNDING
+    )
 
 
 def rewards_part(
