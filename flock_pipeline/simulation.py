@@ -76,22 +76,18 @@ def _score_round(
     voter negates them. The round's score of an update is the mean over the voters (equal
     stakes), as the contract's stake-weighted mean would be."""
     net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
-    ids = [p.id for p in fed.participants]
-    if fed.x_validation is not None and fed.y_validation is not None:
-        x_val, y_val = fed.x_validation, fed.y_validation
-        shared = contribution_table(
-            strategy, updates, weights, state, seed, screen,
-            {"": lambda w: evaluate(net, w, x_val, y_val).loss}, agg, history,
-        )[""]  # fmt: skip
-        table = {v: shared for v in ids}
-    else:
-        losses = {
-            p.id: (lambda w, p=p: evaluate(net, w, p.x_holdout, p.y_holdout).loss)
-            for p in fed.participants
-        }
-        table = contribution_table(
-            strategy, updates, weights, state, seed, screen, losses, agg, history
-        )
+    # On a shared set every voter measures the same: one column of scores serves them all.
+    voters = range(1 if fed.shared_validation else len(fed.participants))
+    losses = {
+        fed.participants[i].id: (lambda w, i=i: evaluate(net, w, *fed.voter_data(i)).loss)
+        for i in voters
+    }
+    table = contribution_table(
+        strategy, updates, weights, state, seed, screen, losses, agg, history
+    )
+    if fed.shared_validation:
+        (scores,) = table.values()
+        table = {p.id: scores for p in fed.participants}
     voted = [tamper_contributions(scores, cfg.attacks.get(v)) for v, scores in table.items()]
     return {
         u.participant: sum(col) / len(col)

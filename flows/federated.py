@@ -29,7 +29,6 @@ from flock_pipeline.chain import Phase, Role, RoundInfo, Vote, to_fixed, vote_co
 from flock_pipeline.chain.voting import SCORE_SCALE
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.contribution import contributions
-from flock_pipeline.errors import DataError
 from flock_pipeline.evaluation import Evaluation, evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.reporting import plot_accuracy, plot_rewards
@@ -38,7 +37,7 @@ from flock_pipeline.round import attack_update, build_aggregator, build_screen, 
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, canonical_bytes, content_hash, from_bytes
 from flock_pipeline.update import Update
-from flows.world import TOKEN, World, get_world, open_world, validation_hash
+from flows.world import TOKEN, World, get_world, open_world
 
 __all__ = ["federated_round", "federated_task"]
 
@@ -180,12 +179,6 @@ def verify_datasets(name: str) -> dict[str, str]:
         w.snapshots.verify(m.snapshot)
     if w.validation is not None:
         w.snapshots.verify(w.validation)
-        on_chain = validation_hash(w.creator.task_config(w.task_id).metadata_uri)
-        if on_chain != w.validation.hash:
-            raise DataError(
-                f"the task's validation set hashes to {w.validation.hash}, but task "
-                f"{w.task_id} on chain names {on_chain}: score only on the set the task committed"
-            )
     return {m.id: m.snapshot.hash for m in w.members}
 
 
@@ -291,10 +284,7 @@ def _holdout(w: World, pid: str) -> Callable[[Weights], Evaluation]:
     set (``data.validation: shared``). Accuracy makes the vote, the loss the contributions
     (continuous, so a small held-out set still ranks updates); the last weights evaluated are
     remembered, so the round's aggregate is evaluated once for both."""
-    part = w.fed.participants[w.member(pid).index]
-    x, y = part.x_holdout, part.y_holdout
-    if w.fed.x_validation is not None and w.fed.y_validation is not None:
-        x, y = w.fed.x_validation, w.fed.y_validation
+    x, y = w.fed.voter_data(w.member(pid).index)
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
     last: list[tuple[Weights, Evaluation]] = []
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy.typing as npt
 from eth_utils.crypto import keccak
 
 from flock_pipeline.chain import (
@@ -28,7 +29,7 @@ from flock_pipeline.chain import (
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, ParticipantData
-from flock_pipeline.errors import ConfigError
+from flock_pipeline.errors import ConfigError, DataError
 from flock_pipeline.privacy import LedgerStore, PrivacyLedger
 from flock_pipeline.round import initial_weights, prepare_federation
 from flock_pipeline.serialization import canonical_bytes
@@ -173,6 +174,24 @@ VALIDATION = "validation"
 """The snapshot name of the task's shared validation set, next to the participants' folders."""
 
 
+def _pinned(
+    snapshots: DatasetSnapshots,
+    name: str,
+    arrays: dict[str, npt.NDArray[Any]],
+    recorded: str | None,
+) -> tuple[Snapshot, dict[str, npt.NDArray[Any]]]:
+    """The snapshot of data set ``name`` (a new task writes ``arrays`` and takes it; a resumed
+    one has its ``recorded`` hash) and its arrays as read back and checked against that hash:
+    everyone trains and scores on exactly the snapshot's bytes, not on a rebuild from the raw
+    data set."""
+    if recorded is None:
+        snapshots.write(name, arrays)
+        snapshot = snapshots.snapshot(name)
+    else:
+        snapshot = Snapshot(name, snapshots.folder(name), recorded)
+    return snapshot, snapshots.load(name, snapshot)
+
+
 def _metadata_uri(cfg: FlockConfig, validation_hash: str | None) -> str:
     """The task's metadata URI on chain; it names the shared validation set's DVC hash, so a
     voter can check that the set it scores on is the one the task was created with."""
@@ -268,38 +287,23 @@ def open_world(cfg: FlockConfig) -> World:
 
         fed = prepare_federation(cfg)
         snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
-        snaps = {}
+        snaps, parts = {}, []
         for p in fed.participants:
-            if not resume:
-                snapshots.write(p.id, {k: getattr(p, k) for k in _PARTICIPANT_ARRAYS})
-                snaps[p.id] = snapshots.snapshot(p.id)
-            else:
-                recorded = meta["datasets"][p.id]
-                snaps[p.id] = Snapshot(p.id, snapshots.folder(p.id), recorded)
-        # Everyone trains and scores on exactly its snapshot's bytes (checked against the
-        # recorded hash as they are read), not on a rebuild from the raw data set.
-        parts = []
-        for p in fed.participants:
-            arrays = snapshots.load(p.id, snaps[p.id])
-            parts.append(
-                ParticipantData(p.id, arrays["x_train"], arrays["y_train"], arrays["x_holdout"],
-                                arrays["y_holdout"])
-            )  # fmt: skip
+            recorded = meta["datasets"][p.id] if resume else None
+            arrays = {k: getattr(p, k) for k in _PARTICIPANT_ARRAYS}
+            snaps[p.id], arrays = _pinned(snapshots, p.id, arrays, recorded)
+            parts.append(ParticipantData(p.id, *(arrays[k] for k in _PARTICIPANT_ARRAYS)))
         fed = replace(fed, participants=parts)
         validation = None
         if fed.x_validation is not None and fed.y_validation is not None:
-            if not resume:
-                snapshots.write(VALIDATION, {"x": fed.x_validation, "y": fed.y_validation})
-                validation = snapshots.snapshot(VALIDATION)
-            else:
-                if not meta.get("validation"):
-                    raise ConfigError(
-                        f"task {name!r} records no shared validation set; resume it with "
-                        "data.validation: holdout, or pick a new task name"
-                    )
-                validation = Snapshot(VALIDATION, snapshots.folder(VALIDATION), meta["validation"])
-            # Voters score on exactly the snapshot's bytes (checked against its hash as read).
-            arrays = snapshots.load(VALIDATION, validation)
+            if resume and not meta.get("validation"):
+                raise ConfigError(
+                    f"task {name!r} records no shared validation set; resume it with "
+                    "data.validation: holdout, or pick a new task name"
+                )
+            recorded = meta["validation"] if resume else None
+            arrays = {"x": fed.x_validation, "y": fed.y_validation}
+            validation, arrays = _pinned(snapshots, VALIDATION, arrays, recorded)
             fed = replace(fed, x_validation=arrays["x"], y_validation=arrays["y"])
 
         if resume:
@@ -331,6 +335,13 @@ def open_world(cfg: FlockConfig) -> World:
             }
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "task.json").write_text(json.dumps(meta, indent=2))
+        if validation is not None:  # the task's metadata is fixed at creation: check it once
+            on_chain = validation_hash(creator.task_config(task_id).metadata_uri)
+            if on_chain != validation.hash:
+                raise DataError(
+                    f"the task's validation set hashes to {validation.hash}, but task {task_id} "
+                    f"on chain names {on_chain}: score only on the set the task committed"
+                )
 
         ledgers = LedgerStore(folder / "privacy") if cfg.privacy.enabled else None
         members = []

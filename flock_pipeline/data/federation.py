@@ -49,6 +49,18 @@ class Federation:
     y_validation: npt.NDArray[np.int64] | None = None
     """The task's shared validation set (``data.validation: shared``), or None."""
 
+    @property
+    def shared_validation(self) -> bool:
+        return self.x_validation is not None and self.y_validation is not None
+
+    def voter_data(self, index: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """What participant ``index`` scores on as a voter: the shared validation set if the
+        task has one, else its own held-out split."""
+        if self.x_validation is not None and self.y_validation is not None:
+            return self.x_validation, self.y_validation
+        part = self.participants[index]
+        return part.x_holdout, part.y_holdout
+
 
 def build_federation(
     dataset: Dataset,
