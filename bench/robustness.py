@@ -250,6 +250,42 @@ class _Cell(NamedTuple):
     malicious: tuple[str, ...] = MALICIOUS
 
 
+class _Scope(NamedTuple):
+    """What every simulation of a part shares: the data, the run's length, the task seeds, and
+    the worker processes and torch threads they run on."""
+
+    dataset: str
+    max_samples: int | None
+    rounds: int
+    epochs: int
+    seeds: tuple[int, ...]
+    workers: int
+    threads: int
+
+    def cell(
+        self,
+        seed: int,
+        strategy: str,
+        attack: str,
+        screen: bool = True,
+        trust: bool = True,
+        malicious: tuple[str, ...] = MALICIOUS,
+    ) -> _Cell:
+        return _Cell(self.dataset, self.max_samples, self.rounds, self.epochs, screen, seed,
+                     strategy, attack, trust, malicious)  # fmt: skip
+
+    def run(self, jobs: list[_Cell], label: str) -> list[dict[str, Any]]:
+        return _run_cells(jobs, self.workers, self.threads, label)
+
+
+def _flagged_every_round(cell: dict[str, Any], participants: Sequence[str]) -> bool:
+    """Whether the screen left ``participants`` out as free riders in every round of ``cell``
+    (then the run is the rule without their data)."""
+    return all(
+        all(f.get(m) == "free_rider" for m in participants) for f in cell["flagged_per_round"]
+    )
+
+
 def _accuracy_cell(job: _Cell) -> dict[str, Any]:
     """One simulation in a worker; the seed's Federation is built once per worker and reused."""
     dataset, max_samples, rounds, epochs, screen, seed, strategy, attack, trust, malicious = job
@@ -327,10 +363,9 @@ def summarize_accuracy(
         honest_only_by_seed[k] = {}
         for strategy, row in run.items():
             rider = row["free_rider"]
-            excluded = screen and rider["accuracy"] is not None and all(
-                all(f.get(m) == "free_rider" for m in MALICIOUS)
-                for f in rider["flagged_per_round"]
-            )  # fmt: skip
+            excluded = (
+                screen and rider["accuracy"] is not None and _flagged_every_round(rider, MALICIOUS)
+            )
             honest_only_by_seed[k][strategy] = rider["accuracy"] if excluded else None
         for strategy, row in run.items():
             honest = row["none"]["accuracy"]
@@ -425,19 +460,11 @@ def summarize_accuracy(
     }
 
 
-def accuracy_part(
-    dataset: str,
-    max_samples: int | None,
-    rounds: int,
-    epochs: int,
-    screen: bool = True,
-    seeds: tuple[int, ...] = (0,),
-    workers: int = 1,
-    threads: int = 1,
-) -> dict[str, Any]:
+def accuracy_part(scope: _Scope, screen: bool = True) -> dict[str, Any]:
     """Every strategy x attack for every task seed (the seed moves the partition, the initial
     model and the training), on ``workers`` processes. Each cell is deterministic given its
     seed, so how the cells are spread over the workers does not change any figure."""
+    dataset, max_samples, rounds, epochs, seeds, workers, _ = scope
     attacks = ["none", *ATTACK_KINDS]
     runnable = [a for a in attacks if a not in VOTE_ONLY]
     t_all = time.perf_counter()
@@ -449,7 +476,7 @@ def accuracy_part(
         scale = _scale_check(base, fed)
         train_sizes = {p.id: len(p.y_train) for p in fed.participants}
     jobs = [
-        _Cell(dataset, max_samples, rounds, epochs, screen, seed, strategy, attack)
+        scope.cell(seed, strategy, attack, screen=screen)
         for seed in seeds
         for attack in runnable
         for strategy in STRATEGIES
@@ -457,7 +484,7 @@ def accuracy_part(
     runs: dict[str, dict[str, dict[str, Any]]] = {
         str(k): {s: {} for s in STRATEGIES} for k in seeds
     }
-    for job, cell in zip(jobs, _run_cells(jobs, workers, threads, "accuracy"), strict=True):
+    for job, cell in zip(jobs, scope.run(jobs, "accuracy"), strict=True):
         runs[str(job.seed)][job.strategy][job.attack] = cell
 
     summary = summarize_accuracy(runs, seeds, screen)
@@ -494,15 +521,7 @@ def accuracy_part(
     }
 
 
-def trust_cost_part(
-    dataset: str,
-    max_samples: int | None,
-    rounds: int,
-    epochs: int,
-    seeds: tuple[int, ...],
-    workers: int,
-    threads: int,
-) -> dict[str, Any]:
+def trust_cost_part(scope: _Scope) -> dict[str, Any]:
     """What the screen's trust check costs honest participants and what it buys: every
     strategy all-honest and under label flipping, with ``min_trust`` at its default and off,
     per seed. Honest exclusions count (participant, round) pairs where the screen left out an
@@ -510,12 +529,12 @@ def trust_cost_part(
     t_all = time.perf_counter()
     settings = [(a, t) for a in ("none", "label_flip") for t in (True, False)]
     jobs = [
-        _Cell(dataset, max_samples, rounds, epochs, True, seed, strategy, attack, trust)
-        for seed in seeds
+        scope.cell(seed, strategy, attack, trust=trust)
+        for seed in scope.seeds
         for attack, trust in settings
         for strategy in STRATEGIES
     ]
-    results = _run_cells(jobs, workers, threads, "trust_cost")
+    results = scope.run(jobs, "trust_cost")
     by: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
     for job, cell in zip(jobs, results, strict=True):
         by.setdefault((job.strategy, job.attack, job.trust), []).append(cell)
@@ -551,8 +570,9 @@ def trust_cost_part(
         rows[strategy] = row
     return {
         "settings": {
-            "dataset": dataset, "max_samples": max_samples, "rounds": rounds,
-            "local_epochs": epochs, "seeds": list(seeds), "malicious_in_label_flip": MALICIOUS,
+            "dataset": scope.dataset, "max_samples": scope.max_samples, "rounds": scope.rounds,
+            "local_epochs": scope.epochs, "seeds": list(scope.seeds),
+            "malicious_in_label_flip": MALICIOUS,
             "min_trust": "default (-1.0, trust_rounds 2) vs null (off)",
         },
         "strategies": rows,
@@ -564,15 +584,7 @@ DATA_LOSS_STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg")
 DATA_LOSS_RIDERS = ((), ("p1",), ("p1", "p4"), ("p1", "p4", "p7"), ("p1", "p4", "p7", "p9"))
 
 
-def data_loss_part(
-    dataset: str,
-    max_samples: int | None,
-    rounds: int,
-    epochs: int,
-    seeds: tuple[int, ...],
-    workers: int,
-    threads: int,
-) -> dict[str, Any]:
+def data_loss_part(scope: _Scope) -> dict[str, Any]:
     """What leaving participants out costs each rule by itself, with no attack to defend
     against: the accuracy part's all-honest runs with 0 to 4 participants free-riding (the
     screen flags them every round, so their data never reaches the rule). Growing the set one
@@ -580,13 +592,12 @@ def data_loss_part(
     updates the rule gets."""
     t_all = time.perf_counter()
     jobs = [
-        _Cell(dataset, max_samples, rounds, epochs, True, seed, strategy,
-              "free_rider" if riders else "none", malicious=riders)
-        for seed in seeds
+        scope.cell(seed, strategy, "free_rider" if riders else "none", malicious=riders)
+        for seed in scope.seeds
         for riders in DATA_LOSS_RIDERS
         for strategy in DATA_LOSS_STRATEGIES
-    ]  # fmt: skip
-    results = _run_cells(jobs, workers, threads, "data_loss")
+    ]
+    results = scope.run(jobs, "data_loss")
     by: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
     for job, cell in zip(jobs, results, strict=True):
         by.setdefault((job.strategy, job.malicious), []).append(cell)
@@ -599,15 +610,12 @@ def data_loss_part(
                 "accuracy": _mean([c["accuracy"] for c in cells], 4),
                 "accuracy_by_seed": [c["accuracy"] for c in cells],
                 # the reference holds only if the screen left exactly the riders out
-                "riders_flagged_every_round": all(
-                    all(f.get(m) == "free_rider" for m in riders) for c in cells
-                    for f in c["flagged_per_round"]
-                ),
+                "riders_flagged_every_round": all(_flagged_every_round(c, riders) for c in cells),
             }  # fmt: skip
     return {
-        "settings": {"dataset": dataset, "max_samples": max_samples, "rounds": rounds,
-                     "local_epochs": epochs, "seeds": list(seeds),
-                     "riders": [list(r) for r in DATA_LOSS_RIDERS]},
+        "settings": {"dataset": scope.dataset, "max_samples": scope.max_samples,
+                     "rounds": scope.rounds, "local_epochs": scope.epochs,
+                     "seeds": list(scope.seeds), "riders": [list(r) for r in DATA_LOSS_RIDERS]},
         "strategies": rows,
         "seconds": round(time.perf_counter() - t_all, 3),
     }  # fmt: skip
@@ -1083,19 +1091,13 @@ def _run(args: argparse.Namespace) -> None:
             payload[part] = old[part]
     accuracy_seeds = tuple(range(args.seeds or (1 if args.quick else 3)))
     workers = args.workers or os.cpu_count() or 1
+    scope = _Scope(dataset, max_samples, rounds, epochs, accuracy_seeds, workers, args.threads)
     if "accuracy" in args.parts:
-        payload["accuracy"] = accuracy_part(
-            dataset, max_samples, rounds, epochs, screen=not args.no_screen,
-            seeds=accuracy_seeds, workers=workers, threads=args.threads,
-        )  # fmt: skip
+        payload["accuracy"] = accuracy_part(scope, screen=not args.no_screen)
     if "trust_cost" in args.parts:
-        payload["trust_cost"] = trust_cost_part(
-            dataset, max_samples, rounds, epochs, accuracy_seeds, workers, args.threads
-        )
+        payload["trust_cost"] = trust_cost_part(scope)
     if "data_loss" in args.parts:
-        payload["data_loss"] = data_loss_part(
-            dataset, max_samples, rounds, epochs, accuracy_seeds, workers, args.threads
-        )
+        payload["data_loss"] = data_loss_part(scope)
     if "accuracy" in args.parts and "rewards" in args.parts:  # keep the long part if the rest fails
         _write(payload, args)
     if "rewards" in args.parts:
