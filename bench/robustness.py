@@ -75,7 +75,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -621,33 +621,34 @@ def data_loss_part(scope: _Scope) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _markdown(header: Sequence[str], align: str, rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table; ``align`` has one letter per column, ``l`` or ``r``."""
+    rule = "".join("---:|" if a == "r" else "---|" for a in align)
+    lines = ["| " + " | ".join(header) + " |", "|" + rule]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
 def _table_data_loss(part: dict[str, Any]) -> str:
     keys = [",".join(r) or "none" for r in DATA_LOSS_RIDERS]
-    lines = [
-        "| strategy | " + " | ".join(f"left out: {k}" for k in keys) + " |",
-        "|---|" + "---:|" * len(keys),
-    ]
-    for strategy, row in part["strategies"].items():
-        cells = [_pct(row[k]["accuracy"]) + ("" if row[k]["riders_flagged_every_round"] else "*")
-                 for k in keys]  # fmt: skip
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [
+        [strategy] + [_pct(row[k]["accuracy"]) + ("" if row[k]["riders_flagged_every_round"]
+                                                  else "*") for k in keys]
+        for strategy, row in part["strategies"].items()
+    ]  # fmt: skip
+    return _markdown(["strategy", *(f"left out: {k}" for k in keys)], "l" + "r" * len(keys), rows)
 
 
 def _table_trust_cost(part: dict[str, Any]) -> str:
-    lines = [
-        "| strategy | all honest: trust on | off | honest exclusions by seed "
-        "| label_flip: trust on | off |",
-        "|---|---:|---:|---|---:|---:|",
-    ]
-    for s, row in part["strategies"].items():
-        n, f = row["none"], row["label_flip"]
-        lines.append(
-            f"| {s} | {_pct(n['accuracy_trust'])} | {_pct(n['accuracy_no_trust'])} | "
-            f"{' / '.join(str(x) for x in n['honest_exclusions_by_seed'])} | "
-            f"{_pct(f['accuracy_trust'])} | {_pct(f['accuracy_no_trust'])} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [s, _pct(n["accuracy_trust"]), _pct(n["accuracy_no_trust"]),
+         " / ".join(str(x) for x in n["honest_exclusions_by_seed"]),
+         _pct(f["accuracy_trust"]), _pct(f["accuracy_no_trust"])]
+        for s, row in part["strategies"].items()
+        for n, f in [(row["none"], row["label_flip"])]
+    ]  # fmt: skip
+    header = ["strategy", "all honest: trust on", "off", "honest exclusions by seed",
+              "label_flip: trust on", "off"]  # fmt: skip
+    return _markdown(header, "lrrlrr", rows)
 
 
 # ---------------------------------------------------------------- rewards
@@ -889,67 +890,55 @@ def voter_slash_part(
 
 
 def _table_voter_slash(part: dict[str, Any]) -> str:
-    lines = [
-        "| voter_slash_bps | dishonest voters: mean vote net (FLOCK) | votes paid / slashed "
-        "| with vote net > 0 | honest voters: mean vote net (FLOCK) | votes paid / slashed |",
-        "|---:|---:|---|---|---:|---|",
-    ]
-    for bps, row in part["rates"].items():
-        d, h = row["dishonest"], row["honest"]
+    def net(x: dict[str, Any]) -> str:
+        v = x["mean_vote_net_flock"]
+        return "n/a" if v is None else f"{v:+.1f}"
 
-        def net(x: dict[str, Any]) -> str:
-            v = x["mean_vote_net_flock"]
-            return "n/a" if v is None else f"{v:+.1f}"
-
-        lines.append(
-            f"| {bps} | {net(d)} | {d['votes_paid']} / {d['votes_slashed']} | "
-            f"{d['positive_vote_net']}/{d['participants']} | {net(h)} | "
-            f"{h['votes_paid']} / {h['votes_slashed']} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [bps, net(d), f"{d['votes_paid']} / {d['votes_slashed']}",
+         f"{d['positive_vote_net']}/{d['participants']}", net(h),
+         f"{h['votes_paid']} / {h['votes_slashed']}"]
+        for bps, row in part["rates"].items()
+        for d, h in [(row["dishonest"], row["honest"])]
+    ]  # fmt: skip
+    header = ["voter_slash_bps", "dishonest voters: mean vote net (FLOCK)",
+              "votes paid / slashed", "with vote net > 0", "honest voters: mean vote net (FLOCK)",
+              "votes paid / slashed"]  # fmt: skip
+    return _markdown(header, "rrllrl", rows)
 
 
 # ---------------------------------------------------------------- report
 
 
-def _table_accuracy(part: dict[str, Any]) -> str:
-    attacks = part["attacks"]
-    cells = part["cells"]
-    lines = [
-        "| strategy | " + " | ".join(attacks) + " |",
-        "|---|" + "---:|" * len(attacks),
+def _strategy_table(
+    part: dict[str, Any], attacks: list[str], cell: Callable[[dict[str, Any] | None], str]
+) -> str:
+    """One row per strategy (robust ones in bold), one column per attack."""
+    rows = [
+        [f"**{s}**" if s in ROBUST else s, *(cell(row[a]) for a in attacks)]
+        for s, row in part["cells"].items()
     ]
-    for s, row in cells.items():
-        out = []
-        for a in attacks:
-            c = row[a]
-            out.append("n/a" if c is None else _pct(c["accuracy"]))
-        name = f"**{s}**" if s in ROBUST else s
-        lines.append(f"| {name} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
+    return _markdown(["strategy", *attacks], "l" + "r" * len(attacks), rows)
+
+
+def _table_accuracy(part: dict[str, Any]) -> str:
+    return _strategy_table(
+        part, part["attacks"], lambda c: "n/a" if c is None else _pct(c["accuracy"])
+    )
 
 
 def _table_drop(part: dict[str, Any], key: str) -> str:
     attacks = [a for a in part["attacks"] if a not in VOTE_ONLY and a != "none"]
-    lines = ["| strategy | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
-    for s, row in part["cells"].items():
-        vals = ["n/a" if row[a][key] is None else f"{row[a][key]:+.1f}" for a in attacks]
-        name = f"**{s}**" if s in ROBUST else s
-        lines.append(f"| {name} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+    return _strategy_table(
+        part, attacks, lambda c: "n/a" if c is None or c[key] is None else f"{c[key]:+.1f}"
+    )
 
 
 def _table_rewards(part: dict[str, Any]) -> str:
-    lines = [
-        "| attack | rounds by seed | malicious proposals flagged | mean net malicious (FLOCK) "
-        "| of which from the attacking role | mean net honest (FLOCK) | malicious with net > 0 "
-        "| malicious whose attacking role netted > 0 |",
-        "|---|---|---|---:|---:|---:|---|---|",
-    ]
-
     def signed(value: float | None) -> str:
         return "n/a" if value is None else f"{value:+.2f}"
 
+    rows = []
     for a, r in part["runs"].items():
         ok = [x for x in r["seeds"].values() if "error" not in x]
         acc = " ".join("".join("A" if y else "R" for y in x["accepted"]) for x in ok)
@@ -960,13 +949,17 @@ def _table_rewards(part: dict[str, Any]) -> str:
         proposals = sum(len(p["flagged"]) for p in mal)
         n = r["malicious_count"]
         pos, pos_attack = r["malicious_positive"], r["malicious_positive_from_attack"]
-        lines.append(
-            f"| {a} | {acc} | {flagged}/{proposals} | {signed(r['mean_net_malicious_flock'])} | "
-            f"{signed(r['mean_attack_net_malicious_flock'])} ({r['attacking_role']}s) | "
-            f"{signed(r['mean_net_honest_flock'])} | {len(pos)}/{n} | {len(pos_attack)}/{n} "
-            f"{', '.join(pos_attack)} |"
-        )
-    return "\n".join(lines)
+        rows.append([
+            a, acc, f"{flagged}/{proposals}", signed(r["mean_net_malicious_flock"]),
+            f"{signed(r['mean_attack_net_malicious_flock'])} ({r['attacking_role']}s)",
+            signed(r["mean_net_honest_flock"]), f"{len(pos)}/{n}",
+            f"{len(pos_attack)}/{n} {', '.join(pos_attack)}",
+        ])  # fmt: skip
+    header = ["attack", "rounds by seed", "malicious proposals flagged",
+              "mean net malicious (FLOCK)", "of which from the attacking role",
+              "mean net honest (FLOCK)", "malicious with net > 0",
+              "malicious whose attacking role netted > 0"]  # fmt: skip
+    return _markdown(header, "lllrrrll", rows)
 
 
 def _output(args: argparse.Namespace) -> Path:
