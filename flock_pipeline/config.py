@@ -32,6 +32,7 @@ __all__ = [
     "StorageConfig",
     "TrackingConfig",
     "TrainingConfig",
+    "VoteConfig",
     "format_validation_error",
     "load_config",
 ]
@@ -175,11 +176,27 @@ class ChainConfig(_Section):
         description="slash rate for a voter on the losing side (or one that never reveals)",
     )  # fmt: skip
     finalizer_share_bps: int = Field(1_000, ge=0, le=10_000)
-    proposers_per_round: int | None = Field(None, ge=1, description="None: half the participants")
-    voters_per_round: int | None = Field(None, ge=1, description="None: the other half")
+    proposers_per_round: int | None = Field(
+        None, ge=1, description="expected proposers per round; None: every participant"
+    )
+    voters_per_round: int | None = Field(
+        None, ge=1,
+        description="expected voters per round (drawn independently of the proposers, so a "
+        "participant may be both); None: min(participants, max(3, participants // 2))",
+    )  # fmt: skip
     training_seconds: int = Field(3_600, ge=1, description="training phase length")
     commit_seconds: int = Field(600, ge=1)
     reveal_seconds: int = Field(600, ge=1)
+
+
+class VoteConfig(_Section):
+    """How an honest voter judges a round's aggregate (``flock_pipeline.protocol.decision``)."""
+
+    tolerance: float = Field(
+        1.0, ge=0,
+        description="standard errors of the paired held-out loss difference a voter tolerates "
+        "before it rejects an aggregate",
+    )  # fmt: skip
 
 
 class StorageConfig(_Section):
@@ -230,6 +247,7 @@ class FlockConfig(BaseSettings):
         {}, description="participant id -> attack; unlisted participants are honest"
     )
     chain: ChainConfig = ChainConfig()
+    vote: VoteConfig = VoteConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
 
@@ -240,6 +258,15 @@ class FlockConfig(BaseSettings):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    @property
+    def committee(self) -> tuple[int, int]:
+        """(expected proposers, expected voters) per round: everyone trains by default while a
+        committee votes, since a round that leaves data out learns less."""
+        n = self.participants
+        proposers = self.chain.proposers_per_round or n
+        voters = self.chain.voters_per_round or min(n, max(3, n // 2))
+        return proposers, voters
 
     @property
     def registered_name(self) -> str:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from flock_pipeline.serialization import Weights
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "sample_losses"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,24 @@ def evaluate(
     if n == 0:
         return Evaluation(float("nan"), float("nan"), 0)
     return Evaluation(total_loss / n, correct / n, n)
+
+
+@torch.no_grad()
+def sample_losses(
+    network: nn.Module,
+    weights: Weights,
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+    batch_size: int = 1024,
+) -> npt.NDArray[np.float64]:
+    """The cross-entropy of every sample, in order: what a voter's paired test compares between
+    the current global model and a candidate aggregate."""
+    network.load_state_dict(weights)
+    network.eval()
+    out = []
+    for start in range(0, len(y), batch_size):
+        xb = torch.from_numpy(x[start : start + batch_size])
+        yb = torch.from_numpy(y[start : start + batch_size])
+        out.append(F.cross_entropy(network(xb), yb, reduction="none").double().numpy())
+    network.train()
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)

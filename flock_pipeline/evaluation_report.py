@@ -11,39 +11,44 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.errors import DataError
 from flock_pipeline.evaluation import evaluate
 from flock_pipeline.models import build_network
+from flock_pipeline.report import RunReport
 from flock_pipeline.round import prepare_federation
 from flock_pipeline.tracking import ModelRegistry
 
 __all__ = ["evaluate_task"]
 
 
-def _load_summary(path: Path) -> dict[str, Any]:
+def _load_summary(path: Path) -> RunReport:
     try:
-        return dict(json.loads(path.read_text()))
+        return RunReport.model_validate_json(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; run the federate stage first") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise DataError(
+            f"{path} is not a task report (docs/report.schema.json): {exc.errors()[0]['msg']}"
+        ) from None
 
 
 def evaluate_task(cfg: FlockConfig, summary_path: Path, out: Path) -> dict[str, Any]:
     summary = _load_summary(summary_path)
-    rounds = summary["rounds"]
+    rounds = summary.rounds
     metrics: dict[str, Any] = {
-        "final_accuracy": summary["final"]["accuracy"],
-        "final_loss": summary["final"]["loss"],
-        "accepted_rounds": sum(1 for r in rounds if r["accepted"]),
+        "final_accuracy": summary.final.accuracy,
+        "final_loss": summary.final.loss,
+        "accepted_rounds": summary.final.accepted_rounds,
+        "void_rounds": summary.final.void_rounds,
+        "honest_slashes": summary.final.honest_slashes,
         "rounds": len(rounds),
-        "max_epsilon": max(
-            (p["epsilon"] or 0.0 for r in rounds for p in r["participants"]), default=0.0
-        ),
-        "rewards_paid": str(sum(int(v) for v in summary["claimed"].values())),
+        "max_epsilon": max((p.epsilon or 0.0 for r in rounds for p in r.participants), default=0.0),
+        "rewards_paid": str(sum(int(v) for v in summary.claimed.values())),
     }
-    if summary["final"]["champion_version"] is not None:
+    if summary.final.champion_version is not None:
         registry = ModelRegistry.open(
             cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name
         )
@@ -51,7 +56,7 @@ def evaluate_task(cfg: FlockConfig, summary_path: Path, out: Path) -> dict[str, 
         net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
         ev = evaluate(net, registry.load_weights("champion"), fed.x_test, fed.y_test)
         metrics["champion"] = {
-            "version": summary["final"]["champion_version"],
+            "version": summary.final.champion_version,
             "accuracy": ev.accuracy,
             "loss": ev.loss,
         }
@@ -59,8 +64,10 @@ def evaluate_task(cfg: FlockConfig, summary_path: Path, out: Path) -> dict[str, 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     with (out / "rounds.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["round", "accuracy", "loss", "accepted"])
+        writer.writerow(["round", "accuracy", "loss", "outcome"])
         for r in rounds:
-            g = r["global"]
-            writer.writerow([r["round"], f"{g['accuracy']:.6f}", f"{g['loss']:.6f}", r["accepted"]])
+            g = r.global_
+            writer.writerow(
+                [r.round, f"{g.accuracy or 0.0:.6f}", f"{g.loss or 0.0:.6f}", r.outcome]
+            )
     return metrics

@@ -13,13 +13,20 @@ import torch
 
 from flock_pipeline.aggregation import Aggregate, CentralDP, Strategy, StrategyState, build_strategy
 from flock_pipeline.aggregation.screen import History, Screen
-from flock_pipeline.attacks import poison_labels, skips_training, tamper_update
+from flock_pipeline.attacks import (
+    poison_labels,
+    skips_training,
+    tamper_contributions,
+    tamper_score,
+    tamper_update,
+)
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, build_federation, load_dataset
 from flock_pipeline.errors import AggregationError
-from flock_pipeline.evaluation import Evaluation, evaluate
+from flock_pipeline.evaluation import Evaluation, evaluate, sample_losses
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import PrivacyLedger
+from flock_pipeline.protocol.decision import judge
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights
 from flock_pipeline.training import train_local
@@ -30,10 +37,12 @@ __all__ = [
     "aggregate",
     "aggregate_kept",
     "attack_update",
+    "ballot",
     "build_aggregator",
     "build_screen",
     "evaluate_round",
     "initial_weights",
+    "judgement_score",
     "prepare_federation",
     "submitted_updates",
     "train_participant",
@@ -209,3 +218,38 @@ def evaluate_round(cfg: FlockConfig, fed: Federation, weights: Weights) -> Round
         global_eval=evaluate(net, weights, fed.x_test, fed.y_test),
         holdout={p.id: evaluate(net, weights, p.x_holdout, p.y_holdout) for p in fed.participants},
     )
+
+
+def judgement_score(
+    cfg: FlockConfig,
+    fed: Federation,
+    voter_index: int,
+    old_weights: Weights,
+    new_weights: Weights,
+) -> float:
+    """An honest voter's score of ``new_weights`` against the global model on what it scores on
+    (``Federation.voter_data``): the paired held-out loss test of
+    ``flock_pipeline.protocol.decision``."""
+    x, y = fed.voter_data(voter_index)
+    net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
+    old = sample_losses(net, old_weights, x, y)
+    new = sample_losses(net, new_weights, x, y)
+    return judge(old, new, cfg.vote.tolerance)
+
+
+def ballot(
+    cfg: FlockConfig,
+    voter: str,
+    score: float,
+    scores: Sequence[float],
+    updates: Sequence[Update],
+) -> tuple[float, list[float]]:
+    """What voter ``voter`` reveals: its score and one contribution per update (submission
+    order), after its configured attack (a dishonest voter reverses both). Its own update, if it
+    proposed too, carries 0: nobody scores itself, and the contract ignores that entry."""
+    spec = cfg.attacks.get(voter)
+    revealed = tamper_contributions(list(scores), spec)
+    own = [i for i, u in enumerate(updates) if u.participant == voter]
+    for i in own:
+        revealed[i] = 0.0
+    return tamper_score(score, spec), revealed

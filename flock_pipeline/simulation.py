@@ -1,13 +1,20 @@
-"""The plain simulation: N participants, R rounds, no orchestration, no chain.
+"""The simulation: the protocol ``flock run`` runs, with no orchestration, chain, registry or
+snapshots.
 
-It composes the same round steps (``flock_pipeline.round``) the Prefect flows call. Results go to
-``out_dir``: summary.json, accuracy.png, partition.png and the final model as safetensors.
+Rounds go as on chain: sortition from a seed gives each participant its roles, proposers train
+(the same steps, ``flock_pipeline.round``), every voter recomputes the aggregate, judges it and
+scores each update, and the protocol model (``flock_pipeline.protocol.Alliance``, which a
+differential test holds equal to the contract) tallies the votes, accepts, rejects or voids the
+round, and settles rewards and slashes. Only the voters score, as in the flow. Results go to
+``out_dir``: summary.json (the same ``RunReport`` the flow writes), accuracy.png, partition.png,
+rewards.png and the final model as safetensors.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,31 +22,49 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flock_pipeline.aggregation import Aggregate, CentralDP, Strategy, StrategyState
-from flock_pipeline.aggregation.screen import Screen
-from flock_pipeline.attacks import tamper_contributions
+from flock_pipeline.aggregation import CentralDP, StrategyState
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contribution_table
 from flock_pipeline.data import Federation
 from flock_pipeline.evaluation import evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import LedgerStore
-from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition
+from flock_pipeline.protocol import Outcome, new_salt, to_fixed, vote_commitment
+from flock_pipeline.protocol.params import TOKEN, dev_address, simulation_seed, task_params
+from flock_pipeline.protocol.settlement import Alliance
+from flock_pipeline.protocol.tally import RevealedVote
+from flock_pipeline.protocol.view import RoundView
+from flock_pipeline.report import (
+    FinalInfo,
+    Metrics,
+    ParticipantRound,
+    RoundRecord,
+    RunReport,
+    TaskInfo,
+    VoteRecord,
+    honest_slashes,
+)
+from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition, plot_rewards
 from flock_pipeline.round import (
     aggregate,
+    ballot,
     build_aggregator,
     build_screen,
     evaluate_round,
     initial_weights,
+    judgement_score,
     prepare_federation,
     submitted_updates,
     train_participant,
 )
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, content_hash, write_weights
-from flock_pipeline.update import Update
 
 __all__ = ["SimulationResult", "run_simulation"]
+
+CREATOR = "flock-creator"
+PARTICIPANT = "flock-participant"
+"""Dev account labels: the flow's dev signers have the same addresses."""
 
 
 @dataclass
@@ -58,43 +83,6 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or value != value else float(value)
 
 
-def _score_round(
-    cfg: FlockConfig,
-    fed: Federation,
-    strategy: Strategy,
-    updates: list[Update],
-    weights: Weights,
-    state: StrategyState,
-    seed: int,
-    screen: Screen | None,
-    agg: Aggregate,
-    history: list[dict[str, float]],
-) -> dict[str, float]:
-    """Every participant votes as a validator would: scores each update's contribution on its
-    own held-out split, or on the task's shared validation set (``data.validation: shared``;
-    then every honest voter measures the same, so the table is computed once); a dishonest
-    voter negates them. The round's score of an update is the mean over the voters (equal
-    stakes), as the contract's stake-weighted mean would be."""
-    net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
-    # On a shared set every voter measures the same: one column of scores serves them all.
-    voters = range(1 if fed.shared_validation else len(fed.participants))
-    losses = {
-        fed.participants[i].id: (lambda w, i=i: evaluate(net, w, *fed.voter_data(i)).loss)
-        for i in voters
-    }
-    table = contribution_table(
-        strategy, updates, weights, state, seed, screen, losses, agg, history
-    )
-    if fed.shared_validation:
-        (scores,) = table.values()
-        table = {p.id: scores for p in fed.participants}
-    voted = [tamper_contributions(scores, cfg.attacks.get(v)) for v, scores in table.items()]
-    return {
-        u.participant: sum(col) / len(col)
-        for u, col in zip(updates, zip(*voted, strict=True), strict=True)
-    }
-
-
 def run_simulation(
     cfg: FlockConfig,
     out_dir: Path | None = None,
@@ -105,6 +93,7 @@ def run_simulation(
     console = console or Console(stderr=True, quiet=out_dir is None)
     fed = fed or prepare_federation(cfg)
     ids = [p.id for p in fed.participants]
+    index_of = {pid: i for i, pid in enumerate(ids)}
     console.print(partition_table(fed.counts, ids))
 
     # A simulation's participants exist for one run, so their ledgers do too; rounds within the
@@ -120,14 +109,21 @@ def run_simulation(
     }
 
     weights = initial_weights(cfg, fed)
+    creator = dev_address(CREATOR, 0)
+    address = {pid: dev_address(PARTICIPANT, i) for i, pid in enumerate(ids)}
+    by_address = {a.lower(): pid for pid, a in address.items()}
+    params = task_params(cfg, bytes.fromhex(content_hash(weights)[2:]))
+    chain = Alliance(params, creator)
+    for pid in ids:
+        chain.stake(address[pid], cfg.chain.stake * TOKEN)
+
     strategy = build_aggregator(cfg)
     screen = build_screen(cfg)
     central = strategy.accountant() if isinstance(strategy, CentralDP) else None
     state: StrategyState = {}
-    # The screen's trust check needs the validators' contribution scores of earlier rounds.
-    scoring = screen is not None and screen.min_trust is not None
-    history: list[dict[str, float]] = []
-    rounds: list[dict[str, Any]] = []
+    history: list[dict[str, float]] = []  # the screen's trust input: earlier rounds' scores
+    net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
+    records: list[RoundRecord] = []
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -136,107 +132,208 @@ def run_simulation(
         console=console,
     )
     with progress:
-        job = progress.add_task("local training", total=cfg.rounds * len(ids))
-        for r in range(1, cfg.rounds + 1):
+        job = progress.add_task("rounds", total=cfg.rounds)
+        for r in range(cfg.rounds):
+            began = time.perf_counter()
+            seed = simulation_seed(cfg.seed, r)
+            chain.start_round(seed)
+            info = chain.round_info(r)
+            role = {pid: chain.role_of(r, address[pid]) for pid in ids}
+            proposers = [pid for pid in ids if role[pid].proposes]
+            voters = [pid for pid in ids if role[pid].votes]
+
             trained = []
-            for i, pid in enumerate(ids):
-                progress.update(job, description=f"round {r}/{cfg.rounds} · {pid} training")
+            for pid in proposers:
+                progress.update(job, description=f"round {r + 1}/{cfg.rounds} · {pid} training")
                 ledger = ledgers[pid]
-                trained.append(train_participant(cfg, fed, i, weights, r, ledger))
+                trained.append(train_participant(cfg, fed, index_of[pid], weights, r, ledger))
                 if ledger is not None:
                     store.save(ledger)
-                progress.advance(job)
             updates = submitted_updates(cfg, trained, weights, r)
-            seed = derive_seed(cfg.seed, "agg", r)
-            agg = aggregate(strategy, updates, weights, state, seed, screen, history)
-            scores = (
-                _score_round(cfg, fed, strategy, updates, weights, state, seed, screen, agg,
-                             history)
-                if scoring else {}
-            )  # fmt: skip
-            if scores:
-                history.append(scores)
-            weights, state = agg.weights, dict(agg.state)
-            if central is not None:
-                central.step(label=str(r))
-            outcome = evaluate_round(cfg, fed, weights)
-            rounds.append(
-                {
-                    "round": r,
-                    "global": {
-                        "accuracy": outcome.global_eval.accuracy,
-                        "loss": outcome.global_eval.loss,
-                    },
-                    "aggregate_hash": content_hash(weights),
-                    "selected": list(agg.selected),
-                    "flagged": dict(agg.flagged),
-                    "central_epsilon": None
-                    if central is None
-                    else central.epsilon(cfg.privacy.delta),
-                    "participants": [
-                        {
-                            "id": u.participant,
-                            "update_hash": u.hash,
-                            "num_samples": u.num_samples,
-                            "train_loss": _finite(u.metrics.get("train_loss_last")),
-                            "holdout": {
-                                "accuracy": outcome.holdout[u.participant].accuracy,
-                                "loss": outcome.holdout[u.participant].loss,
-                            },
-                            "attack": None
-                            if (spec := cfg.attacks.get(u.participant)) is None
-                            else spec.kind,
-                            "flagged": agg.flagged.get(u.participant),
-                            "contribution": scores.get(u.participant),
-                            "epsilon": u.epsilon,
-                            "delta": u.delta,
-                        }
-                        for u in updates
-                    ],
+            for u in updates:
+                chain.submit_update(address[u.participant], r, bytes.fromhex(u.hash[2:]),
+                                    u.num_samples)  # fmt: skip
+
+            chain.now = info.training_ends
+            votes: dict[str, VoteRecord] = {}
+            agg = None
+            if updates and voters:
+                progress.update(job, description=f"round {r + 1}/{cfg.rounds} · voting")
+                agg_seed = derive_seed(cfg.seed, "aggregate", "0x" + seed.hex())
+                agg = aggregate(strategy, updates, weights, state, agg_seed, screen, history)
+                digest = bytes.fromhex(content_hash(agg.weights)[2:])
+                losses = {
+                    v: (lambda w, i=index_of[v]: evaluate(net, w, *fed.voter_data(i)).loss)
+                    for v in voters
                 }
+                table = contribution_table(
+                    strategy, updates, weights, state, agg_seed, screen, losses, agg, history
+                )
+                revealed = {}
+                for v in voters:
+                    score = judgement_score(cfg, fed, index_of[v], weights, agg.weights)
+                    score, scores = ballot(cfg, v, score, table[v], updates)
+                    fixed = to_fixed(round(score, 6))
+                    fixed_scores = tuple(to_fixed(round(c, 6)) for c in scores)
+                    salt = new_salt()  # kept until the reveal, like a voter's
+                    chain.commit_vote(
+                        address[v], r,
+                        vote_commitment(chain.task_id, r, address[v], digest, fixed, salt,
+                                        fixed_scores),
+                    )  # fmt: skip
+                    revealed[v] = (fixed, fixed_scores, salt)
+                    votes[v] = VoteRecord(
+                        aggregate_hash="0x" + digest.hex(),
+                        score=score,
+                        accept=fixed >= 0,
+                        contributions=dict(
+                            zip([u.participant for u in updates], scores, strict=True)
+                        ),
+                    )
+                chain.now = info.commit_ends
+                for v, (fixed, fixed_scores, salt) in revealed.items():
+                    chain.reveal_vote(address[v], r, digest, fixed, fixed_scores, salt)
+            chain.now = info.reveal_ends
+            outcome = chain.finalize_round(creator, r)
+            accepted = outcome is Outcome.ACCEPTED
+            if accepted and agg is not None:
+                weights, state = agg.weights, dict(agg.state)
+                if central is not None:
+                    central.step(label=str(r + 1))
+            view = RoundView.of(
+                outcome,
+                chain.round_info(r).aggregate_hash,
+                [u.participant for u in updates],
+                [
+                    RevealedVote(
+                        by_address[v.voter.lower()], v.weight, v.aggregate_hash, v.score,
+                        v.contributions, v.own_index,
+                    )
+                    for v in chain.revealed_votes(r)
+                ],
+            )  # fmt: skip
+            if screen is not None and screen.min_trust is not None and view.trust:
+                history.append(view.trust)
+
+            result = evaluate_round(cfg, fed, weights)
+            update_of = {u.participant: u for u in updates}
+            participants = []
+            for pid in ids:
+                u = update_of.get(pid)
+                hold = result.holdout[pid]
+                participants.append(
+                    ParticipantRound(
+                        id=pid,
+                        address=address[pid],
+                        role=role[pid].name.lower(),  # type: ignore[arg-type]
+                        attack=None if (a := cfg.attacks.get(pid)) is None else a.kind,
+                        update_hash=None if u is None else u.hash,
+                        num_samples=None if u is None else u.num_samples,
+                        train_loss=None if u is None else _finite(u.metrics.get("train_loss_last")),
+                        epsilon=None if (ledger := ledgers[pid]) is None else ledger.epsilon,
+                        delta=None if ledger is None else cfg.privacy.delta,
+                        holdout=Metrics(loss=_finite(hold.loss), accuracy=_finite(hold.accuracy)),
+                        vote=votes.get(pid),
+                        screened=None if agg is None else agg.flagged.get(pid),
+                        flagged=view.flagged.get(pid, False),
+                        contribution=view.contribution.get(pid),
+                        trust_score=view.trust.get(pid),
+                    )
+                )
+            records.append(
+                RoundRecord(
+                    round=r + 1,
+                    outcome=outcome.name.lower(),  # type: ignore[arg-type]
+                    accepted=accepted,
+                    seed="0x" + seed.hex(),
+                    global_=Metrics(
+                        loss=_finite(result.global_eval.loss),
+                        accuracy=_finite(result.global_eval.accuracy),
+                    ),
+                    aggregate_hash=None if outcome is Outcome.VOID else view.aggregate_hash,
+                    global_model_hash=content_hash(weights),
+                    selected=[] if agg is None else list(agg.selected),
+                    screened={} if agg is None else dict(agg.flagged),
+                    central_epsilon=None if central is None else central.epsilon(cfg.privacy.delta),
+                    accept_weight=str(view.accept_weight),
+                    reject_weight=str(view.reject_weight),
+                    seconds=round(time.perf_counter() - began, 3),
+                    participants=participants,
+                )
             )
+            progress.advance(job)
             console.print(
-                f"round {r}: global accuracy {outcome.global_eval.accuracy:.4f}, "
-                f"loss {outcome.global_eval.loss:.4f}"
+                f"round {r + 1}: {outcome.name.lower()}, global accuracy "
+                f"{result.global_eval.accuracy:.4f}, loss {result.global_eval.loss:.4f}"
             )
 
-    last = rounds[-1]["global"]
-    summary: dict[str, Any] = {
-        "task": {
-            "name": "simulation",
-            "dataset": fed.dataset,
-            "participants": len(ids),
-            "rounds": cfg.rounds,
-            "data_dir": str(cfg.data_dir),
-        },
-        "config": json.loads(cfg.model_dump_json()),
-        "partition": {pid: [int(v) for v in row] for pid, row in zip(ids, fed.counts, strict=True)},
-        "rounds": rounds,
-        "final": {
-            "accuracy": last["accuracy"],
-            "loss": last["loss"],
-            "model_hash": rounds[-1]["aggregate_hash"],
-        },
-    }
-    result = SimulationResult(summary, weights, out_dir)
+    claims = {pid: str(chain.claim(address[pid])) for pid in ids}
+    chain.reclaim_pool(creator)
+    settled = {(s.round + 1, s.account.lower()): s for s in chain.settlements}
+    for record in records:
+        for p in record.participants:
+            s = settled.get((record.round, p.address.lower()))
+            if s is not None:
+                p.reward, p.slashed = str(s.reward), str(s.slashed)
+    accepted_rounds = sum(1 for x in records if x.accepted)
+    last = records[-1]
+    report = RunReport(
+        task=TaskInfo(
+            engine="simulation",
+            name="simulation",
+            dataset=fed.dataset,
+            participants=len(ids),
+            rounds=cfg.rounds,
+            data_dir=str(cfg.data_dir),
+        ),
+        config=json.loads(cfg.model_dump_json()),
+        partition={pid: [int(v) for v in row] for pid, row in zip(ids, fed.counts, strict=True)},
+        rounds=records,
+        claimed=claims,
+        final=FinalInfo(
+            accuracy=last.global_.accuracy,
+            loss=last.global_.loss,
+            model_hash=content_hash(weights),
+            accepted_rounds=accepted_rounds,
+            void_rounds=sum(1 for x in records if x.outcome == "void"),
+            honest_slashes=honest_slashes(records),
+        ),
+    )
+    summary = report.dump()
+    result_ = SimulationResult(summary, weights, out_dir)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        result.files = {
+        result_.files = {
             "summary": out_dir / "summary.json",
             "accuracy_plot": out_dir / "accuracy.png",
             "partition_plot": out_dir / "partition.png",
+            "rewards_plot": out_dir / "rewards.png",
             "model": out_dir / "model.safetensors",
         }
-        result.files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+        report.write(result_.files["summary"])
         plot_accuracy(
-            [x["round"] for x in rounds],
-            [x["global"]["accuracy"] for x in rounds],
+            [x.round for x in records],
+            [x.global_.accuracy or 0.0 for x in records],
             {
-                pid: [x["participants"][i]["holdout"]["accuracy"] for x in rounds]
+                pid: [
+                    (x.participants[i].holdout or Metrics(loss=None, accuracy=None)).accuracy or 0.0
+                    for x in records
+                ]
                 for i, pid in enumerate(ids)
             },
-            result.files["accuracy_plot"],
+            result_.files["accuracy_plot"],
         )
-        plot_partition(fed.counts, ids, result.files["partition_plot"])
-        write_weights(weights, result.files["model"])
-    return result
+        plot_partition(fed.counts, ids, result_.files["partition_plot"])
+        totals = {pid: [0, 0] for pid in ids}
+        for x in records:
+            for p in x.participants:
+                totals[p.id][0] += int(p.reward)
+                totals[p.id][1] += int(p.slashed)
+        plot_rewards(
+            ids,
+            [totals[i][0] / TOKEN for i in ids],
+            [totals[i][1] / TOKEN for i in ids],
+            result_.files["rewards_plot"],
+        )
+        write_weights(weights, result_.files["model"])
+    return result_

@@ -2,18 +2,22 @@
 
 ```
 verify datasets (DVC) ─► start round, roles (chain) ─► train × proposers (Lightning + Opacus)
-  ─► upload + submit hash ─► aggregate, post hash ─► validate × voters (recompute, check, score,
-  commit) ─► reveal × voters ─► finalize ─► settle ─► model version (MLflow)
+  ─► upload + submit hash ─► validate × voters (recompute the aggregate, score it, commit hash
+  and vote) ─► reveal × voters ─► finalize (the majority hash and vote decide) ─► model version
+  (MLflow)
 ```
 Every step is idempotent against the chain, which is the source of truth: a task flow that
-crashed resumes where the chain says it stopped and never settles anything twice.
+crashed resumes where the chain says it stopped and never settles anything twice. Nobody posts
+the aggregate: each voter commits the hash it computed, and the hash with most of the revealed
+voting stake is the round's. Participants settle lazily on their next action (and at the end of
+the task, when each claims); the report reads what the chain recorded.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,18 +28,35 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.aggregation import Strategy, StrategyState
 from flock_pipeline.aggregation.screen import Screen
-from flock_pipeline.attacks import tamper_contributions, tamper_score
-from flock_pipeline.chain import Phase, Role, RoundInfo, Vote, to_fixed, vote_commitment
-from flock_pipeline.chain.voting import SCORE_SCALE
+from flock_pipeline.chain import Phase, Vote, to_fixed
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.contribution import contributions
-from flock_pipeline.evaluation import Evaluation, evaluate
+from flock_pipeline.evaluation import evaluate
 from flock_pipeline.models import build_network
+from flock_pipeline.protocol import Role, vote_commitment
+from flock_pipeline.protocol.decision import accepts
+from flock_pipeline.report import (
+    FinalInfo,
+    Metrics,
+    ParticipantRound,
+    RoundRecord,
+    RunReport,
+    TaskInfo,
+    VoteRecord,
+    honest_slashes,
+)
 from flock_pipeline.reporting import plot_accuracy, plot_rewards
 from flock_pipeline.round import aggregate as aggregate_updates
-from flock_pipeline.round import attack_update, build_aggregator, build_screen, train_participant
+from flock_pipeline.round import (
+    attack_update,
+    ballot,
+    build_aggregator,
+    build_screen,
+    judgement_score,
+    train_participant,
+)
 from flock_pipeline.seeding import derive_seed
-from flock_pipeline.serialization import Weights, canonical_bytes, content_hash, from_bytes
+from flock_pipeline.serialization import Weights, canonical_bytes, from_bytes
 from flock_pipeline.update import Update
 from flows.world import TOKEN, World, get_world, open_world
 
@@ -68,10 +89,9 @@ def _global_weights(w: World) -> Weights:
 
 def _committed_updates(w: World, r: int) -> list[Update]:
     """The round's updates as committed on chain, in submission order (the contract's update
-    index), fetched by hash (the store verifies it)."""
+    index), fetched by hash (the store verifies it): one event query for the round."""
     out = []
-    events = w.creator.round_events(w.task_id, r, "UpdateSubmitted")
-    for ev in sorted(events, key=lambda e: int(e["index"])):
+    for ev in w.submissions(r):
         digest = _hex(ev["updateHash"])
         pid = w.by_address(str(ev["proposer"])).id
         out.append(Update(pid, from_bytes(w.store.get(digest), digest), int(ev["numSamples"])))
@@ -79,7 +99,7 @@ def _committed_updates(w: World, r: int) -> list[Update]:
 
 
 def _previous_state_hash(w: World, r: int) -> str | None:
-    """The strategy state published with the latest settled round before ``r``."""
+    """The strategy state of the latest accepted round before ``r``."""
     for k in range(r, 0, -1):
         path = w.folder / "rounds" / f"{k}.json"
         if path.exists():
@@ -88,46 +108,8 @@ def _previous_state_hash(w: World, r: int) -> str | None:
     return None
 
 
-def _settled_contributions(w: World, r: int) -> dict[str, float | None]:
-    """Each proposer's contribution in round ``r`` as the contract holds it: the stake-weighted
-    mean of the accepting voters' scores (None when nobody accepted)."""
-    info = w.creator.round_info(w.task_id, r)
-    out: dict[str, float | None] = {}
-    for i in range(info.updates):
-        up = w.creator.update_at(w.task_id, r, i)
-        mean = up.contribution / info.accept_weight / SCORE_SCALE if info.accept_weight else None
-        out[w.by_address(up.proposer).id] = mean
-    return out
-
-
-def _trust_scores(w: World, r: int, info: RoundInfo | None = None) -> dict[str, float]:
-    """Each proposer's score in round ``r`` for the screen's trust check: the stake-weighted
-    mean of the contributions of every voter that revealed one per update, accepting or
-    rejecting (the round's ``VoteRevealed`` events); empty when nobody did. A rejected round
-    says as much about its updates as an accepted one: label flippers mostly get their rounds
-    rejected, and a history of accepted rounds only would never see them. (Payment reads only
-    the accepting voters' accumulator, ``_settled_contributions``.) The sums are integers and
-    each mean is one correctly rounded division, so every reader gets the same floats."""
-    info = info or w.creator.round_info(w.task_id, r)
-    if not info.updates:
-        return {}
-    votes = [
-        (int(e["weight"]), [int(c) for c in e["contributions"]])
-        for e in w.creator.round_events(w.task_id, r, "VoteRevealed")
-        if len(e["contributions"]) == info.updates
-    ]
-    total = sum(weight for weight, _ in votes)
-    if not total:
-        return {}
-    out: dict[str, float] = {}
-    for i in range(info.updates):
-        proposer = w.by_address(w.creator.update_at(w.task_id, r, i).proposer).id
-        out[proposer] = sum(wt * c[i] for wt, c in votes) / (total * SCORE_SCALE)
-    return out
-
-
 def _trust_history(w: World, r: int) -> list[dict[str, float]]:
-    """The screen's trust input for round ``r``: :func:`_trust_scores` of the finalized rounds
+    """The screen's trust input for round ``r``: the trust scores of the finalized rounds
     before it that any voter scored, oldest first. Public and final, so the aggregator and
     every voter read the same history, and each process reads a finalized round once."""
     history: list[dict[str, float]] = []
@@ -136,10 +118,9 @@ def _trust_history(w: World, r: int) -> list[dict[str, float]]:
     for k in range(r):
         scored = w.finalized_trust.get(k)
         if scored is None:
-            info = w.creator.round_info(w.task_id, k)
-            if not info.finalized:
+            if w.creator.phase_of(w.task_id, k) is not Phase.FINALIZED:
                 continue
-            scored = w.finalized_trust.setdefault(k, _trust_scores(w, k, info))
+            scored = w.finalized_trust.setdefault(k, w.round_view(k).trust)
         if scored:
             history.append(scored)
     return history
@@ -154,13 +135,13 @@ class _RoundInputs(NamedTuple):
     state: StrategyState
     seed: int
     screen: Screen | None
-    history: list[dict[str, float]]  # every revealing voter's mean scores of earlier rounds
+    history: list[dict[str, float]]  # trust scores of earlier rounds
 
 
 def _round_inputs(w: World, r: int) -> _RoundInputs:
     """The committed updates, the published strategy state, the round's chain seed for any
-    noise and the revealed contributions of earlier rounds: what the aggregator and every voter
-    recompute the aggregate from."""
+    noise and the trust scores of earlier rounds: what every voter recomputes the aggregate
+    from."""
     seed = derive_seed(w.cfg.seed, "aggregate", _hex(w.creator.round_info(w.task_id, r).seed))
     digest = _previous_state_hash(w, r)
     state: StrategyState = {} if digest is None else from_bytes(w.store.get(digest), digest)
@@ -196,7 +177,12 @@ def start_round(name: str, r: int) -> dict[str, Any]:
         if started != r:
             raise RuntimeError(f"chain started round {started}, the flow expected {r}")
     info = w.creator.round_info(w.task_id, r)
-    return {"seed": _hex(info.seed), "training_ends": info.training_ends}
+    return {
+        "seed": _hex(info.seed),
+        "training_ends": info.training_ends,
+        "commit_ends": info.commit_ends,
+        "reveal_ends": info.reveal_ends,
+    }
 
 
 @task(
@@ -209,7 +195,7 @@ def start_round(name: str, r: int) -> dict[str, Any]:
 def roles(name: str, r: int) -> dict[str, str]:
     """Every participant's role, as sortition on chain gives it (anyone can recompute it)."""
     w = get_world(name)
-    return {m.id: w.creator.role_of(w.task_id, r, m.address).name.lower() for m in w.members}
+    return {pid: role.name.lower() for pid, role in w.roles(r).items()}
 
 
 @task(
@@ -224,16 +210,12 @@ def train_and_submit(name: str, r: int, pid: str, global_hash: str) -> dict[str,
     w = get_world(name)
     m = w.member(pid)
     logger = get_run_logger()
-    record = m.client.record_of(w.task_id, r)
-    if record.action.name == "SUBMITTED":  # resumed after a crash: the chain has it already
-        ev = next(
-            e
-            for e in w.creator.round_events(w.task_id, r, "UpdateSubmitted")
-            if str(e["proposer"]).lower() == m.address.lower()
-        )
+    if m.client.record_of(w.task_id, r).submitted:  # resumed after a crash: the chain has it
+        ev = next(e for e in w.submissions(r) if str(e["proposer"]).lower() == m.address.lower())
         logger.info("%s already submitted round %d", pid, r + 1)
         return {"update_hash": _hex(ev["updateHash"]), "num_samples": int(ev["numSamples"]),
-                "epsilon": m.ledger.epsilon if m.ledger else None}  # fmt: skip
+                "epsilon": m.ledger.epsilon if m.ledger else None,
+                "train_loss": None}  # fmt: skip
     weights = from_bytes(w.store.get(global_hash), global_hash)
     trained = train_participant(
         w.cfg, w.fed, m.index, weights, r, m.ledger, spend_label=f"{w.name}/{r}"
@@ -247,53 +229,13 @@ def train_and_submit(name: str, r: int, pid: str, global_hash: str) -> dict[str,
     logger.info(
         "%s trained round %d: update %s, epsilon %s", pid, r + 1, digest[:12], update.epsilon
     )
-    return {"update_hash": digest, "num_samples": update.num_samples, "epsilon": update.epsilon}
-
-
-@task(
-    name="aggregate",
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=_DELAYS,
-    retry_condition_fn=_transient,
-)
-def aggregate(name: str, r: int, training_ends: int) -> dict[str, Any] | None:
-    """After the training deadline: the strategy over the committed updates; post its hash."""
-    w = get_world(name)
-    w.chain.advance_to(training_ends + 1)
-    if not w.creator.round_events(w.task_id, r, "UpdateSubmitted"):
-        return None
-    agg = aggregate_updates(*_round_inputs(w, r))
-    digest = w.store.put(canonical_bytes(agg.weights))
-    state = w.store.put(canonical_bytes(agg.state)) if agg.state else None
-    posted = w.creator.round_info(w.task_id, r).aggregate_hash
-    if posted == bytes(32):
-        w.creator.post_aggregate(w.task_id, r, bytes.fromhex(digest[2:]))
-    elif _hex(posted) != digest:
-        raise RuntimeError(f"round {r + 1}: posted aggregate {_hex(posted)} is not {digest}")
+    loss = trained.metrics.get("train_loss_last")
     return {
-        "hash": digest,
-        "state": state,
-        "selected": list(agg.selected),
-        "flagged": dict(agg.flagged),
+        "update_hash": digest,
+        "num_samples": update.num_samples,
+        "epsilon": update.epsilon,
+        "train_loss": None if loss is None or loss != loss else float(loss),
     }
-
-
-def _holdout(w: World, pid: str) -> Callable[[Weights], Evaluation]:
-    """The voter's evaluation: on its own held-out split, or on the task's shared validation
-    set (``data.validation: shared``). Accuracy makes the vote, the loss the contributions
-    (continuous, so a small held-out set still ranks updates); the last weights evaluated are
-    remembered, so the round's aggregate is evaluated once for both."""
-    x, y = w.fed.voter_data(w.member(pid).index)
-    net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
-    last: list[tuple[Weights, Evaluation]] = []
-
-    def holdout(weights: Weights) -> Evaluation:
-        if not last or last[0][0] is not weights:
-            last[:] = [(weights, evaluate(net, weights, x, y))]
-        return last[0][1]
-
-    return holdout
 
 
 @task(
@@ -303,35 +245,38 @@ def _holdout(w: World, pid: str) -> Callable[[Weights], Evaluation]:
     retry_delay_seconds=_DELAYS,
     retry_condition_fn=_transient,
 )
-def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
-    """A voter recomputes the aggregate from the committed updates, checks the posted hash,
-    scores it against the current global model on its held-out data (or the task's shared
-    validation set), scores each update's
-    contribution (``flock_pipeline.contribution``) and commits both."""
+def validate_and_commit(name: str, r: int, pid: str, training_ends: int) -> dict[str, Any]:
+    """A voter recomputes the aggregate from the committed updates, stores it, judges it
+    against the current global model on its held-out data (or the task's shared validation
+    set), scores each update's contribution (``flock_pipeline.contribution``) and commits the
+    hash, the score and the contributions."""
     w = get_world(name)
     m = w.member(pid)
-    posted = _hex(w.creator.round_info(w.task_id, r).aggregate_hash)
+    w.chain.advance_to(training_ends + 1)
     strategy, updates, old, state, seed, screen, history = _round_inputs(w, r)
     full = aggregate_updates(strategy, updates, old, state, seed, screen, history)
-    holdout = _holdout(w, pid)
-    if content_hash(full.weights) != posted:
-        # An honest voter never endorses an aggregate it cannot reproduce.
-        score, scores = -1.0, [0.0] * len(updates)
-        get_run_logger().warning("%s: posted aggregate %s does not match mine", pid, posted)
-    else:
-        score = holdout(full.weights).accuracy - holdout(old).accuracy
-        scores = contributions(
-            strategy, updates, old, state, seed, screen, lambda x: holdout(x).loss, full, history
-        )
-    spec = w.cfg.attacks.get(pid)
-    score = tamper_score(score, spec)  # a dishonest voter lies here
-    scores = tamper_contributions(scores, spec)
+    digest = w.store.put(canonical_bytes(full.weights))
+    state_hash = w.store.put(canonical_bytes(full.state)) if full.state else None
+    score = judgement_score(w.cfg, w.fed, m.index, old, full.weights)
+    x, y = w.fed.voter_data(m.index)
+    net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
+    scores = contributions(
+        strategy, updates, old, state, seed, screen, lambda x_: evaluate(net, x_, x, y).loss,
+        full, history,
+    )  # fmt: skip
+    score, scores = ballot(w.cfg, pid, score, scores, updates)
     fixed = to_fixed(round(score, 6))
     fixed_scores = [to_fixed(round(c, 6)) for c in scores]
-    if m.client.record_of(w.task_id, r).action.name == "NONE":
+    if m.client.record_of(w.task_id, r).vote.name == "NONE":
         salt = m.salt(w.task_id, r)
-        m.client.commit_vote(w.task_id, r, fixed, salt, contributions=fixed_scores)
+        m.client.commit_vote(
+            w.task_id, r, bytes.fromhex(digest[2:]), fixed, salt, contributions=fixed_scores
+        )
     return {
+        "hash": digest,
+        "state": state_hash,
+        "selected": list(full.selected),
+        "screened": dict(full.flagged),
         "score": score,
         "fixed": fixed,
         "contributions": dict(zip([u.participant for u in updates], scores, strict=True)),
@@ -347,16 +292,28 @@ def validate_and_commit(name: str, r: int, pid: str) -> dict[str, Any]:
     retry_condition_fn=_transient,
 )
 def reveal(name: str, r: int, pid: str, vote: dict[str, Any], commit_ends: int) -> None:
-    """Reveal the score and contributions ``validate_and_commit`` committed."""
+    """Reveal the hash, score and contributions ``validate_and_commit`` committed."""
     w = get_world(name)
     m = w.member(pid)
     w.chain.advance_to(commit_ends + 1)
-    if m.client.record_of(w.task_id, r).action.name != "COMMITTED":
+    if m.client.record_of(w.task_id, r).vote.name != "COMMITTED":
         return
     salt = m.salt(w.task_id, r)
+    digest = bytes.fromhex(vote["hash"][2:])
     fixed, scores = int(vote["fixed"]), tuple(int(c) for c in vote["fixed_contributions"])
-    commitment = vote_commitment(w.task_id, r, m.address, fixed, salt, contributions=scores)
-    m.client.reveal_vote(Vote(w.task_id, r, m.address, fixed, salt, commitment, scores))
+    commitment = vote_commitment(w.task_id, r, m.address, digest, fixed, salt, scores)
+    m.client.reveal_vote(
+        Vote(
+            task_id=w.task_id,
+            round=r,
+            voter=m.address,
+            aggregate_hash=digest,
+            score=fixed,
+            salt=salt,
+            commitment=commitment,
+            contributions=scores,
+        )
+    )
 
 
 @task(
@@ -366,66 +323,59 @@ def reveal(name: str, r: int, pid: str, vote: dict[str, Any], commit_ends: int) 
     retry_delay_seconds=_DELAYS,
     retry_condition_fn=_transient,
 )
-def finalize(name: str, r: int) -> dict[str, Any]:
-    """Finalize (anyone may; here the task creator) and settle every participant's round."""
+def finalize(name: str, r: int, reveal_ends: int) -> dict[str, Any]:
+    """Finalize (anyone may; here the task creator). One transaction: no participant is
+    settled here, each settles on its next action or its claim."""
     w = get_world(name)
-    info = w.creator.round_info(w.task_id, r)
-    w.chain.advance_to(info.reveal_ends + 1)
+    w.chain.advance_to(reveal_ends + 1)
     w.creator.finalize_round(w.task_id, r)  # None when a previous run already did
-    for m in w.members:
-        w.creator.settle(w.task_id, m.address)
+    view = w.round_view(r)
+    # Final from here on: later rounds' trust histories read it from the cache.
+    w.finalized_trust[r] = view.trust
     (log,) = w.creator.alliance.events.RoundFinalized().get_logs(
-        from_block=0, argument_filters={"taskId": w.task_id, "round": r}
+        from_block=w.from_block, argument_filters={"taskId": w.task_id, "round": r}
     )
     receipt = w.chain.w3.eth.get_transaction_receipt(log["transactionHash"])
-    settled = {
-        str(e["account"]).lower(): e for e in w.creator.round_events(w.task_id, r, "Settled")
-    }
-    contribution = _settled_contributions(w, r)
-    # Final from here on: later rounds' trust histories read it from the cache.
-    trust = w.finalized_trust[r] = _trust_scores(w, r)
-    out = {}
-    for m in w.members:
-        e = settled.get(m.address.lower())
-        out[m.id] = {
-            "reward": str(int(e["reward"])) if e else "0",
-            "slashed": str(int(e["slashed"])) if e else "0",
-            "contribution": contribution.get(m.id),
-            "trust_score": trust.get(m.id),
-        }
     return {
-        "accepted": bool(log["args"]["accepted"]),
-        "tx": "0x" + bytes(log["transactionHash"]).hex(),
+        "outcome": view.outcome.name.lower(),
+        "aggregate_hash": view.aggregate_hash,
+        "accept_weight": str(view.accept_weight),
+        "reject_weight": str(view.reject_weight),
+        "flagged": view.flagged,
+        "contribution": view.contribution,
+        "trust": view.trust,
+        "tx": _hex(log["transactionHash"]),
         "gas_used": int(receipt["gasUsed"]),
-        "settlement": out,
     }
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register_model(name: str, r: int, record: dict[str, Any]) -> dict[str, str]:
-    """One MLflow model version per round (the aggregate, or the unchanged global model)."""
+    """One MLflow model version per round (the new global model): one run, one version, its
+    tags set in one call, whatever the number of participants."""
     w = get_world(name)
-    for ref in w.registry.versions():  # a resumed run finds the version already there
-        tags = w.registry.version_tags(ref.version)
-        if tags.get("task") == w.name and tags.get("round") == str(r + 1):
-            return {"registered_name": ref.registered_name, "version": ref.version,
-                    "run_id": ref.run_id}  # fmt: skip
-    digest = record["aggregate_hash"] or record["global_model_hash"]  # no updates: unchanged
+    found = w.registry.find_version({"task": w.name, "round": str(r + 1)})
+    if found is not None:  # a resumed run finds the version already there
+        return {"registered_name": found.registered_name, "version": found.version,
+                "run_id": found.run_id}  # fmt: skip
+    digest = record["global_model_hash"]
     weights = from_bytes(w.store.get(digest), digest)
     tags = {
         "task": w.name,
         "round": str(r + 1),
-        "aggregate_hash": digest,
+        "outcome": record["outcome"],
+        "aggregate_hash": record["aggregate_hash"] or "",
+        "global_model_hash": digest,
         "accepted": str(record["accepted"]).lower(),
         "chain_id": str(w.chain.chain_id),
         "task_address": w.creator.deployment.alliance,
         "task_id": str(w.task_id),
-        "settlement_tx": record["settlement"]["tx"],
+        "finalize_tx": record["finalize_tx"] or "",
+        "datasets": json.dumps({p["id"]: p["dataset_hash"] for p in record["participants"]}),
+        "epsilon": json.dumps(
+            {p["id"]: p["epsilon"] for p in record["participants"] if p["epsilon"] is not None}
+        ),
     }
-    for p in record["participants"]:
-        tags[f"dataset_hash.{p['id']}"] = p["dataset_hash"]
-        if p["epsilon"] is not None:
-            tags[f"epsilon.{p['id']}"] = f"{p['epsilon']:.6f}"
     ref = w.registry.log_round_model(
         weights=weights,
         architecture=w.cfg.model.name,
@@ -451,15 +401,16 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
     logger = get_run_logger()
     done = w.folder / "rounds" / f"{r + 1}.json"
     if done.exists() and w.creator.phase_of(w.task_id, r) is Phase.FINALIZED:
-        logger.info("round %d was settled by an earlier run; not repeating it", r + 1)
+        logger.info("round %d was finalized by an earlier run; not repeating it", r + 1)
         return dict(json.loads(done.read_text()))
+    began = time.perf_counter()
 
     datasets = verify_datasets(name)
     started = start_round(name, r)
     role = roles(name, r)
     global_hash = _hex(w.creator.task_state(w.task_id).global_model_hash)
-    proposers = [pid for pid, x in role.items() if x == Role.PROPOSER.name.lower()]
-    voters = [pid for pid, x in role.items() if x == Role.VOTER.name.lower()]
+    proposers = [pid for pid, x in role.items() if Role[x.upper()].proposes]
+    voters = [pid for pid, x in role.items() if Role[x.upper()].votes]
     # Copiers submit last: they copy what the others committed.
     copiers = [p for p in proposers if (a := w.cfg.attacks.get(p)) and a.kind == "copier"]
     updates: dict[str, dict[str, Any]] = {}
@@ -467,82 +418,97 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
         if group:
             results = train_and_submit.map(name, r, group, global_hash).result()
             updates.update(zip(group, results, strict=True))
-    aggregated = aggregate(name, r, started["training_ends"])
-    agg = None if aggregated is None else aggregated["hash"]
     votes: dict[str, dict[str, Any]] = {}
-    if agg is not None and voters:
-        scored = validate_and_commit.map(name, r, voters).result()
+    if updates and voters:
+        scored = validate_and_commit.map(name, r, voters, started["training_ends"]).result()
         votes = dict(zip(voters, scored, strict=True))
-        commit_ends = w.creator.round_info(w.task_id, r).commit_ends
-        reveal.map(name, r, voters, [votes[v] for v in voters], commit_ends).result()
-    settlement = finalize(name, r)
+        reveal.map(name, r, voters, [votes[v] for v in voters], started["commit_ends"]).result()
+    settled = finalize(name, r, started["reveal_ends"])
 
-    accepted = settlement["accepted"]
-    new_global = _global_weights(w)
+    outcome = settled["outcome"]
+    accepted = outcome == "accepted"
+    new_global_hash = _hex(w.creator.task_state(w.task_id).global_model_hash)
+    new_global = from_bytes(w.store.get(new_global_hash), new_global_hash)
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
     ev = evaluate(net, new_global, w.fed.x_test, w.fed.y_test)
+    winner = next((v for v in votes.values() if v["hash"] == settled["aggregate_hash"]), None)
     participants = []
     for m in w.members:
         up = updates.get(m.id, {})
         vote = votes.get(m.id)
+        own = w.fed.participants[m.index]
+        hold = (
+            evaluate(net, new_global, own.x_holdout, own.y_holdout) if len(own.y_holdout) else None
+        )
         participants.append(
-            {
-                "id": m.id,
-                "address": m.address,
-                "role": role[m.id],
-                "attack": None if (a := w.cfg.attacks.get(m.id)) is None else a.kind,
-                "update_hash": up.get("update_hash"),
-                "num_samples": up.get("num_samples"),
-                "dataset_hash": datasets[m.id],
-                "epsilon": m.ledger.epsilon if m.ledger else None,
-                "delta": w.cfg.privacy.delta if m.ledger else None,
-                "vote": None if vote is None else {"score": vote["score"],
-                                                   "accept": vote["fixed"] > 0,
-                                                   "contributions": vote["contributions"]},
-                "flagged": None if aggregated is None else aggregated["flagged"].get(m.id),
-                "contribution": settlement["settlement"][m.id]["contribution"],
-                "trust_score": settlement["settlement"][m.id]["trust_score"],
-                "reward": settlement["settlement"][m.id]["reward"],
-                "slashed": settlement["settlement"][m.id]["slashed"],
-            }
-        )  # fmt: skip
-    record: dict[str, Any] = {
-        "round": r + 1,
-        "accepted": accepted,
-        "global": {"accuracy": ev.accuracy, "loss": ev.loss},
-        "aggregate_hash": agg,
-        "selected": None if aggregated is None else aggregated["selected"],
-        "flagged": {} if aggregated is None else aggregated["flagged"],
-        "strategy_state": aggregated["state"]
-        if accepted and aggregated is not None
+            ParticipantRound(
+                id=m.id,
+                address=m.address,
+                role=role[m.id],  # type: ignore[arg-type]
+                attack=None if (a := w.cfg.attacks.get(m.id)) is None else a.kind,
+                update_hash=up.get("update_hash"),
+                num_samples=up.get("num_samples"),
+                train_loss=up.get("train_loss"),
+                dataset_hash=datasets[m.id],
+                epsilon=m.ledger.epsilon if m.ledger else None,
+                delta=w.cfg.privacy.delta if m.ledger else None,
+                holdout=None if hold is None else Metrics(loss=hold.loss, accuracy=hold.accuracy),
+                vote=None
+                if vote is None
+                else VoteRecord(
+                    aggregate_hash=vote["hash"],
+                    score=vote["score"],
+                    accept=accepts(vote["fixed"]),
+                    contributions=vote["contributions"],
+                ),
+                screened=None if winner is None else winner["screened"].get(m.id),
+                flagged=settled["flagged"].get(m.id, False),
+                contribution=settled["contribution"].get(m.id),
+                trust_score=settled["trust"].get(m.id),
+            )
+        )
+    record = RoundRecord(
+        round=r + 1,
+        outcome=outcome,
+        accepted=accepted,
+        seed=started["seed"],
+        global_=Metrics(loss=ev.loss, accuracy=ev.accuracy),
+        aggregate_hash=settled["aggregate_hash"] if outcome != "void" else None,
+        global_model_hash=new_global_hash,
+        selected=[] if winner is None else winner["selected"],
+        screened={} if winner is None else winner["screened"],
+        strategy_state=winner["state"]
+        if accepted and winner is not None
         else _previous_state_hash(w, r),
-        "global_model_hash": _hex(w.creator.task_state(w.task_id).global_model_hash),
-        "settlement": {"tx": settlement["tx"], "gas_used": settlement["gas_used"]},
-        "participants": participants,
-    }
-    record["model"] = register_model(name, r, record)
+        accept_weight=settled["accept_weight"],
+        reject_weight=settled["reject_weight"],
+        finalize_tx=settled["tx"],
+        finalize_gas=settled["gas_used"],
+        seconds=0.0,
+        participants=participants,
+    )
+    data = json.loads(record.model_dump_json(by_alias=True))
+    data["model"] = register_model(name, r, data)
+    data["seconds"] = round(time.perf_counter() - began, 3)
     create_table_artifact(
         key=artifact_key(w.name, r),
         table=[
-            {
-                k: p[k]
-                for k in ("id", "role", "epsilon", "contribution", "flagged", "reward", "slashed")
-            }
+            {k: p[k] for k in ("id", "role", "epsilon", "contribution", "flagged")}
             | {"score": p["vote"]["score"] if p["vote"] else None}
-            for p in participants
+            for p in data["participants"]
         ],
         description=(
-            f"Round {r + 1} of {w.name}: {'accepted' if accepted else 'rejected'}, "
-            f"global accuracy {ev.accuracy:.4f}, model version {record['model']['version']}"
+            f"Round {r + 1} of {w.name}: {outcome}, global accuracy {ev.accuracy:.4f}, "
+            f"model version {data['model']['version']}"
         ),
     )
     logger.info(
         "round %d %s: accuracy %.4f, proposers %s, voters %s",
-        r + 1, "accepted" if accepted else "rejected", ev.accuracy, proposers, voters,
+        r + 1, outcome, ev.accuracy, proposers, voters,
     )  # fmt: skip
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(record, indent=2))
-    return record
+    done.write_text(json.dumps(data, indent=2))
+    return dict(data)
 
 
 def artifact_key(task: str, r: int) -> str:
@@ -551,30 +517,58 @@ def artifact_key(task: str, r: int) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{task}-round-{r + 1}".lower())
 
 
-def _summary(w: World, rounds: list[dict[str, Any]], claims: dict[str, str]) -> dict[str, Any]:
-    accepted = [r for r in rounds if r["accepted"]]
-    last = rounds[-1]["global"] if rounds else {"accuracy": None, "loss": None}
-    return {
-        "task": {
-            "name": w.name,
-            "chain_id": w.chain.chain_id,
-            "task_address": w.creator.deployment.alliance,
-            "task_id": w.task_id,
-            "token_address": w.creator.deployment.token,
-            "rounds": w.cfg.rounds,
-            "data_dir": str(w.cfg.data_dir),
-            "validation_dataset_hash": None if w.validation is None else w.validation.hash,
+def _report(w: World, rounds: list[dict[str, Any]], claims: dict[str, str]) -> RunReport:
+    """The task's report: the round records, with what each participant was paid and slashed
+    per round as the chain's ``Settled`` events say (one query for the whole task, read after
+    every participant has claimed, so every round is settled)."""
+    settled: dict[tuple[int, str], tuple[int, int]] = {}
+    for e in w.creator.task_events(w.task_id, "Settled", from_block=w.from_block):
+        settled[(int(e["round"]) + 1, str(e["account"]).lower())] = (
+            int(e["reward"]), int(e["slashed"]),
+        )  # fmt: skip
+    records = []
+    for data in rounds:
+        record = RoundRecord.model_validate(data)
+        for p in record.participants:
+            reward, slashed = settled.get((record.round, p.address.lower()), (0, 0))
+            p.reward, p.slashed = str(reward), str(slashed)
+        records.append(record)
+    accepted = [r for r in records if r.accepted]
+    last = records[-1] if records else None
+    return RunReport(
+        task=TaskInfo(
+            engine="flow",
+            name=w.name,
+            dataset=w.cfg.data.dataset,
+            participants=w.cfg.participants,
+            rounds=w.cfg.rounds,
+            data_dir=str(w.cfg.data_dir),
+            chain_id=w.chain.chain_id,
+            task_address=w.creator.deployment.alliance,
+            token_address=w.creator.deployment.token,
+            task_id=w.task_id,
+            validation_dataset_hash=None if w.validation is None else w.validation.hash,
+        ),
+        config=json.loads(w.cfg.model_dump_json()),
+        partition={
+            p.id: [int(v) for v in row]
+            for p, row in zip(w.fed.participants, w.fed.counts, strict=True)
         },
-        "config": json.loads(w.cfg.model_dump_json()),
-        "rounds": rounds,
-        "claimed": claims,
-        "final": {
-            "accuracy": last["accuracy"],
-            "loss": last["loss"],
-            "champion_version": accepted[-1]["model"]["version"] if accepted else None,
-            "registered_name": w.cfg.registered_name,
-        },
-    }
+        rounds=records,
+        claimed=claims,
+        final=FinalInfo(
+            accuracy=None if last is None else last.global_.accuracy,
+            loss=None if last is None else last.global_.loss,
+            model_hash=_hex(w.creator.task_state(w.task_id).global_model_hash),
+            accepted_rounds=len(accepted),
+            void_rounds=sum(1 for r in records if r.outcome == "void"),
+            honest_slashes=honest_slashes(records),
+            champion_version=accepted[-1].model.version
+            if accepted and accepted[-1].model
+            else None,
+            registered_name=w.cfg.registered_name,
+        ),
+    )
 
 
 @flow(name="federated-task", log_prints=True)
@@ -595,39 +589,45 @@ def federated_task(
             rounds.append(
                 federated_round.with_options(flow_run_name=f"{w.name}-round-{r + 1}")(w.name, r)
             )
-        claims = {}
-        for m in w.members:
-            paid, _ = m.client.claim(w.task_id)
-            claims[m.id] = str(paid)
-        summary = _summary(w, rounds, claims)
-        champion = summary["final"]["champion_version"]
+        for m in w.members:  # each claim settles its last round first; a repeat pays nothing
+            m.client.claim(w.task_id)
+        paid: dict[str, int] = {m.address.lower(): 0 for m in w.members}
+        for e in w.creator.task_events(w.task_id, "Claimed", from_block=w.from_block):
+            paid[str(e["account"]).lower()] = paid.get(str(e["account"]).lower(), 0) + int(
+                e["amount"]
+            )
+        claims = {m.id: str(paid[m.address.lower()]) for m in w.members}
+        if w.creator.task_state(w.task_id).pool:  # what no round paid goes back to the creator
+            w.creator.reclaim_pool(w.task_id)
+        report = _report(w, rounds, claims)
+        champion = report.final.champion_version
         if champion is not None:
             w.registry.set_alias("champion", champion)
         meta = dict(w.meta, complete=True)
         (w.folder / "task.json").write_text(json.dumps(meta, indent=2))
         out = Path(out_dir) if out_dir else cfg.data_dir / "runs" / w.name
-        write_report(summary, out)
+        write_report(report, out)
         logger.info("summary: %s", out / "summary.json")
-        return summary
+        return report.dump()
     finally:
         w.close()
 
 
-def write_report(summary: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rounds = summary["rounds"]
+def write_report(report: RunReport, out: Path) -> None:
+    """summary.json, accuracy.png and rewards.png."""
+    report.write(out / "summary.json")
+    rounds = report.rounds
     if rounds:
         plot_accuracy(
-            [r["round"] for r in rounds], [r["global"]["accuracy"] for r in rounds], {},
+            [r.round for r in rounds], [r.global_.accuracy or 0.0 for r in rounds], {},
             out / "accuracy.png",
         )  # fmt: skip
-        ids = [p["id"] for p in rounds[0]["participants"]]
+        ids = [p.id for p in rounds[0].participants]
         totals = {i: [0, 0] for i in ids}
         for r in rounds:
-            for p in r["participants"]:
-                totals[p["id"]][0] += int(p["reward"])
-                totals[p["id"]][1] += int(p["slashed"])
+            for p in r.participants:
+                totals[p.id][0] += int(p.reward)
+                totals[p.id][1] += int(p.slashed)
         plot_rewards(
             ids,
             [totals[i][0] / TOKEN for i in ids],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from flock_pipeline.chain import (
@@ -24,6 +25,7 @@ from flock_pipeline.chain import (
     TaskConfig,
     connect,
     dev_signers,
+    in_process,
     load_or_deploy,
 )
 from flock_pipeline.chain.anvil import AnvilNode
@@ -31,6 +33,9 @@ from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, ParticipantData
 from flock_pipeline.errors import ConfigError, DataError
 from flock_pipeline.privacy import LedgerStore, PrivacyLedger
+from flock_pipeline.protocol import Role
+from flock_pipeline.protocol.tally import RevealedVote
+from flock_pipeline.protocol.view import RoundView
 from flock_pipeline.round import initial_weights, prepare_federation
 from flock_pipeline.serialization import canonical_bytes
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
@@ -40,6 +45,8 @@ from flock_pipeline.tracking import ModelRegistry
 __all__ = ["Member", "World", "config_hash", "open_world", "preflight", "validation_hash"]
 
 TOKEN = 10**18
+IN_PROCESS = "py-evm"
+"""``chain.url`` of an in-process py-evm chain: gone with the process, for tests and trials."""
 _WORLDS: dict[str, World] = {}
 _LOCK = threading.Lock()
 
@@ -98,6 +105,42 @@ class World:
     validation: Snapshot | None = None
     """The DVC snapshot of the task's shared validation set (``data.validation: shared``)."""
 
+    @property
+    def from_block(self) -> int:
+        """The block the task was created in: event queries start there, not at genesis."""
+        return int(self.meta.get("from_block", 0))
+
+    def roles(self, r: int) -> dict[str, Role]:
+        """Every member's role in round ``r``, read from the contract in one batch."""
+        fn = self.creator.alliance.functions.roleOf
+        calls = [fn(self.task_id, r, to_checksum_address(m.address)) for m in self.members]
+        found = _read_many(self.chain, calls)
+        return {m.id: Role(int(v)) for m, v in zip(self.members, found, strict=True)}
+
+    def submissions(self, r: int) -> list[dict[str, Any]]:
+        """The round's ``UpdateSubmitted`` events in submission (index) order."""
+        events = self.creator.round_events(self.task_id, r, "UpdateSubmitted", self.from_block)
+        return sorted(events, key=lambda e: int(e["index"]))
+
+    def round_view(self, r: int) -> RoundView:
+        """What the chain decided in round ``r`` and what it implies per participant, computed
+        by the protocol model from three reads: the round, its updates and its reveals."""
+        info = self.creator.round_info(self.task_id, r)
+        proposers = [self.by_address(str(e["proposer"])).id for e in self.submissions(r)]
+        reveals = [
+            RevealedVote(
+                voter=self.by_address(str(e["voter"])).id,
+                weight=int(e["weight"]),
+                aggregate_hash=bytes(e["aggregateHash"]),
+                score=int(e["score"]),
+                contributions=tuple(int(c) for c in e["contributions"]),
+                own_index=proposers.index(pid) if (pid := self.by_address(str(e["voter"])).id)
+                in proposers else None,
+            )
+            for e in self.creator.round_events(self.task_id, r, "VoteRevealed", self.from_block)
+        ]  # fmt: skip
+        return RoundView.of(info.outcome, info.aggregate_hash, proposers, reveals)
+
     def member(self, pid: str) -> Member:
         return next(m for m in self.members if m.id == pid)
 
@@ -113,6 +156,17 @@ class World:
             _WORLDS.pop(self.name, None)
         if self.anvil is not None and self.started_anvil:
             self.anvil.down()
+
+
+def _read_many(chain: Chain, calls: list[Any]) -> list[Any]:
+    """Several contract reads in one JSON-RPC batch (one round trip to a node); in-process
+    calls cost no round trip and go one by one."""
+    if chain.kind == "py-evm" or not calls:
+        return [c.call() for c in calls]
+    with chain.w3.batch_requests() as batch:
+        for c in calls:
+            batch.add(c)
+        return list(batch.execute())
 
 
 def get_world(name: str) -> World:
@@ -143,6 +197,8 @@ def _task_name(cfg: FlockConfig, digest: str) -> tuple[str, bool]:
 
 
 def _open_chain(cfg: FlockConfig) -> tuple[Chain, AnvilNode | None, bool]:
+    if cfg.chain.url == IN_PROCESS:
+        return in_process(), None, False
     if cfg.chain.url is None:
         node = AnvilNode(cfg.data_dir)
         was_running = node.status().running
@@ -213,8 +269,7 @@ def _task_config(
     cfg: FlockConfig, model_hash: bytes, validation_hash: str | None = None
 ) -> TaskConfig:
     n = cfg.participants
-    proposers = cfg.chain.proposers_per_round or max(1, n // 2)
-    voters = cfg.chain.voters_per_round or max(1, n - proposers)
+    proposers, voters = cfg.committee
     phases = cfg.chain.training_seconds + cfg.chain.commit_seconds + cfg.chain.reveal_seconds
     return TaskConfig(
         model_hash=model_hash,
@@ -320,8 +375,9 @@ def open_world(cfg: FlockConfig) -> World:
                 cfg, bytes.fromhex(init_hash[2:]), None if validation is None else validation.hash
             )
             creator.mint(creator.address, task_cfg.reward_pool)
-            task_id, _ = creator.create_task(task_cfg)
+            task_id, created = creator.create_task(task_cfg)
             meta = {
+                "from_block": int(creator.tx.receipt(created.tx_hash)["blockNumber"]),
                 "name": name,
                 "config_hash": digest,
                 "chain_id": chain.chain_id,

@@ -11,14 +11,30 @@ import {Checkpoints} from "@openzeppelin/contracts/utils/structs/Checkpoints.sol
 import {Sortition} from "./Sortition.sol";
 
 /// @title FL Alliance: staking, rounds, commit-reveal voting, rewards and slashing
-/// @notice Holds every FL Alliance task. A task runs `rounds` rounds; in each, staked participants
-///         are split by stake-weighted sortition into proposers (submit an update hash) and voters
-///         (commit, then reveal, a signed score of the posted aggregate). Anyone finalizes a round
-///         after its reveal deadline; each participant then pulls its own reward (claim).
-/// @dev Settlement is O(1) per round: finalizeRound only reads per-round accumulators, and every
-///      participant is settled lazily, on its next action, claim, withdraw or an explicit
-///      settle(). Rounds of a task are strictly sequential, so a participant has at most one
-///      unsettled round at any time (Participant.pendingRound).
+/// @notice Holds every FL Alliance task. A task runs `rounds` rounds. In each, two independent
+///         stake-weighted draws pick the proposers (submit an update hash) and the voters; an
+///         account may be both. Every voter recomputes the aggregate of the submitted updates
+///         itself, scores it, and commits, then reveals, the aggregate hash it computed with its
+///         score and one contribution per update. The hash with a strict majority of the
+///         revealed stake is the round's aggregate; its voters decide: Accepted (more accepting
+///         than rejecting stake), Rejected, or Void (no reveals, no majority hash, or a tie).
+///         Anyone finalizes a round after its reveal deadline; each participant then pulls its
+///         own reward (claim).
+/// @dev Outcomes. Accepted: proposers share the proposers' part of the round reward by their
+///      part (weight times the stake-weighted mean contribution given by the accepting voters of
+///      the aggregate, nobody scoring itself); the winning voters share the rest by stake.
+///      Rejected: the winning (rejecting) voters are paid; honest proposers are neither paid nor
+///      slashed. Either way, voters that revealed another hash or lost the vote are slashed at
+///      voterSlashBps, and a proposer flagged by more than half of the scoring stake (a
+///      contribution of exactly -SCORE_SCALE) at penaltyBps. Void: nobody is paid or slashed for
+///      the vote and the round's reward stays in the pool for the next rounds. In every outcome
+///      a voter that committed and never revealed is slashed at max(voterSlashBps, slashBps), and
+///      a reported no-show at slashBps.
+///
+///      Settlement: finalizeRound loops once over the round's updates (at most MAX_UPDATES) to
+///      fix the parts; every participant is settled lazily, in O(1), on its next action, claim,
+///      withdraw or an explicit settle(). Rounds of a task are strictly sequential, so a
+///      participant has at most one unsettled round at any time (Participant.pendingRound).
 ///
 ///      Token invariant, per task: stakes (active + unbonding) + pool + allotted + claimable equals
 ///      everything deposited (reward pool + stakes) minus everything paid out (withdrawals, claims,
@@ -41,6 +57,9 @@ contract FlockAlliance is ReentrancyGuardTransient {
     /// @notice Fixed-point scale of vote scores: a score of 1e18 means +1.0 of the metric.
     int256 public constant SCORE_SCALE = 1e18;
 
+    /// @notice Most updates a round takes (bounds finalizeRound's loop and a reveal's length).
+    uint256 public constant MAX_UPDATES = 256;
+
     /// @notice Where a round stands; derived from the clock and the finalized flag.
     enum Phase {
         NotStarted,
@@ -51,20 +70,19 @@ contract FlockAlliance is ReentrancyGuardTransient {
         Finalized
     }
 
-    /// @notice What a participant did in a round.
-    enum Action {
-        None,
-        Submitted,
-        Committed,
-        Revealed,
-        NoShow
+    /// @notice How a round ended.
+    enum Outcome {
+        Pending,
+        Accepted,
+        Rejected,
+        Void
     }
 
-    /// @notice Which side of the vote won a round.
-    enum Majority {
+    /// @notice Where a participant's vote in a round stands.
+    enum VoteState {
         None,
-        Accept,
-        Reject
+        Committed,
+        Revealed
     }
 
     /// @notice Everything fixed when a task is created.
@@ -76,9 +94,9 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint32 maxParticipants;
         uint16 proposersPerRound;
         uint16 votersPerRound;
-        uint16 slashBps;
+        uint16 slashBps; // a reported no-show; the floor of a non-revealing voter's rate
         uint16 penaltyBps; // a proposer flagged by the flag vote (free rider, copy)
-        uint16 voterSlashBps; // a voter on the losing side, or one that committed and never revealed
+        uint16 voterSlashBps; // a voter on the losing side or for another hash; one not revealing
         uint16 finalizerShareBps;
         uint16 proposerRewardBps;
         uint64 trainingDuration;
@@ -102,6 +120,9 @@ contract FlockAlliance is ReentrancyGuardTransient {
     }
 
     /// @notice One round's seed, deadlines, accumulators and settlement record.
+    /// @dev aggregateHash is the leading revealed hash; after finalize, the round's aggregate
+    ///      (meaningful unless the outcome is Void). reward = pool / rounds left, fixed at
+    ///      finalize; contributionTotal = sum of the updates' parts, fixed at finalize.
     struct Round {
         bytes32 seed;
         bytes32 aggregateHash;
@@ -110,44 +131,70 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint64 revealEnds;
         uint32 updates;
         uint128 totalStake;
-        uint128 proposerWeight;
-        uint128 commitWeight;
-        uint128 rejectWeight;
-        // acceptWeight and flagVoterWeight share a slot: an accepting reveal writes both
-        uint128 acceptWeight;
-        uint128 flagVoterWeight;
-        int256 weightedScore;
-        uint256 contributionTotal;
-        uint256 contributionLeft;
+        uint128 revealedWeight;
         uint128 reward;
         uint128 proposerRewardLeft;
         uint128 voterRewardLeft;
         uint128 voterWeightLeft;
+        uint256 contributionTotal;
+        uint256 contributionLeft;
         address finalizer;
         bool finalized;
-        bool accepted;
-        Majority majority;
+        Outcome outcome;
     }
 
-    /// @notice A participant's action in one round.
+    /// @notice A participant's round, both roles: the proposer side (submitted, updateIndex)
+    ///         and the voter side (vote, accept, scored, commitment, aggregateHash).
+    /// @dev weight: stake at the round's start, capped by what is there to slash. scored: the
+    ///      revealed vote carried one contribution per update.
     struct Record {
-        Action action;
-        bool accept;
-        bool settled;
+        bool submitted;
         uint32 updateIndex;
+        VoteState vote;
+        bool accept;
+        bool scored;
+        bool noShow;
+        bool settled;
         uint128 weight;
         bytes32 commitment;
+        bytes32 aggregateHash;
     }
 
-    /// @notice One submitted update of a round, by submission index: its proposer, the
-    ///         proposer's weight, the stake of the voters (accepting or rejecting) that flagged
-    ///         it (contribution exactly -SCORE_SCALE), and the contribution accumulated from
-    ///         accepting voters, sum of voterWeight * contribution (SCORE_SCALE fixed point).
+    /// @notice One submitted update of a round, by submission index.
     struct Update {
         address proposer;
         uint128 weight;
-        uint128 flagWeight;
+    }
+
+    /// @notice The revealed stake behind one aggregate hash of a round: all of it, the accepting
+    ///         and the rejecting part, and the part whose votes carried contributions.
+    struct Tally {
+        uint128 weight;
+        uint128 acceptWeight;
+        uint128 rejectWeight;
+        uint128 flagVoterWeight;
+    }
+
+    /// @notice What the voters of one aggregate hash said of one update: sum over accepting
+    ///         voters of voterWeight * contribution (SCORE_SCALE fixed point), and the stake of
+    ///         the voters (either side) that flagged it (contribution exactly -SCORE_SCALE).
+    struct Score {
         int256 contribution;
+        uint128 flagWeight;
+    }
+
+    /// @notice One update as roundUpdates reports it, read for the round's aggregateHash.
+    /// @dev flagged: 2 * flagWeight > the scoring stake other than the proposer's own. part: the
+    ///      proposer's weight times the stake-weighted mean contribution over the accepting
+    ///      voters other than itself (SCORE_SCALE fixed point); zero unless finalized Accepted
+    ///      and not flagged. Before finalize and in a Void round flagged is false and part 0.
+    struct UpdateView {
+        address proposer;
+        uint128 weight;
+        int256 contribution;
+        uint128 flagWeight;
+        bool flagged;
+        uint256 part;
     }
 
     /// @notice A participant's stake in one task.
@@ -171,6 +218,12 @@ contract FlockAlliance is ReentrancyGuardTransient {
     mapping(uint256 taskId => mapping(uint256 round => mapping(address => Record))) private _records;
     mapping(uint256 taskId => mapping(uint256 round => mapping(uint256 index => Update))) private
         _updates;
+    mapping(uint256 taskId => mapping(uint256 round => mapping(bytes32 hash => Tally))) private
+        _tallies;
+    mapping(
+        uint256 taskId
+            => mapping(uint256 round => mapping(bytes32 hash => mapping(uint256 index => Score)))
+    ) private _scores;
     mapping(uint256 taskId => mapping(address => Participant)) private _participants;
     mapping(uint256 taskId => mapping(address => Checkpoints.Trace208)) private _stakeHistory;
     mapping(uint256 taskId => mapping(address => uint256)) private _claimable;
@@ -212,28 +265,32 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint256 weight,
         uint256 index
     );
-    /// @notice The hash of the round's aggregate was posted.
-    event AggregatePosted(
-        uint256 indexed taskId, uint256 indexed round, address indexed poster, bytes32 aggregateHash
-    );
-    /// @notice A voter committed to a hidden score.
+    /// @notice A voter committed to a hidden (aggregate hash, score, contributions).
     event VoteCommitted(
         uint256 indexed taskId, uint256 indexed round, address indexed voter, bytes32 commitment
     );
-    /// @notice A voter revealed its score and its contribution of each update (by index).
+    /// @notice A voter revealed the aggregate hash it computed, its score of that aggregate and
+    ///         its contribution of each update (by index).
     event VoteRevealed(
         uint256 indexed taskId,
         uint256 indexed round,
         address indexed voter,
+        bytes32 aggregateHash,
         int128 score,
         uint256 weight,
         int128[] contributions
     );
     /// @notice A round was tallied; `allotted` tokens left the pool for its rewards.
+    /// @param outcome An Outcome (Accepted, Rejected or Void).
+    /// @param aggregateHash The round's aggregate (the leading hash; meaningless if Void).
+    /// @param globalModelHash The task's global model after the round.
+    /// @param acceptWeight Accepting stake behind aggregateHash.
+    /// @param rejectWeight Rejecting stake behind aggregateHash.
     event RoundFinalized(
         uint256 indexed taskId,
         uint256 indexed round,
-        bool accepted,
+        uint8 outcome,
+        bytes32 aggregateHash,
         bytes32 globalModelHash,
         uint256 reward,
         uint256 allotted,
@@ -257,7 +314,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
         address beneficiary,
         uint256 cut
     );
-    /// @notice A selected participant that did nothing in `round` was reported.
+    /// @notice A selected participant that did not act in `round` was reported.
     event NoShowReported(
         uint256 indexed taskId, uint256 indexed round, address indexed account, address reporter
     );
@@ -280,32 +337,30 @@ contract FlockAlliance is ReentrancyGuardTransient {
     error NotEnoughParticipants(uint256 taskId, uint256 participants, uint256 required);
     /// @notice Every round of the task has already started.
     error TaskClosed(uint256 taskId);
-    /// @notice Sortition did not give `account` the role the call needs.
+    /// @notice Sortition did not give `account` the role the call needs (Proposer or Voter;
+    ///         Both satisfies either).
     error NotSelected(uint256 taskId, uint256 round, address account, Sortition.Role required);
     /// @notice `account` already submitted an update in this round.
     error DuplicateSubmission(uint256 taskId, uint256 round, address account);
     /// @notice `account` already committed a vote in this round.
     error DuplicateVote(uint256 taskId, uint256 round, address account);
-    /// @notice The aggregate hash of the round was already posted.
-    error AggregateAlreadyPosted(uint256 taskId, uint256 round);
-    /// @notice No aggregate hash was posted in this round, so there is nothing to vote on.
-    error AggregateNotPosted(uint256 taskId, uint256 round);
-    /// @notice No update was submitted in this round, so there is nothing to aggregate.
+    /// @notice The round already holds MAX_UPDATES updates.
+    error RoundFull(uint256 taskId, uint256 round, uint256 maxUpdates);
+    /// @notice No update was submitted in this round, so there is nothing to vote on.
     error NoUpdates(uint256 taskId, uint256 round);
-    /// @notice Only a proposer of the round or the task creator may post the aggregate.
-    error NotAggregator(uint256 taskId, uint256 round, address account);
     /// @notice `account` has no unrevealed vote commitment in this round.
     error NoCommitment(uint256 taskId, uint256 round, address account);
-    /// @notice The revealed (score, salt) does not hash to the commitment.
+    /// @notice The revealed vote does not hash to the commitment.
     error RevealMismatch(uint256 taskId, uint256 round, address account);
-    /// @notice The score is outside the accepted range.
+    /// @notice The score is outside [-SCORE_SCALE, SCORE_SCALE].
     error ScoreOutOfRange(int256 score);
     /// @notice A vote carries `actual` contributions where the round needs `expected` (one per
     ///         update; a rejecting vote may also carry none).
     error ContributionsMismatch(uint256 taskId, uint256 round, uint256 expected, uint256 actual);
     /// @notice Contribution `index` is outside [-SCORE_SCALE, SCORE_SCALE].
     error ContributionOutOfRange(uint256 index, int256 value);
-    /// @notice `account` acted in this round or was not selected: nothing to report.
+    /// @notice `account` did what its role asked in this round, was not selected, or was already
+    ///         reported: nothing to report.
     error NotANoShow(uint256 taskId, uint256 round, address account);
     /// @notice `account` acted in a round that is not finalized yet; its stake cannot leave.
     error PendingSettlement(uint256 taskId, uint256 round, address account);
@@ -439,186 +494,187 @@ contract FlockAlliance is ReentrancyGuardTransient {
     function submitUpdate(uint256 taskId, uint256 round, bytes32 updateHash, uint256 numSamples)
         external
     {
-        _task(taskId);
         _requirePhase(taskId, round, Phase.Training);
-        if (updateHash == bytes32(0) || numSamples == 0) revert ZeroValue();
         _requireRole(taskId, round, Sortition.Role.Proposer);
         Record storage rec = _records[taskId][round][msg.sender];
-        if (rec.action != Action.None) revert DuplicateSubmission(taskId, round, msg.sender);
-        uint128 weight = _enter(taskId, round);
+        if (rec.submitted) revert DuplicateSubmission(taskId, round, msg.sender);
+        if (updateHash == bytes32(0) || numSamples == 0) revert ZeroValue();
         Round storage r = _rounds[taskId][round];
         uint32 index = r.updates;
-        rec.action = Action.Submitted;
+        if (index >= MAX_UPDATES) revert RoundFull(taskId, round, MAX_UPDATES);
+        uint128 weight = _enter(taskId, round, rec);
+        rec.submitted = true;
         rec.updateIndex = index;
-        rec.weight = weight;
-        rec.commitment = updateHash;
-        Update storage u = _updates[taskId][round][index];
-        u.proposer = msg.sender;
-        u.weight = weight;
-        r.proposerWeight += weight;
+        _updates[taskId][round][index] = Update(msg.sender, weight);
         r.updates = index + 1;
         emit UpdateSubmitted(taskId, round, msg.sender, updateHash, numSamples, weight, index);
     }
 
-    /// @notice Post the hash of the round's aggregate (commit phase, once). Only a proposer that
-    ///         submitted in this round or the task creator may post; voters recompute and check it.
+    /// @notice Commit to a hidden vote (commit phase, selected voters only, once, and only if
+    ///         the round has updates).
     /// @param taskId The task.
     /// @param round The current round.
-    /// @param aggregateHash Hash of the deterministic aggregate of the committed updates.
-    function postAggregate(uint256 taskId, uint256 round, bytes32 aggregateHash) external {
-        TaskState storage t = _task(taskId);
-        _requirePhase(taskId, round, Phase.Committing);
-        if (aggregateHash == bytes32(0)) revert ZeroValue();
-        Round storage r = _rounds[taskId][round];
-        if (r.aggregateHash != bytes32(0)) revert AggregateAlreadyPosted(taskId, round);
-        if (r.updates == 0) revert NoUpdates(taskId, round);
-        if (
-            msg.sender != t.creator
-                && _records[taskId][round][msg.sender].action != Action.Submitted
-        ) revert NotAggregator(taskId, round, msg.sender);
-        r.aggregateHash = aggregateHash;
-        emit AggregatePosted(taskId, round, msg.sender, aggregateHash);
-    }
-
-    /// @notice Commit to a hidden score (commit phase, selected voters only, once).
-    /// @param taskId The task.
-    /// @param round The current round.
-    /// @param commitment voteCommitment(taskId, round, voter, score, contributions, salt).
+    /// @param commitment voteCommitment(taskId, round, voter, aggregateHash, score,
+    ///        contributions, salt).
     function commitVote(uint256 taskId, uint256 round, bytes32 commitment) external {
-        _task(taskId);
         _requirePhase(taskId, round, Phase.Committing);
-        if (commitment == bytes32(0)) revert ZeroValue();
-        Round storage r = _rounds[taskId][round];
-        if (r.aggregateHash == bytes32(0)) revert AggregateNotPosted(taskId, round);
         _requireRole(taskId, round, Sortition.Role.Voter);
+        if (commitment == bytes32(0)) revert ZeroValue();
+        if (_rounds[taskId][round].updates == 0) revert NoUpdates(taskId, round);
         Record storage rec = _records[taskId][round][msg.sender];
-        if (rec.action != Action.None) revert DuplicateVote(taskId, round, msg.sender);
-        uint128 weight = _enter(taskId, round);
-        rec.action = Action.Committed;
-        rec.weight = weight;
+        if (rec.vote != VoteState.None) revert DuplicateVote(taskId, round, msg.sender);
+        _enter(taskId, round, rec);
+        rec.vote = VoteState.Committed;
         rec.commitment = commitment;
-        r.commitWeight += weight;
         emit VoteCommitted(taskId, round, msg.sender, commitment);
     }
 
-    /// @notice Reveal a committed score and contributions (reveal phase). Positive scores vote
-    ///         to accept. An accepting vote carries one contribution per update (by submission
-    ///         index), each in [-SCORE_SCALE, SCORE_SCALE]; they add voterWeight * contribution
-    ///         to the update's accumulator. A rejecting vote carries none or one per update.
-    ///         Any vote that carries them joins the flag vote: its weight counts in the round's
-    ///         flagVoterWeight, and in flagWeight of each update it scores exactly -SCORE_SCALE.
-    ///         O(1) gas per contribution.
+    /// @notice Reveal a committed vote (reveal phase): the aggregate hash the voter computed,
+    ///         its score of that aggregate (accept iff score >= 0) and one contribution per
+    ///         update (by submission index; a rejecting vote may carry none), each in
+    ///         [-SCORE_SCALE, SCORE_SCALE]. The vote counts in the tally of its hash; an
+    ///         accepting vote adds voterWeight * contribution to each update's score under that
+    ///         hash, and any vote that carries contributions joins the flag vote (flagWeight where
+    ///         a contribution is exactly -SCORE_SCALE). A proposer-voter's own update is skipped.
     /// @param taskId The task.
     /// @param round The current round.
-    /// @param score Change of the validation metric, fixed point with SCORE_SCALE.
+    /// @param aggregateHash Hash of the aggregate the voter recomputed from the updates.
+    /// @param score The voter's judgement of the aggregate, fixed point with SCORE_SCALE.
     /// @param contributions Contribution of update i, fixed point with SCORE_SCALE.
     /// @param salt The secret salt used in the commitment.
     function revealVote(
         uint256 taskId,
         uint256 round,
+        bytes32 aggregateHash,
         int128 score,
         int128[] calldata contributions,
         bytes32 salt
     ) external {
-        _task(taskId);
         _requirePhase(taskId, round, Phase.Revealing);
         Record storage rec = _records[taskId][round][msg.sender];
-        if (rec.action != Action.Committed) revert NoCommitment(taskId, round, msg.sender);
-        if (voteCommitment(taskId, round, msg.sender, score, contributions, salt) != rec.commitment)
-        {
-            revert RevealMismatch(taskId, round, msg.sender);
-        }
+        if (rec.vote != VoteState.Committed) revert NoCommitment(taskId, round, msg.sender);
+        if (
+            voteCommitment(taskId, round, msg.sender, aggregateHash, score, contributions, salt)
+                != rec.commitment
+        ) revert RevealMismatch(taskId, round, msg.sender);
+        if (aggregateHash == bytes32(0)) revert ZeroValue();
+        if (score < -SCORE_SCALE || score > SCORE_SCALE) revert ScoreOutOfRange(score);
         Round storage r = _rounds[taskId][round];
+        bool accept = score >= 0;
         uint256 n = contributions.length;
-        if (n != r.updates && (score > 0 || n != 0)) {
+        if (n != r.updates && (accept || n != 0)) {
             revert ContributionsMismatch(taskId, round, r.updates, n);
         }
         uint128 weight = rec.weight;
-        rec.action = Action.Revealed;
-        rec.accept = score > 0;
-        if (score > 0) {
-            r.acceptWeight += weight;
-            r.contributionTotal =
-                _tally(taskId, round, r.contributionTotal, weight, contributions, true);
-        } else {
-            r.rejectWeight += weight;
-            _tally(taskId, round, 0, weight, contributions, false);
+        rec.vote = VoteState.Revealed;
+        rec.accept = accept;
+        rec.aggregateHash = aggregateHash;
+        Tally storage tally = _tallies[taskId][round][aggregateHash];
+        tally.weight += weight;
+        r.revealedWeight += weight;
+        if (accept) tally.acceptWeight += weight;
+        else tally.rejectWeight += weight;
+        if (n != 0) {
+            tally.flagVoterWeight += weight;
+            rec.scored = true;
+            _score(_scores[taskId][round][aggregateHash], rec, weight, contributions, accept);
         }
-        if (n != 0) r.flagVoterWeight += weight;
-        r.weightedScore += int256(score) * int256(uint256(weight));
-        emit VoteRevealed(taskId, round, msg.sender, score, weight, contributions);
+        // strictly greater: the first hash to reach a weight keeps the lead on a tie
+        if (tally.weight > _tallies[taskId][round][r.aggregateHash].weight) {
+            r.aggregateHash = aggregateHash;
+        }
+        emit VoteRevealed(taskId, round, msg.sender, aggregateHash, score, weight, contributions);
     }
 
-    /// @notice Tally a round after its reveal deadline (anyone, once): stake-weighted majority
-    ///         of revealed votes; allot the round's reward (remaining pool / remaining rounds):
-    ///         the proposers' part only if accepted and contributionTotal > 0, the voters' part
-    ///         to a strict majority; the rest stays in the pool.
-    ///         O(1): participants are settled lazily. The caller earns the finalizer's share of
+    /// @notice Tally a round after its reveal deadline (anyone, once). Void if nothing was
+    ///         revealed, no hash has a strict majority of the revealed stake, or its accepting
+    ///         and rejecting stake tie; else Accepted or Rejected by that hash's voters. Fixes
+    ///         the round's reward (pool / rounds left) and allots it: the proposers' part if
+    ///         Accepted and some part is positive, the voters' part unless Void; the rest stays
+    ///         in the pool. Loops over the round's updates (at most MAX_UPDATES) to fix the
+    ///         parts; participants are settled lazily. The caller earns the finalizer's share of
     ///         the round's slashes as they are settled.
     /// @param taskId The task.
     /// @param round The round to finalize.
     function finalizeRound(uint256 taskId, uint256 round) external {
-        TaskState storage t = _task(taskId);
+        TaskState storage t = _requirePhase(taskId, round, Phase.Finalizable);
         TaskParams storage p = _params[taskId];
-        _requirePhase(taskId, round, Phase.Finalizable);
         Round storage r = _rounds[taskId][round];
         r.finalized = true;
         r.finalizer = msg.sender;
-        bool accepted = r.acceptWeight > r.rejectWeight;
-        r.accepted = accepted;
-        if (r.acceptWeight != r.rejectWeight) {
-            r.majority = accepted ? Majority.Accept : Majority.Reject;
-        }
+        bytes32 h = r.aggregateHash;
+        Tally memory tally = _tallies[taskId][round][h];
         uint128 reward = uint128(t.pool / (p.rounds - round));
-        uint128 proposerPart = uint128(uint256(reward) * p.proposerRewardBps / BPS);
-        uint128 allotted;
         r.reward = reward;
-        if (accepted && r.contributionTotal > 0) {
-            r.proposerRewardLeft = proposerPart;
-            r.contributionLeft = r.contributionTotal;
-            allotted += proposerPart;
+        uint128 allotted;
+        // Void unless the leading hash holds a strict majority of the revealed stake (so not
+        // with no reveals) and its accepting and rejecting stake differ
+        Outcome outcome = Outcome.Void;
+        if (
+            2 * uint256(tally.weight) > r.revealedWeight
+                && tally.acceptWeight != tally.rejectWeight
+        ) {
+            outcome = tally.acceptWeight > tally.rejectWeight ? Outcome.Accepted : Outcome.Rejected;
         }
-        if (r.majority != Majority.None) {
+        r.outcome = outcome; // read by _derive below
+        if (outcome != Outcome.Void) {
+            bool accepted = outcome == Outcome.Accepted;
+            uint128 proposerPart = uint128(uint256(reward) * p.proposerRewardBps / BPS);
+            if (accepted) {
+                uint256 total;
+                for (uint256 i = 0; i < r.updates; i++) {
+                    (, uint256 part) = _derive(taskId, round, r, i);
+                    total += part;
+                }
+                r.contributionTotal = total;
+                if (total > 0) {
+                    r.proposerRewardLeft = proposerPart;
+                    r.contributionLeft = total;
+                    allotted = proposerPart;
+                }
+                t.globalModelHash = h;
+            }
             r.voterRewardLeft = reward - proposerPart;
-            r.voterWeightLeft = accepted ? r.acceptWeight : r.rejectWeight;
+            r.voterWeightLeft = accepted ? tally.acceptWeight : tally.rejectWeight;
             allotted += reward - proposerPart;
+            t.pool -= allotted;
+            t.allotted += allotted;
         }
-        t.pool -= allotted;
-        t.allotted += allotted;
-        if (accepted) t.globalModelHash = r.aggregateHash;
         emit RoundFinalized(
             taskId,
             round,
-            accepted,
+            uint8(outcome),
+            h,
             t.globalModelHash,
             reward,
             allotted,
-            r.acceptWeight,
-            r.rejectWeight,
+            tally.acceptWeight,
+            tally.rejectWeight,
             msg.sender
         );
     }
 
     /// @notice Slash a participant that sortition selected in a finalized round but that did
-    ///         nothing (no update; no vote although an aggregate was posted). The reporter earns
-    ///         the finalizer's share of the slash.
+    ///         not do what its role asks: a proposer that submitted no update, or a voter that
+    ///         committed no vote although the round had updates (Void rounds included). Once per
+    ///         account and round, at slashBps of its stake at the round's start. The reporter
+    ///         earns the finalizer's share of the slash.
     /// @param taskId The task.
     /// @param round A finalized round.
     /// @param account The participant to report.
     function reportNoShow(uint256 taskId, uint256 round, address account) external {
-        _task(taskId);
         _requirePhase(taskId, round, Phase.Finalized);
         Record storage rec = _records[taskId][round][account];
         Sortition.Role role = roleOf(taskId, round, account);
-        bool couldVote = _rounds[taskId][round].aggregateHash != bytes32(0);
-        if (
-            rec.action != Action.None || role == Sortition.Role.None
-                || (role == Sortition.Role.Voter && !couldVote)
-        ) revert NotANoShow(taskId, round, account);
-        rec.action = Action.NoShow;
-        rec.settled = true;
+        bool missedUpdate = Sortition.proposes(role) && !rec.submitted;
+        bool missedVote = Sortition.votes(role) && _rounds[taskId][round].updates > 0
+            && rec.vote == VoteState.None;
+        if (rec.noShow || !(missedUpdate || missedVote)) revert NotANoShow(taskId, round, account);
+        rec.noShow = true;
+        // an account that did nothing at all has no other settlement in this round
+        if (!rec.submitted && rec.vote == VoteState.None) rec.settled = true;
         emit NoShowReported(taskId, round, account, msg.sender);
-        uint256 weight = _stakeHistory[taskId][account].upperLookupRecent(uint48(round));
+        uint256 weight = stakeAt(taskId, account, round);
         _slash(taskId, account, weight, _params[taskId].slashBps, msg.sender);
     }
 
@@ -665,11 +721,13 @@ contract FlockAlliance is ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ views
 
-    /// @notice The commitment a voter submits: binds task, round, voter, score, contributions
-    ///         and salt: keccak256(abi.encode(taskId, round, voter, score, contributions, salt)).
+    /// @notice The commitment a voter submits: binds task, round, voter, aggregate hash, score,
+    ///         contributions and salt: keccak256(abi.encode(taskId, round, voter, aggregateHash,
+    ///         score, contributions, salt)).
     /// @param taskId The task.
     /// @param round The round.
     /// @param voter The voter's address (so nobody can replay another's commitment).
+    /// @param aggregateHash The hidden hash of the aggregate the voter computed.
     /// @param score The hidden score.
     /// @param contributions The hidden contribution of each update, by submission index.
     /// @param salt A fresh random secret.
@@ -678,29 +736,51 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint256 taskId,
         uint256 round,
         address voter,
+        bytes32 aggregateHash,
         int128 score,
         int128[] calldata contributions,
         bytes32 salt
     ) public pure returns (bytes32) {
-        return keccak256(abi.encode(taskId, round, voter, score, contributions, salt));
+        return keccak256(
+            abi.encode(taskId, round, voter, aggregateHash, score, contributions, salt)
+        );
     }
 
-    /// @notice Update `index` (0-based, submission order) of a round.
+    /// @notice Every update of a round with its score under the round's current aggregateHash
+    ///         (the leading hash; after finalize, the aggregate), and whether it is flagged and
+    ///         its part (both derived only once the round is finalized and not Void).
     /// @param taskId The task.
     /// @param round The round.
-    /// @param index The submission index.
-    /// @return proposer Who submitted it (zero if no such update).
-    /// @return weight The proposer's weight in the round.
-    /// @return contribution Sum over accepting voters of voterWeight * contribution.
-    /// @return flagWeight Stake of the voters (either side) that flagged it (-SCORE_SCALE); it
-    ///         is flagged if 2 * flagWeight > the round's flagVoterWeight.
-    function updateAt(uint256 taskId, uint256 round, uint256 index)
+    /// @return views One entry per update, by submission index.
+    function roundUpdates(uint256 taskId, uint256 round)
         external
         view
-        returns (address proposer, uint128 weight, int256 contribution, uint128 flagWeight)
+        returns (UpdateView[] memory views)
     {
-        Update storage u = _updates[taskId][round][index];
-        return (u.proposer, u.weight, u.contribution, u.flagWeight);
+        _task(taskId);
+        Round storage r = _rounds[taskId][round];
+        mapping(uint256 => Score) storage scores = _scores[taskId][round][r.aggregateHash];
+        views = new UpdateView[](r.updates);
+        for (uint256 i = 0; i < views.length; i++) {
+            Update storage u = _updates[taskId][round][i];
+            Score storage s = scores[i];
+            (bool flagged, uint256 part) = _derive(taskId, round, r, i);
+            views[i] =
+                UpdateView(u.proposer, u.weight, s.contribution, s.flagWeight, flagged, part);
+        }
+    }
+
+    /// @notice The revealed stake behind `aggregateHash` in a round.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param aggregateHash A revealed aggregate hash.
+    /// @return The tally (zero if nobody revealed that hash).
+    function tallyOf(uint256 taskId, uint256 round, bytes32 aggregateHash)
+        external
+        view
+        returns (Tally memory)
+    {
+        return _tallies[taskId][round][aggregateHash];
     }
 
     /// @notice The role sortition gives `account` in `round`, from the round's seed and total
@@ -730,7 +810,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
     /// @param round The round.
     /// @return The stake.
     function stakeAt(uint256 taskId, address account, uint256 round) public view returns (uint256) {
-        return _stakeHistory[taskId][account].upperLookupRecent(round.toUint48());
+        return _stakeHistory[taskId][account].upperLookup(round.toUint48());
     }
 
     /// @notice The phase `round` is in now.
@@ -837,30 +917,93 @@ contract FlockAlliance is ReentrancyGuardTransient {
         return Phase.Finalizable;
     }
 
-    function _requirePhase(uint256 taskId, uint256 round, Phase expected) private view {
+    /// @dev Also checks that the task exists.
+    function _requirePhase(uint256 taskId, uint256 round, Phase expected)
+        private
+        view
+        returns (TaskState storage t)
+    {
+        t = _task(taskId);
         Phase actual = _phase(taskId, round);
         if (actual != expected) revert WrongPhase(taskId, round, expected, actual);
     }
 
+    /// @dev Proposer calls take Proposer or Both, voter calls Voter or Both.
     function _requireRole(uint256 taskId, uint256 round, Sortition.Role role) private view {
-        if (roleOf(taskId, round, msg.sender) != role) {
+        Sortition.Role actual = roleOf(taskId, round, msg.sender);
+        if (actual != role && actual != Sortition.Role.Both) {
             revert NotSelected(taskId, round, msg.sender, role);
         }
     }
 
     /// @dev Settles the caller's previous round and returns its weight for this one: its stake
-    ///      at the round's start, capped by what is still there to slash.
-    function _enter(uint256 taskId, uint256 round) private returns (uint128 weight) {
+    ///      at the round's start, capped by what is still there to slash. Fixed by the caller's
+    ///      first action in the round, so both roles of a participant share one weight.
+    function _enter(uint256 taskId, uint256 round, Record storage rec)
+        private
+        returns (uint128 weight)
+    {
+        weight = rec.weight;
+        if (weight != 0) return weight;
         _settle(taskId, msg.sender);
         Participant storage me = _participants[taskId][msg.sender];
         uint256 atStart = stakeAt(taskId, msg.sender, round);
         uint256 available = uint256(me.active) + me.unbonding;
         weight = uint128(atStart < available ? atStart : available);
         if (weight == 0) revert InsufficientStake(1, 0);
+        rec.weight = weight;
         me.pendingRound = uint32(round + 1);
     }
 
+    /// @dev Checks every contribution; for each update but the voter's own, adds the voter's
+    ///      weight to its flagWeight where the contribution is -SCORE_SCALE and, for an accepting
+    ///      vote, weight * contribution to its contribution.
+    function _score(
+        mapping(uint256 => Score) storage scores,
+        Record storage rec,
+        uint128 weight,
+        int128[] calldata contributions,
+        bool accept
+    ) private {
+        uint256 own = rec.submitted ? rec.updateIndex : type(uint256).max;
+        int256 w = int256(uint256(weight));
+        for (uint256 i = 0; i < contributions.length; i++) {
+            int256 c = contributions[i];
+            if (c < -SCORE_SCALE || c > SCORE_SCALE) revert ContributionOutOfRange(i, c);
+            if (i == own) continue;
+            if (c == -SCORE_SCALE) scores[i].flagWeight += weight;
+            if (accept && c != 0) scores[i].contribution += w * c;
+        }
+    }
+
+    /// @dev Whether update `index` of a finalized, non-void round is flagged, and its part.
+    ///      The proposer's own vote, if it revealed the aggregate, leaves both denominators.
+    function _derive(uint256 taskId, uint256 round, Round storage r, uint256 index)
+        private
+        view
+        returns (bool flagged, uint256 part)
+    {
+        Outcome outcome = r.outcome;
+        if (outcome == Outcome.Pending || outcome == Outcome.Void) return (false, 0);
+        bytes32 h = r.aggregateHash;
+        Tally storage tally = _tallies[taskId][round][h];
+        Score storage s = _scores[taskId][round][h][index];
+        Update storage u = _updates[taskId][round][index];
+        Record storage pr = _records[taskId][round][u.proposer];
+        bool self = pr.vote == VoteState.Revealed && pr.aggregateHash == h;
+        uint256 flagDen = tally.flagVoterWeight;
+        uint256 payDen = tally.acceptWeight;
+        if (self && pr.scored) flagDen -= pr.weight;
+        if (self && pr.accept) payDen -= pr.weight;
+        flagged = 2 * uint256(s.flagWeight) > flagDen;
+        int256 c = s.contribution;
+        if (outcome == Outcome.Accepted && !flagged && c > 0 && payDen > 0) {
+            part = Math.mulDiv(u.weight, uint256(c), payDen);
+        }
+    }
+
     /// @dev Settles `account`'s pending round if finalized; returns whether nothing is pending.
+    ///      Both roles are settled in turn: rewards add up, each slash takes what is left.
     function _settle(uint256 taskId, address account) private returns (bool) {
         Participant storage me = _participants[taskId][account];
         if (me.pendingRound == 0) return true;
@@ -870,18 +1013,37 @@ contract FlockAlliance is ReentrancyGuardTransient {
         me.pendingRound = 0;
         Record storage rec = _records[taskId][round][account];
         rec.settled = true;
+        TaskParams storage p = _params[taskId];
+        bool decided = r.outcome != Outcome.Void;
         uint256 reward;
-        uint256 slashBps;
-        if (rec.action == Action.Submitted) {
-            (reward, slashBps) = _proposerOutcome(taskId, round, r, rec);
-        } else if (rec.action == Action.Committed) {
+        uint256 slashed;
+        if (rec.submitted && decided) {
+            (bool flagged, uint256 part) = _derive(taskId, round, r, rec.updateIndex);
+            if (flagged) {
+                slashed = _slash(taskId, account, rec.weight, p.penaltyBps, r.finalizer);
+            } else if (part > 0) {
+                uint256 left = r.contributionLeft;
+                reward = Math.mulDiv(r.proposerRewardLeft, part, left);
+                r.proposerRewardLeft -= uint128(reward);
+                r.contributionLeft = left - part;
+            }
+        }
+        if (rec.vote == VoteState.Committed) {
             // Never cheaper than revealing on the losing side: a voter that sees the reveals
             // go against it cannot escape voterSlashBps by keeping its vote to itself.
-            TaskParams storage p = _params[taskId];
-            slashBps = p.voterSlashBps > p.slashBps ? p.voterSlashBps : p.slashBps;
-        } else if (rec.action == Action.Revealed && r.majority != Majority.None) {
-            if (rec.accept == (r.majority == Majority.Accept)) reward = _voterShare(r, rec.weight);
-            else slashBps = _params[taskId].voterSlashBps;
+            uint256 bps = p.voterSlashBps > p.slashBps ? p.voterSlashBps : p.slashBps;
+            slashed += _slash(taskId, account, rec.weight, bps, r.finalizer);
+        } else if (rec.vote == VoteState.Revealed && decided) {
+            bool won = rec.aggregateHash == r.aggregateHash
+                && rec.accept == (r.outcome == Outcome.Accepted);
+            if (won) {
+                uint256 amount = uint256(r.voterRewardLeft) * rec.weight / r.voterWeightLeft;
+                r.voterRewardLeft -= uint128(amount);
+                r.voterWeightLeft -= rec.weight;
+                reward += amount;
+            } else {
+                slashed += _slash(taskId, account, rec.weight, p.voterSlashBps, r.finalizer);
+            }
         }
         if (reward > 0) {
             TaskState storage t = _tasks[taskId];
@@ -889,87 +1051,8 @@ contract FlockAlliance is ReentrancyGuardTransient {
             t.claimable += uint128(reward);
             _claimable[taskId][account] += reward;
         }
-        uint256 slashed =
-            slashBps > 0 ? _slash(taskId, account, rec.weight, slashBps, r.finalizer) : 0;
         emit Settled(taskId, round, account, reward, slashed);
         return true;
-    }
-
-    /// @dev Checks every c_i and adds voterWeight to update i's flagWeight where
-    ///      c_i == -SCORE_SCALE. For an accepting vote it also adds voterWeight * c_i to update
-    ///      i's accumulator and keeps total = sum_i proposerWeight_i * max(0, C_i) exact by
-    ///      adding each update's change.
-    function _tally(
-        uint256 taskId,
-        uint256 round,
-        uint256 total,
-        uint128 voterWeight,
-        int128[] calldata contributions,
-        bool accepting
-    ) private returns (uint256) {
-        mapping(uint256 => Update) storage updates = _updates[taskId][round];
-        int256 w = int256(uint256(voterWeight));
-        for (uint256 i = 0; i < contributions.length; i++) {
-            int128 c = contributions[i];
-            _checkContribution(i, c);
-            if (c == -SCORE_SCALE) updates[i].flagWeight += voterWeight;
-            if (c == 0 || !accepting) continue;
-            Update storage u = updates[i];
-            int256 before = u.contribution;
-            int256 next = before + w * c;
-            u.contribution = next;
-            uint256 pw = u.weight;
-            if (next > 0) total += pw * uint256(next);
-            if (before > 0) total -= pw * uint256(before);
-        }
-        return total;
-    }
-
-    function _checkContribution(uint256 index, int128 c) private pure {
-        if (c < -SCORE_SCALE || c > SCORE_SCALE) revert ContributionOutOfRange(index, c);
-    }
-
-    /// @dev A proposer's outcome. Flagged (2 * flagWeight > flagVoterWeight: more than half
-    ///      of the stake of the voters that posted contributions, either side, scored it exactly
-    ///      -SCORE_SCALE): no reward, slashed at penaltyBps (at max(penaltyBps, slashBps) in a
-    ///      rejected round). Else, rejected round: slashed at slashBps; accepted round: if its
-    ///      contribution C > 0, its share w*C / contributionLeft of the proposers' pot left (the
-    ///      last one gets the exact remainder), else nothing. A flagged proposer's share of the
-    ///      pot (possible when C > 0 thanks to rejecting voters' flags) goes back to the pool,
-    ///      so the pot is never stranded.
-    function _proposerOutcome(uint256 taskId, uint256 round, Round storage r, Record storage rec)
-        private
-        returns (uint256 reward, uint256 slashBps)
-    {
-        TaskParams storage p = _params[taskId];
-        Update storage u = _updates[taskId][round][rec.updateIndex];
-        int256 c = u.contribution;
-        uint256 left = r.contributionLeft; // non-zero only in an accepted round with a pot
-        if (c > 0 && left > 0) {
-            uint256 part = uint256(rec.weight) * uint256(c);
-            reward = Math.mulDiv(r.proposerRewardLeft, part, left);
-            r.proposerRewardLeft -= uint128(reward);
-            r.contributionLeft = left - part;
-        }
-        if (2 * uint256(u.flagWeight) > r.flagVoterWeight) {
-            if (reward > 0) {
-                TaskState storage t = _tasks[taskId];
-                t.allotted -= uint128(reward);
-                t.pool += uint128(reward);
-            }
-            slashBps = p.penaltyBps;
-            if (!r.accepted && p.slashBps > slashBps) slashBps = p.slashBps;
-            return (0, slashBps);
-        }
-        if (!r.accepted) return (0, p.slashBps);
-    }
-
-    /// @dev Pro-rata share of the voters' pot left; the last one settled gets the exact
-    ///      remainder.
-    function _voterShare(Round storage r, uint128 weight) private returns (uint256 amount) {
-        amount = uint256(r.voterRewardLeft) * weight / r.voterWeightLeft;
-        r.voterRewardLeft -= uint128(amount);
-        r.voterWeightLeft -= weight;
     }
 
     /// @dev Takes `bps` of `weight` (capped by what is there), unbonding stake first; the

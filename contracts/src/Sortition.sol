@@ -4,11 +4,13 @@ pragma solidity 0.8.37;
 /// @title Stake-weighted sortition
 /// @notice Anyone can tell an account's role in a round from (seed, account, stake, total stake)
 ///         alone: no list of participants, no loop.
-/// @dev Each account draws u = top 64 bits of keccak256(seed, account), a uniform number in
-///      [0, 2^64). With s = stake and S = total stake of the round it is a proposer when
-///      u / 2^64 < proposers * s / S and otherwise a voter when u / 2^64 < (proposers + voters) * s / S.
-///      The expected number of proposers (voters) is therefore `proposers` (`voters`) whatever the
-///      stake distribution, and an account's odds grow linearly with its stake (capped at 1).
+/// @dev Each account makes two independent draws, u_d = top 64 bits of
+///      keccak256(abi.encode(seed, account, uint8 d)), uniform in [0, 2^64): d = 0 for the
+///      proposer draw, d = 1 for the voter draw. With s = stake and S = total stake of the round
+///      it is a proposer when u_0 / 2^64 < proposers * s / S and a voter when
+///      u_1 / 2^64 < voters * s / S; it may be both. The expected number of proposers (voters) is
+///      therefore `proposers` (`voters`) whatever the stake distribution, and an account's odds
+///      grow linearly with its stake (capped at 1).
 ///      Bounds: stake and total stake fit 128 bits and the counts fit 16 bits, so no product
 ///      overflows 256 bits.
 library Sortition {
@@ -16,12 +18,18 @@ library Sortition {
     enum Role {
         None,
         Proposer,
-        Voter
+        Voter,
+        Both
     }
 
-    /// @notice The account's uniform draw in [0, 2^64) for this seed.
-    function draw(bytes32 seed, address account) internal pure returns (uint256) {
-        return uint256(keccak256(abi.encode(seed, account))) >> 192;
+    /// @notice Domain of the proposer draw.
+    uint8 internal constant PROPOSER_DOMAIN = 0;
+    /// @notice Domain of the voter draw.
+    uint8 internal constant VOTER_DOMAIN = 1;
+
+    /// @notice The account's uniform draw in [0, 2^64) for this seed and domain.
+    function draw(bytes32 seed, address account, uint8 domain) internal pure returns (uint256) {
+        return uint256(keccak256(abi.encode(seed, account, domain))) >> 192;
     }
 
     /// @notice The role of `account` with `stake` out of `totalStake` under `seed`.
@@ -34,9 +42,20 @@ library Sortition {
         uint256 voters
     ) internal pure returns (Role) {
         if (stake == 0 || totalStake == 0) return Role.None;
-        uint256 scaled = draw(seed, account) * totalStake;
-        if (scaled < (proposers * stake) << 64) return Role.Proposer;
-        if (scaled < ((proposers + voters) * stake) << 64) return Role.Voter;
-        return Role.None;
+        bool proposer =
+            draw(seed, account, PROPOSER_DOMAIN) * totalStake < (proposers * stake) << 64;
+        bool voter = draw(seed, account, VOTER_DOMAIN) * totalStake < (voters * stake) << 64;
+        if (proposer) return voter ? Role.Both : Role.Proposer;
+        return voter ? Role.Voter : Role.None;
+    }
+
+    /// @notice Whether `role` may submit an update.
+    function proposes(Role role) internal pure returns (bool) {
+        return role == Role.Proposer || role == Role.Both;
+    }
+
+    /// @notice Whether `role` may vote.
+    function votes(Role role) internal pure returns (bool) {
+        return role == Role.Voter || role == Role.Both;
     }
 }

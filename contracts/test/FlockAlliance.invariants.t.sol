@@ -7,9 +7,8 @@ import {FlockToken} from "../src/FlockToken.sol";
 import {FlockAlliance} from "../src/FlockAlliance.sol";
 import {Sortition} from "../src/Sortition.sol";
 
-/// @notice Drives one task through random stakes, unstakes, rounds, votes, claims and time.
-///         Ghost variables record every token that entered and left the alliance.
-contract AllianceHandler is Cheats {
+/// @notice What both handlers share: one task, its actors and the ghost token ledger.
+abstract contract HandlerBase is Cheats {
     FlockToken internal token;
     FlockAlliance internal alliance;
     uint256 public taskId;
@@ -20,14 +19,17 @@ contract AllianceHandler is Cheats {
     uint256 public paidOut;
     uint256 public doubleClaims;
     uint256 public rewardsToUnselected;
-    uint256 public finalizedRounds;
     uint256 public paidClaims;
-    mapping(address => mapping(uint256 => int128)) internal scores;
-    mapping(address => mapping(uint256 => bytes32)) internal salts;
-    mapping(address => mapping(uint256 => int128[])) internal contributions;
+    /// @dev Per actor: tokens staked minus tokens withdrawn.
+    mapping(address => uint256) public ledger;
 
-    constructor(FlockToken token_, FlockAlliance alliance_, uint256 taskId_, address[] memory a, address k)
-    {
+    constructor(
+        FlockToken token_,
+        FlockAlliance alliance_,
+        uint256 taskId_,
+        address[] memory a,
+        address k
+    ) {
         token = token_;
         alliance = alliance_;
         taskId = taskId_;
@@ -48,12 +50,95 @@ contract AllianceHandler is Cheats {
         return actors[seed % actors.length];
     }
 
-    /// @dev The first actor from `seed` on with `role` in the current round (or any actor).
-    function _withRole(uint256 seed, Sortition.Role role) internal view returns (address) {
+    function _round() internal view returns (uint256) {
+        uint256 started = alliance.taskState(taskId).roundsStarted;
+        return started == 0 ? 0 : started - 1;
+    }
+
+    function _isProposer(uint256 round, address who) internal view returns (bool) {
+        return Sortition.proposes(alliance.roleOf(taskId, round, who));
+    }
+
+    function _isVoter(uint256 round, address who) internal view returns (bool) {
+        return Sortition.votes(alliance.roleOf(taskId, round, who));
+    }
+
+    function _stake(address who, uint256 amount) internal returns (bool) {
+        vm.prank(who);
+        try alliance.stake(taskId, amount) {
+            deposited += amount;
+            ledger[who] += amount;
+            return true;
+        } catch {
+            return false;
+        }
+    }
+
+    function _withdraw(address who) internal returns (uint256 amount) {
+        vm.prank(who);
+        try alliance.withdraw(taskId) returns (uint256 out) {
+            amount = out;
+            paidOut += out;
+            ledger[who] -= out;
+        } catch {}
+    }
+
+    /// @dev Claims twice: the second must pay nothing.
+    function _claimTwice(address who) internal returns (uint256 first) {
+        uint256 pending = alliance.participantOf(taskId, who).pendingRound;
+        bool selected =
+            pending == 0 || alliance.roleOf(taskId, pending - 1, who) != Sortition.Role.None;
+        vm.prank(who);
+        first = alliance.claim(taskId);
+        paidOut += first;
+        if (first > 0) paidClaims++;
+        if (first > 0 && !selected) rewardsToUnselected++;
+        vm.prank(who);
+        uint256 second = alliance.claim(taskId);
+        if (second != 0) doubleClaims++;
+        paidOut += second;
+    }
+
+    function stake(uint256 seed, uint256 amount) external {
+        _stake(_actor(seed), 10 ether + amount % 190 ether);
+    }
+
+    function withdraw(uint256 seed) external {
+        _withdraw(_actor(seed));
+    }
+
+    function claim(uint256 seed) external {
+        _claimTwice(seed % 5 == 0 ? keeper : _actor(seed));
+    }
+
+    function warp(uint256 dt) external {
+        vm.warp(block.timestamp + 1 + dt % 700);
+    }
+}
+
+/// @notice Drives one task through random stakes, unstakes, rounds, votes, claims and time,
+///         honest or not. Ghost variables record every token that entered and left the alliance.
+contract AllianceHandler is HandlerBase {
+    uint256 public finalizedRounds;
+    mapping(address => mapping(uint256 => bytes32)) internal hashes;
+    mapping(address => mapping(uint256 => int128)) internal scores;
+    mapping(address => mapping(uint256 => bytes32)) internal salts;
+    mapping(address => mapping(uint256 => int128[])) internal contributions;
+
+    constructor(
+        FlockToken token_,
+        FlockAlliance alliance_,
+        uint256 taskId_,
+        address[] memory a,
+        address k
+    ) HandlerBase(token_, alliance_, taskId_, a, k) {}
+
+    /// @dev The first actor from `seed` on that proposes (or votes) in the current round, or any.
+    function _selected(uint256 seed, bool proposer) internal view returns (address) {
         uint256 round = _round();
         for (uint256 i = 0; i < actors.length; i++) {
             address who = actors[(seed + i) % actors.length];
-            if (alliance.roleOf(taskId, round, who) == role) return who;
+            if (proposer ? _isProposer(round, who) : _isVoter(round, who)) return who;
         }
         return _actor(seed);
     }
@@ -61,23 +146,10 @@ contract AllianceHandler is Cheats {
     /// @dev Moves the clock forward to `phase` of the current round if it is earlier.
     function _reach(FlockAlliance.Phase phase) internal {
         FlockAlliance.Round memory r = alliance.roundInfo(taskId, _round());
-        uint256 at = phase == FlockAlliance.Phase.Committing
+        uint256 end = phase == FlockAlliance.Phase.Committing
             ? r.trainingEnds
             : phase == FlockAlliance.Phase.Revealing ? r.commitEnds : r.revealEnds;
-        if (block.timestamp < at) vm.warp(at);
-    }
-
-    function _round() internal view returns (uint256) {
-        uint256 started = alliance.taskState(taskId).roundsStarted;
-        return started == 0 ? 0 : started - 1;
-    }
-
-    function stake(uint256 seed, uint256 amount) external {
-        amount = 10 ether + amount % 190 ether;
-        vm.prank(_actor(seed));
-        try alliance.stake(taskId, amount) {
-            deposited += amount;
-        } catch {}
+        if (block.timestamp < end) vm.warp(end);
     }
 
     function requestUnstake(uint256 seed, uint256 amount) external {
@@ -89,37 +161,26 @@ contract AllianceHandler is Cheats {
             catch {}
     }
 
-    function withdraw(uint256 seed) external {
-        vm.prank(_actor(seed));
-        try alliance.withdraw(taskId) returns (uint256 amount) {
-            paidOut += amount;
-        } catch {}
-    }
-
     function startRound() external {
         vm.roll(block.number + 1);
         try alliance.startRound(taskId) {} catch {}
     }
 
     function submit(uint256 seed) external {
-        address who = seed % 4 == 0 ? _actor(seed) : _withRole(seed, Sortition.Role.Proposer);
+        address who = seed % 4 == 0 ? _actor(seed) : _selected(seed, true);
         uint256 round = _round(); // read before prank: any external call consumes it
         vm.prank(who);
         try alliance.submitUpdate(taskId, round, keccak256(abi.encode(seed)), 10) {} catch {}
     }
 
-    function postAggregate(uint256 seed) external {
-        if (seed % 2 == 0) _reach(FlockAlliance.Phase.Committing);
-        address who = _withRole(seed, Sortition.Role.Proposer);
-        uint256 round = _round();
-        vm.prank(who);
-        try alliance.postAggregate(taskId, round, keccak256("aggregate")) {} catch {}
-    }
-
     /// @dev One contribution per update, mostly in range (full credit, none, a mild or a
     ///      flagging minus); one vote in sixteen carries one too many (its reveal reverts) and
     ///      one none (stays out of the flag vote if rejecting, reverts if accepting).
-    function _contributions(uint256 seed, uint256 round) internal view returns (int128[] memory cs) {
+    function _contributions(uint256 seed, uint256 round)
+        internal
+        view
+        returns (int128[] memory cs)
+    {
         uint256 n = alliance.roundInfo(taskId, round).updates;
         if (seed % 16 == 1) n += 1;
         if (seed % 16 == 2) n = 0;
@@ -131,13 +192,21 @@ contract AllianceHandler is Cheats {
         }
     }
 
+    /// @dev Mostly the common aggregate hash, sometimes another (or zero: the reveal reverts);
+    ///      scores mostly in range.
     function commit(uint256 seed, int128 score) external {
-        address who = seed % 4 == 0 ? _actor(seed) : _withRole(seed, Sortition.Role.Voter);
+        address who = seed % 4 == 0 ? _actor(seed) : _selected(seed, false);
         uint256 round = _round();
         int128[] memory cs = _contributions(seed, round);
-        bytes32 commitment = alliance.voteCommitment(taskId, round, who, score, cs, bytes32(seed));
+        bytes32 hash = seed % 7 == 0
+            ? keccak256(abi.encode(seed % 3))
+            : seed % 29 == 0 ? bytes32(0) : keccak256("aggregate");
+        if (seed % 11 != 0) score = int128(score % (1e18 + 1));
+        bytes32 commitment =
+            alliance.voteCommitment(taskId, round, who, hash, score, cs, bytes32(seed));
         vm.prank(who);
         try alliance.commitVote(taskId, round, commitment) {
+            hashes[who][round] = hash;
             scores[who][round] = score;
             salts[who][round] = bytes32(seed);
             contributions[who][round] = cs;
@@ -146,13 +215,14 @@ contract AllianceHandler is Cheats {
 
     function reveal(uint256 seed) external {
         if (seed % 2 == 0) _reach(FlockAlliance.Phase.Revealing);
-        address who = _withRole(seed, Sortition.Role.Voter);
+        address who = _selected(seed, false);
         uint256 round = _round();
         // One reveal in eight uses a wrong salt: it reverts and the voter is slashed later.
         bytes32 salt = seed % 8 == 0 ? bytes32(seed) : salts[who][round];
         vm.prank(who);
-        try alliance.revealVote(taskId, round, scores[who][round], contributions[who][round], salt)
-        {} catch {}
+        try alliance.revealVote(
+            taskId, round, hashes[who][round], scores[who][round], contributions[who][round], salt
+        ) {} catch {}
     }
 
     function finalize(uint256 seed) external {
@@ -174,25 +244,91 @@ contract AllianceHandler is Cheats {
     function settle(uint256 seed) external {
         try alliance.settle(taskId, _actor(seed)) {} catch {}
     }
+}
 
-    function claim(uint256 seed) external {
-        address who = seed % 5 == 0 ? keeper : _actor(seed);
-        uint256 pending = alliance.participantOf(taskId, who).pendingRound;
-        bool selected = pending == 0
-            || alliance.roleOf(taskId, pending - 1, who) != Sortition.Role.None;
+/// @notice Only honest actions: whole rounds in which every selected proposer submits and
+///         every voter commits and reveals the same hash, accepting, with contributions above
+///         the flag; between rounds stakes, unstakes, withdrawals, claims and no-show reports.
+///         Ghost per-actor stake ledger: what each actor put in minus what it took out.
+contract HonestHandler is HandlerBase {
+    uint256 public rounds;
+    uint256 public acceptedRounds;
+
+    constructor(
+        FlockToken token_,
+        FlockAlliance alliance_,
+        uint256 taskId_,
+        address[] memory a,
+        address k
+    ) HandlerBase(token_, alliance_, taskId_, a, k) {}
+
+    function requestUnstake(uint256 seed, uint256 amount) external {
+        address who = _actor(seed);
+        uint256 active = alliance.participantOf(taskId, who).active;
+        if (active == 0) return;
         vm.prank(who);
-        uint256 first = alliance.claim(taskId);
-        paidOut += first;
-        if (first > 0) paidClaims++;
-        if (first > 0 && !selected) rewardsToUnselected++;
-        vm.prank(who);
-        uint256 second = alliance.claim(taskId);
-        if (second != 0) doubleClaims++;
-        paidOut += second;
+        try alliance.requestUnstake(taskId, amount % 2 == 0 ? active : 1 + amount % active) {}
+            catch {}
     }
 
-    function warp(uint256 dt) external {
-        vm.warp(block.timestamp + 1 + dt % 700);
+    /// @dev A no-show report against anyone: in an honest sequence every one must revert.
+    function reportNoShow(uint256 seed) external {
+        uint256 started = alliance.taskState(taskId).roundsStarted;
+        if (started == 0) return;
+        vm.prank(keeper);
+        try alliance.reportNoShow(taskId, seed % started, _actor(seed)) {} catch {}
+    }
+
+    /// @dev One whole round, every selected participant doing its part.
+    function playRound(uint256 seed) external {
+        vm.roll(block.number + 1);
+        uint256 round;
+        try alliance.startRound(taskId) returns (uint256 r) {
+            round = r;
+        } catch {
+            return;
+        }
+        uint256 n;
+        for (uint256 i = 0; i < actors.length; i++) {
+            if (!_isProposer(round, actors[i])) continue;
+            vm.prank(actors[i]);
+            alliance.submitUpdate(taskId, round, keccak256(abi.encode(seed, i)), 10 + i);
+            n++;
+        }
+        FlockAlliance.Round memory info = alliance.roundInfo(taskId, round);
+        int128[] memory cs = new int128[](n);
+        for (uint256 i = 0; i < n; i++) {
+            cs[i] = int128(int256(uint256(keccak256(abi.encode(seed, "c", i))) % 15e17)) - 5e17;
+        }
+        int128 score = int128(int256(seed % 1e18));
+        bytes32 hash = keccak256(abi.encode("aggregate", round));
+        vm.warp(info.trainingEnds);
+        if (n > 0) {
+            for (uint256 i = 0; i < actors.length; i++) {
+                if (!_isVoter(round, actors[i])) continue;
+                bytes32 c = alliance.voteCommitment(
+                    taskId, round, actors[i], hash, score, cs, bytes32(i)
+                );
+                vm.prank(actors[i]);
+                alliance.commitVote(taskId, round, c);
+            }
+        }
+        vm.warp(info.commitEnds);
+        if (n > 0) {
+            for (uint256 i = 0; i < actors.length; i++) {
+                if (!_isVoter(round, actors[i])) continue;
+                vm.prank(actors[i]);
+                alliance.revealVote(taskId, round, hash, score, cs, bytes32(i));
+            }
+        }
+        vm.warp(info.revealEnds);
+        vm.prank(keeper);
+        alliance.finalizeRound(taskId, round);
+        rounds++;
+        if (alliance.roundInfo(taskId, round).outcome == FlockAlliance.Outcome.Accepted) {
+            acceptedRounds++;
+        }
+        for (uint256 i = 0; i < actors.length; i++) alliance.settle(taskId, actors[i]);
     }
 }
 
@@ -239,5 +375,44 @@ contract FlockAllianceInvariants is AllianceFixture {
             sum += alliance.claimableOf(id, handler.actorAt(i));
         }
         assertEq(sum, alliance.taskState(id).claimable, "claimable accounts vs bucket");
+    }
+}
+
+/// @notice Invariants over honest-only sequences: nobody honest is ever slashed.
+contract FlockAllianceHonestInvariants is AllianceFixture {
+    HonestHandler internal handler;
+
+    function setUp() public override {
+        super.setUp();
+        proposersPerRound = 3;
+        votersPerRound = 3;
+        vm.prank(creator);
+        uint256 id = alliance.createTask(_params(8));
+        handler = new HonestHandler(token, alliance, id, people, keeper);
+        for (uint256 i = 0; i < people.length; i++) {
+            handler.stake(i, 90 ether);
+        }
+        _target(address(handler));
+    }
+
+    /// Every actor's stake (active + unbonding) is what it put in minus what it withdrew.
+    function invariant_NoHonestParticipantIsSlashed() public view {
+        uint256 id = handler.taskId();
+        for (uint256 i = 0; i < handler.actorCount(); i++) {
+            address who = handler.actorAt(i);
+            FlockAlliance.Participant memory p = alliance.participantOf(id, who);
+            assertEq(uint256(p.active) + p.unbonding, handler.ledger(who), "stake vs ledger");
+        }
+    }
+
+    function invariant_HonestTokensAreConserved() public view {
+        FlockAlliance.TaskState memory t = alliance.taskState(handler.taskId());
+        uint256 buckets = uint256(t.staked) + t.pool + t.allotted + t.claimable;
+        assertEq(buckets, handler.deposited() - handler.paidOut(), "buckets vs deposits");
+        assertEq(token.balanceOf(address(alliance)), buckets, "balance vs buckets");
+    }
+
+    function invariant_HonestNoDoubleClaim() public view {
+        assertEq(handler.doubleClaims(), 0, "a second claim paid");
     }
 }

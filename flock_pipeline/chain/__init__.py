@@ -16,50 +16,55 @@ from flock_pipeline.chain.backends import (
 )
 from flock_pipeline.chain.client import AllianceClient, Deployment, Vote, deploy, load_or_deploy
 from flock_pipeline.chain.errors import ChainError, ChainSetupError, ContractRevert
-from flock_pipeline.chain.sortition import role_of
 from flock_pipeline.chain.structs import (
-    Action,
-    Majority,
+    Outcome,
     ParticipantStake,
     Phase,
     Record,
     Role,
     RoundInfo,
+    Tally,
     TaskConfig,
     TaskState,
     TxResult,
-    UpdateInfo,
+    UpdateView,
+    VoteState,
 )
 from flock_pipeline.chain.transactions import Signer
-from flock_pipeline.chain.voting import (
+from flock_pipeline.protocol.roles import role_of
+from flock_pipeline.protocol.vote import (
+    SCORE_SCALE,
     from_fixed,
     new_salt,
     to_fixed,
     validate_contributions,
+    validate_score,
     vote_commitment,
 )
 
 __all__ = [
     "DEFAULT_KEY_ENV",
-    "Action",
+    "SCORE_SCALE",
     "AllianceClient",
     "Chain",
     "ChainError",
     "ChainSetupError",
     "ContractRevert",
     "Deployment",
-    "Majority",
+    "Outcome",
     "ParticipantStake",
     "Phase",
     "Record",
     "Role",
     "RoundInfo",
     "Signer",
+    "Tally",
     "TaskConfig",
     "TaskState",
     "TxResult",
-    "UpdateInfo",
+    "UpdateView",
     "Vote",
+    "VoteState",
     "connect",
     "deploy",
     "dev_signers",
@@ -71,5 +76,6 @@ __all__ = [
     "signer_from_env",
     "to_fixed",
     "validate_contributions",
+    "validate_score",
     "vote_commitment",
 ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import IntEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from eth_utils.address import to_checksum_address
 from web3.contract import Contract
@@ -16,24 +17,33 @@ from flock_pipeline.chain.artifacts import load_artifact
 from flock_pipeline.chain.backends import Chain
 from flock_pipeline.chain.errors import ChainSetupError
 from flock_pipeline.chain.structs import (
-    Action,
-    Majority,
+    Outcome,
     ParticipantStake,
     Phase,
     Record,
     Role,
     RoundInfo,
+    Tally,
     TaskConfig,
     TaskState,
     TxResult,
-    UpdateInfo,
+    UpdateView,
+    VoteState,
 )
 from flock_pipeline.chain.transactions import RevertDecoder, Signer, Transactor
-from flock_pipeline.chain.voting import new_salt, validate_contributions, vote_commitment
+from flock_pipeline.errors import ConfigError
+from flock_pipeline.protocol.vote import (
+    new_salt,
+    validate_contributions,
+    validate_score,
+    vote_commitment,
+)
 
 __all__ = ["DEFAULT_CAP", "AllianceClient", "Deployment", "Vote", "deploy", "load_or_deploy"]
 
 DEFAULT_CAP = 1_000_000_000 * 10**18
+_ENUMS: dict[str, type[IntEnum]] = {"outcome": Outcome, "vote": VoteState}
+_Struct = TypeVar("_Struct")
 
 
 @dataclass(frozen=True)
@@ -58,16 +68,18 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Vote:
-    """A committed vote; keep it (score, salt, contributions) until the reveal phase.
+    """A committed vote; keep it (hash, score, salt, contributions) until the reveal phase.
 
-    contributions[i] is the voter's contribution score of update i (submission index), 18-decimal
-    fixed point in [-1, 1]; an accepting vote needs one per update, a rejecting one may carry
-    none (they are ignored).
+    aggregate_hash is the aggregate the voter recomputed and scored; the round's outcome is
+    decided among the votes naming the same hash. contributions[i] is the voter's score of
+    update i (submission index), 18-decimal fixed point in [-1, 1]; an accepting vote needs one
+    per update, a rejecting one may carry none.
     """
 
     task_id: int
     round: int
     voter: str
+    aggregate_hash: bytes
     score: int
     salt: bytes
     commitment: bytes
@@ -206,34 +218,47 @@ class AllianceClient:
             self.alliance.functions.submitUpdate(task_id, round_, update_hash, num_samples)
         )
 
-    def post_aggregate(self, task_id: int, round_: int, aggregate_hash: bytes) -> TxResult:
-        """Post the aggregate hash (commit phase; by a proposer of the round or the creator)."""
-        return self._send(self.alliance.functions.postAggregate(task_id, round_, aggregate_hash))
-
     def commit_vote(
         self,
         task_id: int,
         round_: int,
+        aggregate_hash: bytes,
         score: int,
         salt: bytes | None = None,
         contributions: Sequence[int] = (),
     ) -> tuple[Vote, TxResult]:
-        """Commit to a fixed-point score (see voting.to_fixed) and, for an accepting vote, one
-        fixed-point contribution in [-1, 1] per update of the round (by submission index); keep
-        the Vote for the reveal. A wrong count or an out-of-range value raises ConfigError
-        before sending (a commitment that cannot be revealed would be slashed)."""
+        """Commit to an aggregate hash, a fixed-point score in [-1, 1] (see to_fixed; accept
+        iff >= 0) and, for an accepting vote, one contribution in [-1, 1] per update of the
+        round (by submission index); keep the Vote for the reveal.
+
+        A zero or malformed hash, a wrong count or an out-of-range value raises ConfigError
+        before sending: a commitment that cannot be revealed is slashed.
+        """
+        if len(aggregate_hash) != 32 or not any(aggregate_hash):
+            raise ConfigError(
+                f"aggregate hash {aggregate_hash.hex() or '(empty)'} must be 32 bytes, not zero"
+            )
+        validate_score(score)
         updates = self.round_info(task_id, round_).updates
-        values = validate_contributions(contributions, updates, accepting=score > 0)
+        values = validate_contributions(contributions, updates, accepting=score >= 0)
         salt = salt if salt is not None else new_salt()
-        commitment = vote_commitment(task_id, round_, self.address, score, salt, values)
+        commitment = vote_commitment(
+            task_id, round_, self.address, aggregate_hash, score, salt, values
+        )
         result = self._send(self.alliance.functions.commitVote(task_id, round_, commitment))
-        return Vote(task_id, round_, self.address, score, salt, commitment, values), result
+        vote = Vote(task_id, round_, self.address, aggregate_hash, score, salt, commitment, values)
+        return vote, result
 
     def reveal_vote(self, vote: Vote) -> TxResult:
-        """Reveal a committed vote with its contributions (reveal phase)."""
+        """Reveal a committed vote: its hash, score, contributions and salt (reveal phase)."""
         return self._send(
             self.alliance.functions.revealVote(
-                vote.task_id, vote.round, vote.score, list(vote.contributions), vote.salt
+                vote.task_id,
+                vote.round,
+                vote.aggregate_hash,
+                vote.score,
+                list(vote.contributions),
+                vote.salt,
             )
         )
 
@@ -281,36 +306,56 @@ class AllianceClient:
         )
 
     def round_info(self, task_id: int, round_: int) -> RoundInfo:
-        """A round's seed, deadlines, accumulators and settlement."""
+        """A round's seed, deadlines, accumulators, settlement and outcome."""
         values = self._call(self.alliance.functions.roundInfo(task_id, round_))
-        fields = dict(zip(self._round_fields(), values, strict=True))
-        for name in ("seed", "aggregate_hash"):
-            fields[name] = bytes(fields[name])
-        fields["majority"] = Majority(fields["majority"])
-        return RoundInfo(**fields)
-
-    def _round_fields(self) -> list[str]:
-        """RoundInfo field names in the order of the Round struct's ABI components."""
-        abi = cast(list[dict[str, Any]], self.alliance.abi)
-        (entry,) = (e for e in abi if e["type"] == "function" and e["name"] == "roundInfo")
-        return [_snake(c["name"]) for c in entry["outputs"][0]["components"]]
+        return self._struct(RoundInfo, "roundInfo", values)
 
     def record_of(self, task_id: int, round_: int, account: str | None = None) -> Record:
-        """What `account` (the signer by default) did in a round."""
-        action, accept, settled, update_index, weight, commitment = self._call(
+        """What `account` (the signer by default) did in a round, as proposer and as voter."""
+        values = self._call(
             self.alliance.functions.recordOf(
                 task_id, round_, to_checksum_address(account or self.address)
             )
         )
-        return Record(Action(action), accept, settled, weight, bytes(commitment), update_index)
+        return self._struct(Record, "recordOf", values)
 
-    def update_at(self, task_id: int, round_: int, index: int) -> UpdateInfo:
-        """Update `index` (submission order) of a round: proposer, weight, contribution,
-        flag weight."""
-        proposer, weight, contribution, flag_weight = self._call(
-            self.alliance.functions.updateAt(task_id, round_, index)
-        )
-        return UpdateInfo(index, str(proposer), int(weight), int(contribution), int(flag_weight))
+    def tally_of(self, task_id: int, round_: int, aggregate_hash: bytes) -> Tally:
+        """The revealed votes of a round that named `aggregate_hash`."""
+        values = self._call(self.alliance.functions.tallyOf(task_id, round_, aggregate_hash))
+        return self._struct(Tally, "tallyOf", values)
+
+    def round_updates(self, task_id: int, round_: int) -> list[UpdateView]:
+        """Every update of a round in submission order, scored for its leading hash (one
+        call for the whole round)."""
+        rows = self._call(self.alliance.functions.roundUpdates(task_id, round_))
+        return [
+            self._struct(UpdateView, "roundUpdates", row, index=index)
+            for index, row in enumerate(rows)
+        ]
+
+    def _struct(self, cls: type[_Struct], function: str, values: Any, **extra: Any) -> _Struct:
+        """`cls` from a struct the contract returned, matched by field name to the ABI's
+        components (snake_case), so a reordered struct still decodes right."""
+        names = [_snake(c["name"]) for c in self._components(function)]
+        raw = dict(zip(names, values, strict=True), **extra)
+        known = {f.name for f in fields(cast(Any, cls))}
+        if set(raw) != known:
+            raise ChainSetupError(
+                f"{function} returns {sorted(raw)}, the client expects {sorted(known)}: "
+                "the contract artifact and the client are out of step"
+            )
+        for name, value in raw.items():
+            if name in _ENUMS:
+                raw[name] = _ENUMS[name](value)
+            elif isinstance(value, bytes):
+                raw[name] = bytes(value)
+        return cls(**raw)
+
+    def _components(self, function: str) -> list[dict[str, Any]]:
+        """The components of the struct (or struct array) `function` returns."""
+        abi = cast(list[dict[str, Any]], self.alliance.abi)
+        (entry,) = (e for e in abi if e["type"] == "function" and e["name"] == function)
+        return cast(list[dict[str, Any]], entry["outputs"][0]["components"])
 
     def participant_of(self, task_id: int, account: str | None = None) -> ParticipantStake:
         """`account`'s stake in a task."""
@@ -370,8 +415,16 @@ class AllianceClient:
         self, task_id: int, round_: int, name: str, from_block: int = 0
     ) -> list[dict[str, Any]]:
         """All `name` events of one round (e.g. UpdateSubmitted to recompute the aggregate)."""
+        return self._logs(name, {"taskId": task_id, "round": round_}, from_block)
+
+    def task_events(self, task_id: int, name: str, from_block: int = 0) -> list[dict[str, Any]]:
+        """All `name` events of a task, every round, in one query (e.g. every Settled event
+        for the task's report)."""
+        return self._logs(name, {"taskId": task_id}, from_block)
+
+    def _logs(self, name: str, filters: dict[str, Any], from_block: int) -> list[dict[str, Any]]:
         logs = getattr(self.alliance.events, name)().get_logs(
-            from_block=from_block, argument_filters={"taskId": task_id, "round": round_}
+            from_block=from_block, argument_filters=filters
         )
         return [dict(log["args"]) for log in logs]
 

@@ -9,8 +9,6 @@ from flock_pipeline.chain.structs import Phase, Role
 from flock_pipeline.errors import FlockError
 
 __all__ = [
-    "AggregateAlreadyPosted",
-    "AggregateNotPosted",
     "ChainError",
     "ChainSetupError",
     "ContractRevert",
@@ -23,12 +21,12 @@ __all__ = [
     "NoCommitment",
     "NoUpdates",
     "NotANoShow",
-    "NotAggregator",
     "NotCreator",
     "NotEnoughParticipants",
     "NotSelected",
     "PendingSettlement",
     "RevealMismatch",
+    "RoundFull",
     "ScoreOutOfRange",
     "StillUnbonding",
     "TaskClosed",
@@ -136,24 +134,14 @@ class DuplicateVote(ContractRevert):
     hint = "this account already committed a vote in this round"
 
 
-class AggregateAlreadyPosted(ContractRevert):
-    error = "AggregateAlreadyPosted"
-    hint = "the aggregate of this round was already posted"
-
-
-class AggregateNotPosted(ContractRevert):
-    error = "AggregateNotPosted"
-    hint = "post the aggregate hash before voting"
+class RoundFull(ContractRevert):
+    error = "RoundFull"
+    hint = "the round already holds the most updates it takes"
 
 
 class NoUpdates(ContractRevert):
     error = "NoUpdates"
-    hint = "no update was submitted in this round"
-
-
-class NotAggregator(ContractRevert):
-    error = "NotAggregator"
-    hint = "only a proposer of this round or the task creator may post the aggregate"
+    hint = "no update was submitted in this round, so there is nothing to vote on"
 
 
 class NoCommitment(ContractRevert):
@@ -163,12 +151,15 @@ class NoCommitment(ContractRevert):
 
 class RevealMismatch(ContractRevert):
     error = "RevealMismatch"
-    hint = "the score and salt do not match the commitment; reveal what was committed"
+    hint = (
+        "the hash, score, contributions and salt do not match the commitment; "
+        "reveal what was committed"
+    )
 
 
 class ScoreOutOfRange(ContractRevert):
     error = "ScoreOutOfRange"
-    hint = "the score does not fit the contract's fixed-point range"
+    hint = "the score must lie in [-1, 1] as 18-decimal fixed point (see to_fixed)"
 
 
 class ContributionsMismatch(ContractRevert):

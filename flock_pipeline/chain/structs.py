@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from flock_pipeline.protocol.roles import Role
+
 __all__ = [
-    "Action",
-    "Majority",
+    "Outcome",
     "ParticipantStake",
     "Phase",
     "Record",
     "Role",
     "RoundInfo",
+    "Tally",
     "TaskConfig",
     "TaskState",
     "TxResult",
-    "UpdateInfo",
+    "UpdateView",
+    "VoteState",
 ]
 
 TOKEN = 10**18
@@ -34,30 +37,22 @@ class Phase(IntEnum):
     FINALIZED = 5
 
 
-class Role(IntEnum):
-    """A participant's role in a round (Sortition.Role)."""
+class VoteState(IntEnum):
+    """Where a participant's vote in a round stands (FlockAlliance.VoteState)."""
 
     NONE = 0
-    PROPOSER = 1
-    VOTER = 2
+    COMMITTED = 1
+    REVEALED = 2
 
 
-class Action(IntEnum):
-    """What a participant did in a round (FlockAlliance.Action)."""
+class Outcome(IntEnum):
+    """How a round ended (FlockAlliance.Outcome); Void allots nothing and slashes no one for
+    the result, and its pot carries over to the next round."""
 
-    NONE = 0
-    SUBMITTED = 1
-    COMMITTED = 2
-    REVEALED = 3
-    NO_SHOW = 4
-
-
-class Majority(IntEnum):
-    """Which side of a round's vote won."""
-
-    NONE = 0
-    ACCEPT = 1
-    REJECT = 2
+    PENDING = 0
+    ACCEPTED = 1
+    REJECTED = 2
+    VOID = 3
 
 
 @dataclass(frozen=True)
@@ -137,14 +132,12 @@ class TaskState:
 
 @dataclass(frozen=True)
 class RoundInfo:
-    """A round's seed, deadlines, stake-weighted accumulators and settlement record.
+    """A round's seed, deadlines, accumulators and settlement (FlockAlliance.Round).
 
-    contribution_total is sum over updates of proposerWeight * max(0, C) (C: an update's
-    contribution accumulator); contribution_left is what of it is not settled yet (set by
-    finalize only when the proposers' pot is allotted). flag_voter_weight is the stake of the
-    voters (accepting or rejecting) that revealed one contribution per update: an update is
-    flagged if more than half of it scored the update exactly -1 (2 * flag_weight >
-    flag_voter_weight).
+    aggregate_hash is the leading revealed hash and, once finalized, the round's aggregate
+    (meaningful unless the outcome is Void). revealed_weight is the stake of every revealed
+    vote, whatever its hash. reward and the *_left pots are fixed at finalize; the settlers
+    draw them down, the last one taking the exact remainder.
     """
 
     seed: bytes
@@ -154,52 +147,69 @@ class RoundInfo:
     reveal_ends: int
     updates: int
     total_stake: int
-    proposer_weight: int
-    commit_weight: int
-    accept_weight: int
-    reject_weight: int
-    flag_voter_weight: int
-    weighted_score: int
-    contribution_total: int
-    contribution_left: int
+    revealed_weight: int
     reward: int
     proposer_reward_left: int
     voter_reward_left: int
     voter_weight_left: int
+    contribution_total: int
+    contribution_left: int
     finalizer: str
     finalized: bool
-    accepted: bool
-    majority: Majority = field(default=Majority.NONE)
+    outcome: Outcome
 
 
 @dataclass(frozen=True)
 class Record:
-    """What one participant did in one round; update_index: its update's submission index."""
+    """What one account did in one round, both roles in one record (FlockAlliance.Record).
 
-    action: Action
+    weight is its stake at the round's start, capped by what there is to slash; aggregate_hash
+    is the hash its revealed vote named; scored: the vote carried one contribution per update.
+    """
+
+    submitted: bool
+    update_index: int
+    vote: VoteState
     accept: bool
+    scored: bool
+    no_show: bool
     settled: bool
     weight: int
     commitment: bytes
-    update_index: int = 0
+    aggregate_hash: bytes
 
 
 @dataclass(frozen=True)
-class UpdateInfo:
-    """Update `index` of a round: its proposer and weight, the contribution accumulated
-    from accepting voters (sum of voterWeight * contribution, contributions in 1e18 fixed
-    point) and flag_weight, the stake of the voters (either side) that scored it exactly -1;
-    proposer is the zero address if there is no such update."""
+class Tally:
+    """The revealed votes naming one aggregate hash in one round (FlockAlliance.Tally).
+
+    flag_voter_weight is the stake of those of them that scored every update: the electorate
+    of the flag vote on that hash's updates.
+    """
+
+    weight: int
+    accept_weight: int
+    reject_weight: int
+    flag_voter_weight: int
+
+
+@dataclass(frozen=True)
+class UpdateView:
+    """Update `index` (submission order) of a round, read for the round's leading hash.
+
+    contribution is the sum of voter weight * contribution over the accepting voters of that
+    hash (18-decimal fixed point), flag_weight the stake that scored it exactly -1. flagged
+    and part (proposer weight times the mean contribution, the share of the proposers' pot)
+    are false and 0 before finalize and in a Void round.
+    """
 
     index: int
     proposer: str
     weight: int
     contribution: int
-    flag_weight: int = 0
-
-    def flagged(self, flag_voter_weight: int) -> bool:
-        """Whether the flag vote flags it, given the round's RoundInfo.flag_voter_weight."""
-        return 2 * self.flag_weight > flag_voter_weight
+    flag_weight: int
+    flagged: bool
+    part: int
 
 
 @dataclass(frozen=True)

@@ -308,6 +308,21 @@ class ModelRegistry:
         refs = [ModelVersionRef(self.registered_name, str(v.version), str(v.run_id)) for v in found]
         return sorted(refs, key=lambda ref: int(ref.version))
 
+    def find_version(self, tags: Mapping[str, str]) -> ModelVersionRef | None:
+        """The newest version carrying every one of ``tags``, found with one search."""
+        name = self.registered_name.replace("'", "\\'")
+        clauses = [f"name='{name}'"] + [
+            f"tags.`{k}`='{str(v).replace(chr(39), chr(92) + chr(39))}'" for k, v in tags.items()
+        ]
+        try:
+            found = self.client.search_model_versions(" and ".join(clauses), max_results=10)
+        except MlflowException as exc:
+            raise TrackingError(
+                f"cannot search versions of {self.registered_name!r}: {exc.message}"
+            ) from None
+        refs = [ModelVersionRef(self.registered_name, str(v.version), str(v.run_id)) for v in found]
+        return max(refs, key=lambda ref: int(ref.version), default=None)
+
     def load_weights(self, version_or_alias: str) -> Weights:
         """The canonical weights of a version, checked against its recorded content hash."""
         found = self._version(version_or_alias)

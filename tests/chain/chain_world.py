@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from flock_pipeline.chain import AllianceClient, Chain, Phase, Role, TaskConfig, Vote
+from flock_pipeline.chain import AllianceClient, Chain, Phase, Role, TaskConfig, Vote, to_fixed
 
 TOKEN = 10**18
 FULL = 10**18  # a contribution of 1.0
 STAKE = 100 * TOKEN
 MODEL = b"\x11" * 32
 AGGREGATE = b"\x22" * 32
+BOGUS = b"\x66" * 32
+GOOD = to_fixed(0.05)
+BAD = to_fixed(-0.02)
+EVERYONE = {"proposers_per_round": 64, "voters_per_round": 64}
+"""Odds 64 * stake / total stake: every one of four participants proposes and votes."""
 
 
 @dataclass
 class RoundUnderTest:
-    """A started round with its selected proposers and voters, and steps to drive it."""
+    """A started round, every participant's role in it, and steps to drive it."""
 
     world: World
     task_id: int
     round: int
-    proposers: list[AllianceClient]
-    voters: list[AllianceClient]
-    others: list[AllianceClient]
+    roles: dict[str, Role]
+    block: int
+    """The block that started the round: event queries start there."""
     votes: dict[str, Vote] = field(default_factory=dict)
+
+    @property
+    def proposers(self) -> list[AllianceClient]:
+        return [p for p in self.world.people if self.roles[p.address].proposes]
+
+    @property
+    def voters(self) -> list[AllianceClient]:
+        return [p for p in self.world.people if self.roles[p.address].votes]
+
+    @property
+    def others(self) -> list[AllianceClient]:
+        return [p for p in self.world.people if self.roles[p.address] is Role.NONE]
 
     def enter(self, phase: Phase) -> None:
         """Advance the clock to the start of `phase`."""
@@ -37,24 +55,25 @@ class RoundUnderTest:
         }
         self.world.chain.advance_to(ends[phase])
 
-    def submit_all(self) -> None:
-        for index, proposer in enumerate(self.proposers):
+    def submit(self, who: Sequence[AllianceClient] | None = None) -> None:
+        """The given proposers (all by default) submit, each its own update hash."""
+        for proposer in self.proposers if who is None else who:
+            index = self.world.people.index(proposer)
             proposer.submit_update(self.task_id, self.round, bytes([index + 1]) * 32, 100)
-
-    def post_aggregate(self) -> None:
-        self.enter(Phase.COMMITTING)
-        self.proposers[0].post_aggregate(self.task_id, self.round, AGGREGATE)
 
     def commit(
         self,
-        scores: list[int | None],
-        contributions: list[Sequence[int]] | None = None,
+        scores: Sequence[int | None],
+        contributions: Sequence[Sequence[int]] | None = None,
+        hashes: Sequence[bytes] | None = None,
     ) -> None:
-        """Voter i commits scores[i] with contributions[i]; None means it does not vote at all.
+        """Voter i commits scores[i] for hashes[i] (AGGREGATE by default) with
+        contributions[i]; None means it does not vote at all.
 
         Without `contributions`, accepting voters give every update full credit (1.0) and
         rejecting voters none.
         """
+        self.enter(Phase.COMMITTING)
         updates = self.world.keeper.round_info(self.task_id, self.round).updates
         for index, (voter, score) in enumerate(zip(self.voters, scores, strict=True)):
             if score is None:
@@ -62,12 +81,13 @@ class RoundUnderTest:
             if contributions is not None:
                 given: Sequence[int] = contributions[index]
             else:
-                given = [FULL] * updates if score > 0 else []
+                given = [FULL] * updates if score >= 0 else []
+            digest = AGGREGATE if hashes is None else hashes[index]
             self.votes[voter.address], _ = voter.commit_vote(
-                self.task_id, self.round, score, contributions=given
+                self.task_id, self.round, digest, score, contributions=given
             )
 
-    def reveal(self, who: list[AllianceClient] | None = None) -> None:
+    def reveal(self, who: Sequence[AllianceClient] | None = None) -> None:
         self.enter(Phase.REVEALING)
         for voter in self.voters if who is None else who:
             if voter.address in self.votes:
@@ -79,16 +99,28 @@ class RoundUnderTest:
 
     def play(
         self,
-        scores: list[int | None],
-        revealers: list[AllianceClient] | None = None,
-        contributions: list[Sequence[int]] | None = None,
+        scores: Sequence[int | None],
+        revealers: Sequence[AllianceClient] | None = None,
+        contributions: Sequence[Sequence[int]] | None = None,
+        hashes: Sequence[bytes] | None = None,
     ) -> None:
-        """Submit every update, post the aggregate, vote, reveal and finalize."""
-        self.submit_all()
-        self.post_aggregate()
-        self.commit(scores, contributions)
+        """Every proposer submits, the voters commit and reveal, the keeper finalizes."""
+        self.submit()
+        self.commit(scores, contributions, hashes)
         self.reveal(revealers)
         self.finalize()
+
+    def claim_all(self) -> dict[str, int]:
+        """Every participant and the keeper claim; what each was paid, by address."""
+        paid = {p.address: p.claim(self.task_id)[0] for p in self.world.people}
+        paid[self.world.keeper.address] = self.world.keeper.claim(self.task_id)[0]
+        return paid
+
+    def active(self, person: AllianceClient) -> int:
+        return self.world.keeper.participant_of(self.task_id, person.address).active
+
+    def weight(self, person: AllianceClient) -> int:
+        return self.world.keeper.record_of(self.task_id, self.round, person.address).weight
 
 
 @dataclass
@@ -100,27 +132,39 @@ class World:
     keeper: AllianceClient
     people: list[AllianceClient]
 
+    def open_task(self, stakes: Sequence[int] | None = None, **config: Any) -> int:
+        """A new task with every participant staked."""
+        task_id, _ = self.creator.create_task(TaskConfig(model_hash=MODEL, **config))
+        for person, amount in zip(self.people, stakes or [STAKE] * len(self.people), strict=True):
+            person.stake(task_id, amount)
+        return task_id
+
+    def start(self, task_id: int) -> RoundUnderTest:
+        """Start the task's next round and read every participant's role from the contract."""
+        round_, started = self.keeper.start_round(task_id)
+        roles = {p.address: p.role_of(task_id, round_) for p in self.people}
+        return RoundUnderTest(self, task_id, round_, roles, started.block_number)
+
     def open_round(
         self,
         min_proposers: int = 1,
         min_voters: int = 1,
-        stakes: list[int] | None = None,
-        **config: int,
+        stakes: Sequence[int] | None = None,
+        want: Callable[[RoundUnderTest], bool] = lambda r: True,
+        **config: Any,
     ) -> RoundUnderTest:
-        """Create tasks until sortition gives the first round enough proposers and voters."""
-        stakes = stakes or [STAKE] * len(self.people)
+        """Create tasks until sortition gives the first round the roles the test needs."""
         for _ in range(40):
-            task_id, _ = self.creator.create_task(TaskConfig(model_hash=MODEL, **config))
-            for person, amount in zip(self.people, stakes, strict=True):
-                person.stake(task_id, amount)
-            round_, _ = self.keeper.start_round(task_id)
-            roles = {p.address: p.role_of(task_id, round_) for p in self.people}
-            proposers = [p for p in self.people if roles[p.address] is Role.PROPOSER]
-            voters = [p for p in self.people if roles[p.address] is Role.VOTER]
-            others = [p for p in self.people if roles[p.address] is Role.NONE]
-            if len(proposers) >= min_proposers and len(voters) >= min_voters:
-                return RoundUnderTest(self, task_id, round_, proposers, voters, others)
+            r = self.start(self.open_task(stakes, **config))
+            if len(r.proposers) >= min_proposers and len(r.voters) >= min_voters and want(r):
+                return r
         raise AssertionError("sortition never produced the wanted roles")
+
+    def everyone_round(self, stakes: Sequence[int] | None = None, **config: Any) -> RoundUnderTest:
+        """A round in which every participant is both a proposer and a voter."""
+        r = self.start(self.open_task(stakes, **{**EVERYONE, **config}))
+        assert set(r.roles.values()) == {Role.BOTH}
+        return r
 
     def alliance_balance(self) -> int:
         return self.keeper.balance_of(self.keeper.deployment.alliance)
