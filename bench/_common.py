@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: throw-away tool state and the machine they ran on."""
+"""What the benchmark scripts share: the anchor workload, throw-away tool state, the machine they
+ran on and markdown tables for the results files."""
 
 from __future__ import annotations
 
@@ -7,8 +8,30 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+ANCHOR: dict[str, Any] = {
+    "participants": 10,
+    "rounds": 10,
+    "data.dataset": "mnist5k",
+    "partition.scheme": "dirichlet",
+    "partition.alpha": 0.5,
+    "model.name": "cnn",
+    "training.local_epochs": 1,
+    "training.batch_size": 32,
+    "training.lr": 0.05,
+    "training.momentum": 0.9,
+    "privacy.enabled": False,
+    "aggregation.strategy": "fedavg",
+    "aggregation.screen.enabled": False,
+    "seed": 0,
+}
+"""The field's anchor workload as config overrides: 10 participants, MNIST 5k, Dirichlet
+alpha = 0.5, the CNN, 1 local epoch, batch 32, lr 0.05, momentum 0.9, local DP off, FedAvg
+without the screen, 10 rounds, seed 0. The benches that compare engines run it, so their
+figures are of one workload."""
 
 
 def isolate_tool_state(prefix: str) -> Path:
@@ -47,3 +70,12 @@ def environment(
         "loadavg_after": [round(v, 2) for v in after],
         **extra,
     }
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    """A markdown table of already formatted cells; ``align`` has one letter per column, ``l``
+    or ``r`` (default: the first column left, the rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = "".join("---:|" if a == "r" else "---|" for a in align)
+    lines = ["| " + " | ".join(header) + " |", "|" + rule]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])

@@ -1,11 +1,13 @@
 """Gas of every FlockAlliance call, and of finalize/claim as the number of participants grows.
 
 Runs on the in-process py-evm chain (same EVM rules and gas schedule as anvil and Base). With N
-participants every one of them gets a role (N/2 expected proposers and voters), one voter never
-votes (reported as a no-show) and one commits without revealing (slashed on settlement).
-Settlement is O(1) per round, so finalize and claim must cost the same at 4, 16 and 64.
-Accepting votes carry one contribution per update, so revealVote is also measured with P = 1,
-4, 16 and 64 submitted updates: its marginal gas per contribution must be constant.
+participants and the pipeline's defaults every one of them proposes and about max(3, N/2)
+vote; one voter does nothing (reported as a no-show) and one commits without revealing
+(slashed on settlement). Settlement is O(1) per account, so claim must cost the same at 4, 16
+and 64; finalize loops once over the round's updates (at most MAX_UPDATES), so it grows with
+N here. Accepting votes carry one contribution per update, so revealVote and finalizeRound are
+also measured with U = 1, 4, 16 and 64 submitted updates: their marginal gas per update must
+be constant.
 
     python bench/gas.py [--quick]    # writes bench/results/gas.json; last line is the headline
 """
@@ -22,8 +24,8 @@ from typing import Any
 
 from flock_pipeline.chain import (
     AllianceClient,
+    Outcome,
     Phase,
-    Role,
     TaskConfig,
     deploy,
     dev_signers,
@@ -35,7 +37,13 @@ TOKEN = 10**18
 GOAL = 1.1
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
 FULL = 10**18  # a contribution of 1.0
+AGGREGATE = b"\x22" * 32
 UPDATE_COUNTS = (1, 4, 16, 64)
+
+
+def _default_voters(n: int) -> int:
+    """votersPerRound as the pipeline's configuration sets it for n participants."""
+    return min(n, max(3, n // 2))
 
 
 def _round_ends(client: AllianceClient, task_id: int, round_: int, phase: Phase) -> int:
@@ -71,8 +79,8 @@ def measure(n: int) -> dict[str, Any]:
         model_hash=b"\x11" * 32,
         rounds=2,
         max_participants=n,
-        proposers_per_round=n // 2,
-        voters_per_round=n // 2,
+        proposers_per_round=n,
+        voters_per_round=_default_voters(n),
     )
     for _ in range(50):  # sortition may give too few voters: try another task
         task_id, created = creator.create_task(config)
@@ -82,25 +90,25 @@ def measure(n: int) -> dict[str, Any]:
         round_, start = keeper.start_round(task_id)
         record("startRound", start.gas_used)
         roles = {p.address: p.role_of(task_id, round_) for p in people}
-        proposers = [p for p in people if roles[p.address] is Role.PROPOSER]
-        voters = [p for p in people if roles[p.address] is Role.VOTER]
-        if proposers and len(voters) >= 3:
+        proposers = [p for p in people if roles[p.address].proposes]
+        voters = [p for p in people if roles[p.address].votes]
+        if len(proposers) >= 2 and len(voters) >= 3:
             break
     else:
-        raise RuntimeError("sortition never gave one proposer and three voters")
-    topped = proposers[0].stake(task_id, 10 * TOKEN)  # counts from the next round
+        raise RuntimeError("sortition never gave two proposers and three voters")
+    absent, silent, *honest = voters
+    submitters = [p for p in proposers if p is not absent]
+    topped = submitters[0].stake(task_id, 10 * TOKEN)  # counts from the next round
     record("stake (top-up)", topped.gas_used)
-    for index, proposer in enumerate(proposers):
+    for index, proposer in enumerate(submitters):
         update = (index + 1).to_bytes(32, "big")
         record("submitUpdate", proposer.submit_update(task_id, round_, update, 100).gas_used)
     chain.advance_to(_round_ends(keeper, task_id, round_, Phase.COMMITTING))
-    record("postAggregate", proposers[0].post_aggregate(task_id, round_, b"\x22" * 32).gas_used)
-    absent, silent, *honest = voters
     votes = {}
-    full = [FULL] * len(proposers)
+    full = [FULL] * len(submitters)
     for voter in [silent, *honest]:
         votes[voter.address], committed = voter.commit_vote(
-            task_id, round_, to_fixed(0.05), contributions=full
+            task_id, round_, AGGREGATE, to_fixed(0.05), contributions=full
         )
         record("commitVote", committed.gas_used)
     chain.advance_to(_round_ends(keeper, task_id, round_, Phase.REVEALING))
@@ -110,13 +118,15 @@ def measure(n: int) -> dict[str, Any]:
     finalized = keeper.finalize_round(task_id, round_)
     assert finalized is not None
     record("finalizeRound", finalized.gas_used)
+    assert keeper.round_info(task_id, round_).outcome is Outcome.ACCEPTED
     record("reportNoShow", keeper.report_no_show(task_id, round_, absent.address).gas_used)
-    record("settle", keeper.settle(task_id, proposers[0].address).gas_used)
-    for person in proposers + honest:
+    paid = [p for p in submitters if p is not silent]
+    record("settle", keeper.settle(task_id, paid[0].address).gas_used)
+    for person in paid:
         record("claim (reward)", person.claim(task_id)[1].gas_used)
-    record("claim (slashed, nothing due)", silent.claim(task_id)[1].gas_used)
+    record("claim (reward and slash)", silent.claim(task_id)[1].gas_used)
     record("claim (finalizer share)", keeper.claim(task_id)[1].gas_used)
-    record("claim (again, nothing due)", proposers[-1].claim(task_id)[1].gas_used)
+    record("claim (again, nothing due)", paid[-1].claim(task_id)[1].gas_used)
     record("requestUnstake", honest[0].request_unstake(task_id, 100 * TOKEN).gas_used)
     last, again = keeper.start_round(task_id)
     record("startRound", again.gas_used)
@@ -130,6 +140,7 @@ def measure(n: int) -> dict[str, Any]:
         "participants": n,
         "proposers": len(proposers),
         "voters": len(voters),
+        "updates": len(submitters),
         "seconds": round(time.perf_counter() - started, 2),
         "finalize": gas["finalizeRound"][0],
         "claim_max": max(claims),
@@ -138,15 +149,17 @@ def measure(n: int) -> dict[str, Any]:
     }
 
 
-def measure_reveal(counts: tuple[int, ...] = UPDATE_COUNTS) -> dict[str, Any]:
-    """revealVote gas of an accepting vote carrying P contributions, for each P in `counts`.
+def measure_by_updates(counts: tuple[int, ...] = UPDATE_COUNTS) -> dict[str, Any]:
+    """revealVote and finalizeRound gas of a round with U updates, for each U in `counts`.
 
-    One task, one round per P: the first P selected proposers submit, two voters commit and
-    reveal. The first reveal writes each update's accumulator from zero, the second updates it.
+    One task, one round per U: U participants that are not among the two chosen voters submit,
+    the two voters commit and reveal an accepting vote with one contribution per update, the
+    round is finalized (an accepted round: finalize computes every update's part). The first
+    reveal writes each update's accumulator from zero, the second updates it.
     """
     chain = in_process()
     n = max(counts) + 12
-    deployer, *signers = dev_signers(chain, n + 1, label="gas-reveal")
+    deployer, *signers = dev_signers(chain, n + 1, label="gas-updates")
     creator = AllianceClient(chain, deploy(chain, deployer), deployer)
     people = [creator.as_signer(s) for s in signers]
     creator.mint(deployer.address, 1_000_000 * TOKEN)
@@ -159,7 +172,7 @@ def measure_reveal(counts: tuple[int, ...] = UPDATE_COUNTS) -> dict[str, Any]:
         model_hash=b"\x11" * 32,
         rounds=4 * len(counts),
         max_participants=n,
-        proposers_per_round=n - 6,  # about 6 voters, at least max(counts) proposers
+        proposers_per_round=n,
         voters_per_round=6,
     )
     task_id, _ = creator.create_task(config)
@@ -170,35 +183,39 @@ def measure_reveal(counts: tuple[int, ...] = UPDATE_COUNTS) -> dict[str, Any]:
         while count not in gas:
             round_, _ = creator.start_round(task_id)
             roles = {p.address: p.role_of(task_id, round_) for p in people}
-            proposers = [p for p in people if roles[p.address] is Role.PROPOSER][:count]
-            voters = [p for p in people if roles[p.address] is Role.VOTER][:2]
-            if len(proposers) == count and len(voters) == 2:
-                for index, proposer in enumerate(proposers):
+            voters = [p for p in people if roles[p.address].votes][:2]
+            proposers = [p for p in people if roles[p.address].proposes and p not in voters]
+            if len(proposers) >= count and len(voters) == 2:
+                for index, proposer in enumerate(proposers[:count]):
                     proposer.submit_update(task_id, round_, (index + 1).to_bytes(32, "big"), 10)
                 chain.advance_to(_round_ends(creator, task_id, round_, Phase.COMMITTING))
-                proposers[0].post_aggregate(task_id, round_, b"\x22" * 32)
                 votes = [
-                    v.commit_vote(task_id, round_, to_fixed(0.05), contributions=[FULL] * count)[0]
+                    v.commit_vote(
+                        task_id, round_, AGGREGATE, to_fixed(0.05), contributions=[FULL] * count
+                    )[0]
                     for v in voters
                 ]
                 chain.advance_to(_round_ends(creator, task_id, round_, Phase.REVEALING))
                 first, later = (
                     v.reveal_vote(vote).gas_used for v, vote in zip(voters, votes, strict=True)
                 )
-                gas[count] = {"first": first, "later": later}
-            chain.advance_to(_round_ends(creator, task_id, round_, Phase.FINALIZABLE))
-            creator.finalize_round(task_id, round_)
+                chain.advance_to(_round_ends(creator, task_id, round_, Phase.FINALIZABLE))
+                finalized = creator.finalize_round(task_id, round_)
+                assert finalized is not None
+                assert creator.round_info(task_id, round_).outcome is Outcome.ACCEPTED
+                gas[count] = {"first": first, "later": later, "finalize": finalized.gas_used}
+            else:
+                chain.advance_to(_round_ends(creator, task_id, round_, Phase.FINALIZABLE))
+                creator.finalize_round(task_id, round_)
     low, high = min(counts), max(counts)
-    span = high - low
+    kinds = ("first", "later", "finalize")
     return {
         "updates": {str(c): g for c, g in gas.items()},
-        "marginal_per_contribution": {
-            kind: round((gas[high][kind] - gas[low][kind]) / span) for kind in ("first", "later")
+        "marginal_per_update": {
+            kind: round((gas[high][kind] - gas[low][kind]) / (high - low)) for kind in kinds
         },
         "marginal_by_step": {
-            f"{a}->{b}": {
-                kind: round((gas[b][kind] - gas[a][kind]) / (b - a)) for kind in ("first", "later")
-            }
+            f"{a}->{b}": {kind: round((gas[b][kind] - gas[a][kind]) / (b - a)) for kind in kinds}
             for a, b in itertools.pairwise(counts)
         },
     }
@@ -219,15 +236,27 @@ def main() -> None:
     first = next(r for r in runs if r["participants"] == 4)
     big = next(r for r in runs if r["participants"] == 64)
     ratio = (big["finalize"] + big["claim_max"]) / (first["finalize"] + first["claim_max"])
-    reveal = measure_reveal()
-    print(f"{'revealVote with P updates':<30}{'first':>10}{'later':>10}")
-    for count, used in reveal["updates"].items():
-        print(f"{'P=' + count:<30}{used['first']:>10}{used['later']:>10}")
-    marginal = reveal["marginal_per_contribution"]
-    print(f"{'marginal gas / contribution':<30}{marginal['first']:>10}{marginal['later']:>10}")
+    by_updates = measure_by_updates()
+    print(f"{'gas with U updates':<30}{'reveal 1st':>12}{'reveal 2nd':>12}{'finalize':>12}")
+    for count, used in by_updates["updates"].items():
+        row = "".join(f"{used[k]:>12}" for k in ("first", "later", "finalize"))
+        print(f"{'U=' + count:<30}{row}")
+    marginal = by_updates["marginal_per_update"]
+    row = "".join(f"{marginal[k]:>12}" for k in ("first", "later", "finalize"))
+    print(f"{'marginal gas / update':<30}{row}")
+    reveal = {  # the shape bench/render_docs.py reads
+        "updates": {
+            c: {"first": g["first"], "later": g["later"]} for c, g in by_updates["updates"].items()
+        },
+        "marginal_per_contribution": {k: marginal[k] for k in ("first", "later")},
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
-        json.dumps({"quick": args.quick, "runs": runs, "reveal": reveal}, indent=2) + "\n"
+        json.dumps(
+            {"quick": args.quick, "runs": runs, "reveal": reveal, "by_updates": by_updates},
+            indent=2,
+        )
+        + "\n"
     )
     print(
         json.dumps(
@@ -238,7 +267,8 @@ def main() -> None:
                 "better": "lower",
                 "finalize_gas": {str(r["participants"]): r["finalize"] for r in runs},
                 "claim_gas_max": {str(r["participants"]): r["claim_max"] for r in runs},
-                "reveal_gas_per_contribution": marginal,
+                "reveal_gas_per_contribution": reveal["marginal_per_contribution"],
+                "finalize_gas_per_update": marginal["finalize"],
                 "quick": args.quick,
             }
         )

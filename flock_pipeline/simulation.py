@@ -196,10 +196,10 @@ def run_simulation(
             chain.now = info.reveal_ends
             outcome = chain.finalize_round(creator, r)
             accepted = outcome is Outcome.ACCEPTED
+            if central is not None and agg is not None:
+                central.step(label=str(r + 1))  # its noise was drawn, whether the votes keep it
             if accepted and agg is not None:
                 weights, state = agg.weights, dict(agg.state)
-                if central is not None:
-                    central.step(label=str(r + 1))
             view = RoundView.of(
                 outcome,
                 chain.round_info(r).aggregate_hash,
@@ -219,16 +219,16 @@ def run_simulation(
             update_of = {u.participant: u for u in updates}
             participants = []
             for pid in ids:
-                u = update_of.get(pid)
+                mine = update_of.get(pid)
                 hold = result.holdout[pid]
                 participants.append(
                     ParticipantRound(
                         id=pid,
                         address=address[pid],
-                        role=role[pid].name.lower(),  # type: ignore[arg-type]
+                        role=role[pid].name.lower(),
                         attack=None if (a := cfg.attacks.get(pid)) is None else a.kind,
-                        update_hash=None if u is None else u.hash,
-                        num_samples=None if u is None else u.num_samples,
+                        update_hash=None if mine is None else mine.hash,
+                        num_samples=None if mine is None else mine.num_samples,
                         train_loss=None if u is None else _finite(u.metrics.get("train_loss_last")),
                         epsilon=None if (ledger := ledgers[pid]) is None else ledger.epsilon,
                         delta=None if ledger is None else cfg.privacy.delta,
@@ -243,7 +243,7 @@ def run_simulation(
             records.append(
                 RoundRecord(
                     round=r + 1,
-                    outcome=outcome.name.lower(),  # type: ignore[arg-type]
+                    outcome=outcome.name.lower(),
                     accepted=accepted,
                     seed="0x" + seed.hex(),
                     global_=Metrics(

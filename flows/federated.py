@@ -444,7 +444,7 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
             ParticipantRound(
                 id=m.id,
                 address=m.address,
-                role=role[m.id],  # type: ignore[arg-type]
+                role=role[m.id],
                 attack=None if (a := w.cfg.attacks.get(m.id)) is None else a.kind,
                 update_hash=up.get("update_hash"),
                 num_samples=up.get("num_samples"),

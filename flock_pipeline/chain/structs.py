@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
+# The enums are the protocol model's own, so a value read from the chain and one computed by
+# the model are the same type.
 from flock_pipeline.protocol.roles import Role
+from flock_pipeline.protocol.settlement import Phase, VoteState
+from flock_pipeline.protocol.tally import Outcome
 
 __all__ = [
     "Outcome",
@@ -24,35 +27,6 @@ __all__ = [
 ]
 
 TOKEN = 10**18
-
-
-class Phase(IntEnum):
-    """Where a round stands (FlockAlliance.Phase)."""
-
-    NOT_STARTED = 0
-    TRAINING = 1
-    COMMITTING = 2
-    REVEALING = 3
-    FINALIZABLE = 4
-    FINALIZED = 5
-
-
-class VoteState(IntEnum):
-    """Where a participant's vote in a round stands (FlockAlliance.VoteState)."""
-
-    NONE = 0
-    COMMITTED = 1
-    REVEALED = 2
-
-
-class Outcome(IntEnum):
-    """How a round ended (FlockAlliance.Outcome); Void allots nothing and slashes no one for
-    the result, and its pot carries over to the next round."""
-
-    PENDING = 0
-    ACCEPTED = 1
-    REJECTED = 2
-    VOID = 3
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,24 @@ def test_a_boosted_attacker_breaks_fedavg_but_not_the_median_or_the_screen():
     screened = _run(**attack)
     # measured: honest 0.81, FedAvg under attack 0.20, FedMedian under attack 0.82
     assert honest > 0.7
-    assert fedavg < 0.4  # one boosted update drags the mean away
+    assert fedavg < 0.4  # one boosted update drags the mean away (and the voters reject it)
     assert median > honest - 0.1  # the median ignores it
     # the default screen drops it before FedAvg sees it
-    assert all(r["flagged"] == {"p1": "norm_outlier"} for r in screened["rounds"])
+    assert all(r["screened"] == {"p1": "norm_outlier"} for r in screened["rounds"])
     assert screened["final"]["accuracy"] > honest - 0.1
+
+
+def test_the_voters_reject_the_aggregate_a_boosted_attacker_breaks_and_the_model_stays():
+    summary = _run(
+        attacks={"p1": {"kind": "boosted", "scale": 50.0}}, **{"aggregation.screen.enabled": False}
+    )
+    first = summary["rounds"][0]
+    assert first["outcome"] == "rejected"
+    honest_votes = [p["vote"] for p in first["participants"] if p["vote"] and p["id"] != "p1"]
+    assert honest_votes and not any(v["accept"] for v in honest_votes)
+    # the global model does not move, and no honest proposer pays for the attacker's update
+    assert first["aggregate_hash"] != first["global_model_hash"]
+    assert all(p["slashed"] == "0" for p in first["participants"] if p["id"] != "p1")
 
 
 def test_krum_leaves_the_attacker_out():
@@ -87,10 +100,18 @@ def test_a_copier_whose_target_did_not_submit_copies_another_or_free_rides():
 
 @pytest.mark.parametrize("validation", ["shared", "holdout"])
 def test_on_a_shared_validation_set_every_honest_voter_measures_the_same(validation):
-    """With ``data.validation: shared`` the voters score on one set, so one dishonest voter of
-    five turns each round's mean score s into (4s - s) / 5 exactly; on their own held-out splits
-    the voters measure different values and no such identity holds."""
-    base = {"data.validation": validation, "data.validation_per_class": 20}
+    """With ``data.validation: shared`` the voters score on one set, so every honest voter
+    measures each update the same, and a proposer's contribution (the mean over the other
+    accepting voters) is the same whether one voter lies (and so rejects, and its scores do not
+    count for pay) or not; on their own held-out splits the voters measure different values and
+    the mean changes with who is left out."""
+    base = {
+        "data.validation": validation,
+        "data.validation_per_class": 20,
+        # everyone proposes and votes in every round (odds capped at one), whatever the seed
+        "chain.proposers_per_round": 5,
+        "chain.voters_per_round": 5,
+    }
     honest = _run(**base)
     lying = _run(**base, attacks={"p3": {"kind": "dishonest_voter"}})
     # two rounds: too early for the trust check, so the lie changes no aggregate
@@ -101,5 +122,5 @@ def test_on_a_shared_validation_set_every_honest_voter_measures_the_same(validat
         for a, b in zip(ra["participants"], rb["participants"], strict=True)
     ]
     assert len(pairs) == 10 and all(a != 0 for a, _ in pairs)
-    same = [b == pytest.approx(a * 3 / 5, rel=1e-9, abs=1e-12) for a, b in pairs]
+    same = [b == pytest.approx(a, rel=1e-9, abs=1e-12) for a, b in pairs]
     assert all(same) if validation == "shared" else not all(same)
