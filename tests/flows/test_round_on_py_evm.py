@@ -83,7 +83,10 @@ def test_one_round_of_the_flow_on_py_evm_pays_every_honest_participant_and_slash
     assert {p.id: p.reward for p in round_.participants} == report.claimed
     assert (tmp_path / "out" / "summary.json").exists()
     registry = ModelRegistry.open(
-        None, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name  # type: ignore[attr-defined]
+        None,
+        cfg.data_dir,
+        cfg.tracking.experiment,
+        cfg.registered_name,  # type: ignore[attr-defined]
     )
     assert round_.model is not None
     tags = registry.version_tags(round_.model.version)
