@@ -224,20 +224,14 @@ def dp_overhead(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Table]
 
 def gas(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Table]]:
     runs: list[dict[str, Any]] = data["runs"]
-    by_n = {r["participants"]: r for r in runs}
     tables = []
     headlines: list[dict[str, Any]] = []
     reveal = data.get("reveal")
     marginal = reveal.get("marginal_per_contribution") if isinstance(reveal, dict) else None
-    if 4 in by_n and 64 in by_n:
-        small, big = by_n[4], by_n[64]
-        ratio = (big["finalize"] + big["claim_max"]) / (small["finalize"] + small["claim_max"])
-        headline: dict[str, Any] = {
-            "metric": "finalize_plus_claim_gas_ratio_64_vs_4",
-            "value": round(ratio, 4),
-            "goal": _bench_constant("gas", "GOAL"),
-            "better": "lower",
-            "finalize gas by participants": {str(r["participants"]): r["finalize"] for r in runs},
+    if isinstance(data.get("headline"), dict):
+        headline: dict[str, Any] = dict(data["headline"])
+        headline["finalize gas by participants"] = {
+            str(r["participants"]): r["finalize"] for r in runs
         }
         if isinstance(marginal, dict):
             headline["revealVote gas per contribution"] = marginal
@@ -259,6 +253,15 @@ def gas(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Table]]:
             rows.append(["**marginal gas per contribution**", *(marginal.get(k) for k in kinds)])
         header = ["updates P", *(f"{k} reveal" for k in kinds)]
         tables.append(Table("revealVote by number of updates", markdown(header, rows)))
+    by_updates = data.get("by_updates")
+    if isinstance(by_updates, dict) and "updates" in by_updates:
+        rows = [[u, g.get("finalize")] for u, g in by_updates["updates"].items()]
+        per = by_updates.get("marginal_per_update", {})
+        rows.append(["**marginal gas per update**", per.get("finalize")])
+        note = "finalizeRound loops once over the round's updates (at most 256) to fix the parts."
+        tables.append(
+            Table("finalizeRound by number of updates", markdown(["updates U", "gas"], rows), note)
+        )
     return headlines, tables
 
 
