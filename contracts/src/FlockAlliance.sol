@@ -24,8 +24,10 @@ import {Sortition} from "./Sortition.sol";
 ///      part (weight times the stake-weighted mean contribution given by the accepting voters of
 ///      the aggregate, nobody scoring itself); the winning voters share the rest by stake.
 ///      Rejected: the winning (rejecting) voters are paid; honest proposers are neither paid nor
-///      slashed. Either way, voters that revealed another hash or lost the vote are slashed at
-///      voterSlashBps, and a proposer flagged by more than half of the scoring stake (a
+///      slashed. Either way, voters that revealed another hash, and in a Rejected round the
+///      voters that accepted it, are slashed at voterSlashBps (a voter that rejected an Accepted
+///      round is only unpaid: its own data may disagree), and a proposer flagged by more than
+///      half of the scoring stake (a
 ///      contribution of exactly -SCORE_SCALE) at penaltyBps. Void: nobody is paid or slashed for
 ///      the vote and the round's reward stays in the pool for the next rounds. In every outcome
 ///      a voter that committed and never revealed is slashed at max(voterSlashBps, slashBps), and
@@ -96,7 +98,7 @@ contract FlockAlliance is ReentrancyGuardTransient {
         uint16 votersPerRound;
         uint16 slashBps; // a reported no-show; the floor of a non-revealing voter's rate
         uint16 penaltyBps; // a proposer flagged by the flag vote (free rider, copy)
-        uint16 voterSlashBps; // a voter on the losing side or for another hash; one not revealing
+        uint16 voterSlashBps; // another hash, or accepting a rejected round; one not revealing
         uint16 finalizerShareBps;
         uint16 proposerRewardBps;
         uint64 trainingDuration;
@@ -1041,7 +1043,10 @@ contract FlockAlliance is ReentrancyGuardTransient {
                 r.voterRewardLeft -= uint128(amount);
                 r.voterWeightLeft -= rec.weight;
                 reward += amount;
-            } else {
+            } else if (rec.aggregateHash != r.aggregateHash || r.outcome == Outcome.Rejected) {
+                // Another hash than the round's, or an accept of what most of the stake judged
+                // harmful. A reject of an accepted round is only unpaid: an honest voter's own
+                // data can disagree with the majority's.
                 slashed += _slash(taskId, account, rec.weight, p.voterSlashBps, r.finalizer);
             }
         }

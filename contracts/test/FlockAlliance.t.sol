@@ -877,7 +877,7 @@ contract FlockAllianceTest is AllianceFixture {
 
     // ------------------------------------------------------------ voters
 
-    function test_AVoterOnTheLosingSideIsSlashedAtVoterSlashBps() public {
+    function test_AVoterThatRejectsAnAcceptedRoundIsUnpaidButNotSlashed() public {
         voterSlashBps = 4_000;
         // people[2], a voter with twice people[3]'s stake, accepts; people[3] rejects
         (uint256 id, address[] memory proposers,) = _openRoundAs(
@@ -892,6 +892,27 @@ contract FlockAllianceTest is AllianceFixture {
             )
         );
         assertTrue(_outcome(id) == FlockAlliance.Outcome.Accepted, "two thirds accepted");
+        assertEq(_claim(id, people[3]), 0, "the losing side earns nothing");
+        assertEq(_active(id, people[3]), STAKE, "an honest dissent is not slashed");
+        assertEq(_claim(id, people[2]), VOTER_POT, "the winning side is paid");
+        _conserved();
+    }
+
+    function test_AVoterThatAcceptsARejectedRoundIsSlashedAtVoterSlashBps() public {
+        voterSlashBps = 4_000;
+        // people[2], a voter with twice people[3]'s stake, rejects; people[3] accepts
+        (uint256 id, address[] memory proposers,) = _openRoundAs(
+            _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
+        );
+        _play(
+            id,
+            proposers,
+            _votes(
+                _v(people[2], AGGREGATE, -5e16, _pair(ONE, ONE)),
+                _v(people[3], AGGREGATE, 5e16, _pair(ONE, ONE))
+            )
+        );
+        assertTrue(_outcome(id) == FlockAlliance.Outcome.Rejected, "two thirds rejected");
         assertEq(_claim(id, people[3]), 0, "the losing side earns nothing");
         assertEq(_active(id, people[3]), STAKE * 6 / 10, "voterSlashBps");
         assertEq(_claim(id, people[2]), VOTER_POT, "the winning side is paid");

@@ -801,7 +801,10 @@ class Alliance:
                 r.voter_reward_left -= amount
                 r.voter_weight_left -= rec.weight
                 reward += amount
-            else:
+            elif rec.aggregate_hash != r.aggregate_hash or r.outcome is Outcome.REJECTED:
+                # Another hash than the round's, or an accept of what most of the stake judged
+                # harmful. A reject of an accepted round is only unpaid: an honest voter's own
+                # data can disagree with the majority's.
                 slashed += self._slash(account, rec.weight, p.voter_slash_bps, r.finalizer)
         if reward > 0:
             self.task.allotted -= reward

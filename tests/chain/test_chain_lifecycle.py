@@ -385,7 +385,9 @@ def test_a_proposer_flagged_by_the_voters_is_slashed_at_penalty_bps(
     assert world.alliance_balance() == world.bucket_total()
 
 
-def test_a_dishonest_voter_lands_in_the_minority_and_is_slashed(world: World) -> None:
+def test_a_voter_that_rejects_an_accepted_round_is_unpaid_but_keeps_its_stake(
+    world: World,
+) -> None:
     # Prepare: every voter measures the same gain; the last one reverses it
     r = world.everyone_round(voter_slash_bps=4_000)
     measured = 0.05
@@ -394,12 +396,32 @@ def test_a_dishonest_voter_lands_in_the_minority_and_is_slashed(world: World) ->
     # Execute
     r.play(scores)
     paid = r.claim_all()
-    # Assert: the honest majority carries the round; the reversed vote is slashed
+    # Assert: the honest majority carries the round; the reversed vote earns nothing, and a
+    # dissent is not slashed (an honest voter's own data can disagree with the majority's)
     info = world.keeper.round_info(r.task_id, r.round)
     assert info.outcome is Outcome.ACCEPTED
     *honest, liar = world.people
     assert world.keeper.tally_of(r.task_id, r.round, AGGREGATE).reject_weight == STAKE
-    assert r.active(liar) == STAKE * 6 // 10
+    assert r.active(liar) == STAKE
     assert all(r.active(p) == STAKE for p in honest)
     assert all(paid[p.address] > paid[liar.address] for p in honest)
+    assert world.alliance_balance() == world.bucket_total()
+
+
+def test_a_voter_that_accepts_a_rejected_round_is_slashed(world: World) -> None:
+    # Prepare: every voter measures harm; the last one reverses it and accepts
+    r = world.everyone_round(voter_slash_bps=4_000)
+    measured = -0.05
+    scores = [to_fixed(measured)] * 3
+    scores.append(to_fixed(tamper_score(measured, AttackSpec(kind="dishonest_voter"))))
+    # Execute
+    r.play(scores)
+    r.claim_all()
+    # Assert: rejected; the voter that endorsed the harmful aggregate loses voter_slash_bps,
+    # nobody else loses anything
+    info = world.keeper.round_info(r.task_id, r.round)
+    assert info.outcome is Outcome.REJECTED
+    *honest, liar = world.people
+    assert r.active(liar) == STAKE * 6 // 10
+    assert all(r.active(p) == STAKE for p in honest)
     assert world.alliance_balance() == world.bucket_total()
