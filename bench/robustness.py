@@ -4,15 +4,16 @@ Two parts, both with 10 participants of whom 3 (p1, p4, p7) are malicious (30%),
 alpha=0.5 label skew, local DP-SGD off (``privacy.enabled: false``) so that only the aggregation
 rule and the attack differ, MLP model (the fastest of the two networks on a shared CPU):
 
-- accuracy: the plain simulation (``flock_pipeline.simulation.run_simulation``, one
+- accuracy: the simulation (``flock_pipeline.simulation.run_simulation``, one
   ``Federation`` per seed reused via ``fed=``) for every strategy in ``STRATEGIES`` x every
   attack in ``ATTACK_KINDS`` plus ``none`` (all honest), for task seeds 0, 1, 2 (``--seeds``;
   --quick: seed 0): the seed moves the partition, the initial model and the training, and one
   seed's cell moves by several points with any change of trajectory, so a cell is the mean over
   the seeds and every drop is taken per seed, then averaged. The cells run on ``--workers``
   processes (default one per core, one torch thread each); each is deterministic given its seed.
-  ``dishonest_voter`` changes only votes, and the plain simulation has none, so that column is
-  n/a (it would equal ``none``). Full mode: Fashion-MNIST capped at ``data.max_samples``
+  The simulation runs the whole protocol (sortition, votes, settlement), so a round the voters
+  reject keeps the global model. ``dishonest_voter`` attacks only the votes, which the rewards
+  part measures, so that column is n/a here. Full mode: Fashion-MNIST capped at ``data.max_samples``
   training samples; --quick: MNIST 5k.
   The screen (``aggregation.screen``, on by default) runs before every strategy; ``--no-screen``
   turns it off to measure the strategies alone. Besides the all-honest run, each strategy gets
@@ -31,8 +32,9 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   stake, either side) is penalized at ``chain.penalty_bps``, accepted round or not; other
   exclusions (distrust, statistical outliers) only exclude. Voters on the losing side are
   slashed at ``chain.voter_slash_bps``. Net reward per participant = sum of rewards - sum of
-  slashes over the rounds, in FLOCK; the table also splits out the net of the role the attack
-  acts in (proposals, or votes for a dishonest voter).
+  slashes over the rounds, in FLOCK; the table also splits out the net of the rounds in which
+  the participant held the role the attack acts in (proposals, or votes for a dishonest voter;
+  a round with both roles counts for either, since its one settlement sums both).
 - voter_slash (only with ``--parts voter_slash``): the rewards part's dishonest-voter flow at
   ``chain.voter_slash_bps`` 10%, 50%, 70% and 100%, same seeds: what voting nets a voter that
   reverses its measurement, and an honest one.
@@ -66,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import logging
 import multiprocessing
@@ -97,7 +98,6 @@ from rich.console import Console  # noqa: E402
 
 from flock_pipeline.aggregation.registry import STRATEGIES  # noqa: E402
 from flock_pipeline.attacks.spec import ATTACK_KINDS  # noqa: E402
-from flock_pipeline.chain import dev_signers as _DEV_SIGNERS  # noqa: E402
 from flock_pipeline.config import ChainConfig, FlockConfig, load_config  # noqa: E402
 from flock_pipeline.errors import AggregationError  # noqa: E402
 from flock_pipeline.round import initial_weights, prepare_federation, train_participant  # noqa: E402
@@ -106,10 +106,11 @@ from flock_pipeline.simulation import run_simulation  # noqa: E402
 PARTICIPANTS = 10
 MALICIOUS = ("p1", "p4", "p7")
 ROBUST = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
-VOTE_ONLY = ("dishonest_voter",)  # no effect without votes: n/a in the plain simulation
+VOTE_ONLY = ("dishonest_voter",)  # attacks only the votes: the rewards part measures it
+PROPOSES = ("proposer", "both")  # RunReport roles that submit an update
+VOTES = ("voter", "both")  # RunReport roles that vote
 QUICK_REWARD_ATTACKS = ("free_rider", "sign_flip", "dishonest_voter")
 TOKEN = 10**18
-GAS_FUNDING = 100 * 10**18  # wei of gas money per dev account in the rewards part (see there)
 
 # num_malicious is f. Bulyan needs n >= 4f + 3 updates: with n = 10 that allows f = 1 only.
 STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
@@ -280,7 +281,8 @@ class _Scope(NamedTuple):
 
 def _flagged_every_round(cell: dict[str, Any], participants: Sequence[str]) -> bool:
     """Whether the screen left ``participants`` out as free riders in every round of ``cell``
-    (then the run is the rule without their data)."""
+    (then the run is the rule without their data). ``flagged_per_round`` holds the report's
+    ``rounds[].screened``: the screen's reasons, not the voters' flags."""
     return all(
         all(f.get(m) == "free_rider" for m in participants) for f in cell["flagged_per_round"]
     )
@@ -309,7 +311,7 @@ def _accuracy_cell(job: _Cell) -> dict[str, Any]:
         "accuracy_per_round": [r["global"]["accuracy"] for r in rounds_out],
         "final_loss": result.summary["final"]["loss"],
         "selected_last_round": selected,
-        "flagged_per_round": [r["flagged"] for r in rounds_out],
+        "flagged_per_round": [r["screened"] for r in rounds_out],
         "malicious_selected_last_round": sorted(set(selected) & set(MALICIOUS)),
         "seconds": round(wall, 3),
     }
@@ -513,7 +515,7 @@ def accuracy_part(scope: _Scope, screen: bool = True) -> dict[str, Any]:
         "gaussian_noise_scale_check": scale,
         "runs": runs,
         "not_applicable": {
-            a: "changes only votes; the plain simulation has no votes" for a in VOTE_ONLY
+            a: "attacks only the votes: measured in the rewards part" for a in VOTE_ONLY
         },
         **summary,
         "data_seconds": round(data_seconds, 3),
@@ -661,25 +663,30 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row = out.setdefault(
                 p["id"],
                 {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0,
-                 "flagged": [], "contribution": [], "trust_score": [], "proposal_net": 0,
-                 "vote_net": 0},
+                 "flagged": [], "screened": [], "contribution": [], "trust_score": [],
+                 "proposal_net": 0, "vote_net": 0, "both_net": 0},
             )  # fmt: skip
-            if p["role"] == "proposer":
-                row["flagged"].append(p.get("flagged"))
+            net = int(p["reward"]) - int(p["slashed"])
+            if p["role"] in PROPOSES:
+                row["flagged"].append(p.get("flagged"))  # by the voters: what is slashed
+                row["screened"].append(p.get("screened"))  # the screen's reason, if any
                 row["contribution"].append(p.get("contribution"))
                 row["trust_score"].append(p.get("trust_score"))
-                row["proposal_net"] += int(p["reward"]) - int(p["slashed"])
-            elif p["role"] == "voter":
-                row["vote_net"] += int(p["reward"]) - int(p["slashed"])
+            # One settlement per round sums both roles' outcomes: a round with both stays apart.
+            role_net = {"proposer": "proposal_net", "voter": "vote_net", "both": "both_net"}
+            if p["role"] in role_net:
+                row[role_net[p["role"]]] += net
             row["reward"] += int(p["reward"])
             row["slashed"] += int(p["slashed"])
             row["roles"].append(p["role"])
-            if p["role"] == "proposer" and r["accepted"]:
+            if p["role"] in PROPOSES and r["accepted"]:
                 row["proposed_in_accepted_round"] += 1
     for pid, row in out.items():
         row["net_flock"] = (row["reward"] - row["slashed"]) / TOKEN
-        row["proposal_net_flock"] = row.pop("proposal_net") / TOKEN
-        row["vote_net_flock"] = row.pop("vote_net") / TOKEN
+        both = row.pop("both_net")
+        row["proposal_net_flock"] = (row.pop("proposal_net") + both) / TOKEN
+        row["vote_net_flock"] = (row.pop("vote_net") + both) / TOKEN
+        row["both_net_flock"] = both / TOKEN
         row["reward_flock"] = row.pop("reward") / TOKEN
         row["slashed_flock"] = row.pop("slashed") / TOKEN
         row["claimed_flock"] = int(summary["claimed"].get(pid, "0")) / TOKEN
@@ -716,18 +723,22 @@ def _reward_run(
     per = _net_rewards(summary)
     for r in summary["rounds"]:
         for p in r["participants"]:
-            if p["role"] == "voter" and p.get("vote") is not None:
+            vote = p.get("vote")
+            if p["role"] in VOTES and vote is not None and r["outcome"] != "void":
+                # Paid iff on the winning side of the round's hash (the settlement's rule), so
+                # a proposal's reward or slash in the same settlement does not count here.
+                won = vote["aggregate_hash"] == r["aggregate_hash"] and vote["accept"] == (
+                    r["outcome"] == "accepted"
+                )
                 votes = per[p["id"]].setdefault("votes", {"paid": 0, "slashed": 0})
-                if int(p["reward"]) > 0:
-                    votes["paid"] += 1
-                elif int(p["slashed"]) > 0:
-                    votes["slashed"] += 1
+                votes["paid" if won else "slashed"] += 1
     # where the attack acts: votes for a dishonest voter, proposals for everything else
     role = "vote" if attack in VOTE_ONLY else "proposal"
     mal = [p for p in per if per[p]["malicious"]]
     return {
         "participants": per,
         "accepted": [bool(r["accepted"]) for r in summary["rounds"]],
+        "outcomes": [r["outcome"] for r in summary["rounds"]],
         "accuracy_per_round": [r["global"]["accuracy"] for r in summary["rounds"]],
         "malicious_positive": sorted(p for p in mal if per[p]["net_flock"] > 0),
         "malicious_positive_from_attack": sorted(p for p in mal if per[p][f"{role}_net_flock"] > 0),
@@ -735,19 +746,11 @@ def _reward_run(
     }
 
 
-def _fund_flow_accounts() -> None:
-    """Give the flow runs' dev accounts 100 ETH of gas money each instead of dev_signers' 1,000.
-
-    The managed anvil's rich account holds 10,000 ETH: the creator plus 10 participants at 1,000
-    need 11,000, so the 10th participant's funding fails. 100 ETH is still far more gas than a
-    task uses."""
-    import flows.world as world  # prefect: only when a flow part runs
-
-    # The flows resolve dev_signers through flows.world at call time, so patching it there
-    # reaches every task these runs open.
-    world.dev_signers = functools.partial(  # type: ignore[attr-defined]  # not re-exported
-        _DEV_SIGNERS, fund=GAS_FUNDING
-    )
+def _outcomes(run: dict[str, Any]) -> str:
+    """A run's rounds as letters: A accepted, R rejected, V void (older results: A/R only)."""
+    if "outcomes" not in run:
+        return "".join("A" if a else "R" for a in run["accepted"])
+    return "".join(o[0].upper() for o in run["outcomes"])
 
 
 def rewards_part(
@@ -758,8 +761,6 @@ def rewards_part(
     max_samples: int | None,
     seeds: list[int],
 ) -> dict[str, Any]:
-    _fund_flow_accounts()
-
     runs: dict[str, Any] = {}
     t_all = time.perf_counter()
     total, done = len(attacks) * len(seeds), 0
@@ -776,8 +777,8 @@ def rewards_part(
                      f"{run['error']}")  # fmt: skip
                 continue
             _log(
-                f"[rewards {done}/{total}] fedavg x {attack:<15} seed {seed} accepted "
-                f"{''.join('A' if a else 'R' for a in run['accepted'])} malicious positive "
+                f"[rewards {done}/{total}] fedavg x {attack:<15} seed {seed} rounds "
+                f"{_outcomes(run)} malicious positive "
                 f"{run['malicious_positive'] or 'none'} ({run['seconds']:.1f}s)"
             )
         ok = {k: r for k, r in by_seed.items() if "error" not in r}
@@ -824,13 +825,15 @@ def rewards_part(
             "reward_rule": "proposers of an accepted round: stake x max(0, contribution) pro "
             "rata, contribution = stake-weighted mean of the accepting voters' leave-one-out "
             "held-out loss gains (an update the screen left out scores only its harm); an update "
-            "flagged by the screen as a free rider or copy scores -1 and its proposer, flagged "
+            "the screen left out as a free rider or copy scores -1 and its proposer, flagged "
             "by more than half of the scoring voter stake (either side), is slashed at "
-            "penalty_bps in accepted and rejected rounds; proposers of a rejected round slashed "
-            "at slash_bps; voters: majority side paid pro rata stake, minority slashed at "
-            "voter_slash_bps, a voter that never reveals at max(slash_bps, voter_slash_bps); "
-            "the screen's trust history: the stake-weighted mean of every revealing voter's "
-            "contributions (accepting or rejecting) of each earlier finalized round",
+            "penalty_bps in accepted and rejected rounds; an unflagged proposer of a rejected "
+            "round gets nothing and loses nothing; voters: the winning side of the majority "
+            "hash paid pro rata stake, the losing side or another hash slashed at "
+            "voter_slash_bps, a voter that never reveals at max(slash_bps, voter_slash_bps); a "
+            "void round (no majority hash, no votes or a tie) pays and slashes nothing for its "
+            "result; the screen's trust history: the stake-weighted mean of every revealing "
+            "voter's contributions (accepting or rejecting) of each earlier finalized round",
             "penalty_bps": chain.penalty_bps,
             "slash_bps": chain.slash_bps,
             "voter_slash_bps": chain.voter_slash_bps,
@@ -857,7 +860,6 @@ def voter_slash_part(
 ) -> dict[str, Any]:
     """The dishonest-voter flow at each ``chain.voter_slash_bps`` in ``rates`` x ``seeds``: what
     voting earns a voter that reverses its measurement, and an honest one."""
-    _fund_flow_accounts()
     out: dict[str, Any] = {}
     t_all = time.perf_counter()
     for bps in rates:
@@ -941,7 +943,7 @@ def _table_rewards(part: dict[str, Any]) -> str:
     rows = []
     for a, r in part["runs"].items():
         ok = [x for x in r["seeds"].values() if "error" not in x]
-        acc = " ".join("".join("A" if y else "R" for y in x["accepted"]) for x in ok)
+        acc = " ".join(_outcomes(x) for x in ok)
         if r["failed_seeds"]:
             acc += f" (failed: seed {', '.join(r['failed_seeds'])})"
         mal = [p for x in ok for p in x["participants"].values() if p["malicious"]]
@@ -955,8 +957,8 @@ def _table_rewards(part: dict[str, Any]) -> str:
             signed(r["mean_net_honest_flock"]), f"{len(pos)}/{n}",
             f"{len(pos_attack)}/{n} {', '.join(pos_attack)}",
         ])  # fmt: skip
-    header = ["attack", "rounds by seed", "malicious proposals flagged",
-              "mean net malicious (FLOCK)", "of which from the attacking role",
+    header = ["attack", "rounds by seed (A/R/V)", "malicious proposals flagged",
+              "mean net malicious (FLOCK)", "of which in rounds of the attacking role",
               "mean net honest (FLOCK)", "malicious with net > 0",
               "malicious whose attacking role netted > 0"]  # fmt: skip
     return _markdown(header, "lllrrrll", rows)
@@ -1161,7 +1163,7 @@ def _run(args: argparse.Namespace) -> None:
         rw = payload["rewards"]
         print(f"\nnet reward (FedAvg, real flow, {rw['settings']['dataset']}, "
               f"{rw['settings']['rounds']} rounds, seeds {rw['settings']['seeds']}; "
-              "A = accepted round, R = rejected):")  # fmt: skip
+              "A = accepted round, R = rejected, V = void):")  # fmt: skip
         print(_table_rewards(rw))
         headline.update(
             malicious_positive_net=sum(len(v) for v in rw["malicious_with_positive_net"].values()),

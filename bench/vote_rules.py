@@ -45,6 +45,7 @@ members whose vote lost an honest aggregate's (non-void) round: the spec slashes
 
     .venv/bin/python bench/vote_rules.py            # 10 rounds, 2000 committees per round
     .venv/bin/python bench/vote_rules.py --quick    # 3 rounds, 200 committees
+    .venv/bin/python bench/vote_rules.py --rebuild  # headline and tables from the stored figures
 
 Results: bench/results/vote_rules.json (--quick: vote_rules_quick.json). The full table is
 printed as markdown; the last stdout line is one JSON object with the headline: the round
@@ -454,8 +455,8 @@ def _markdown(header: Sequence[str], align: str, rows: Sequence[Sequence[Any]]) 
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def _tables(summary: dict[str, dict[str, Any]], counts: dict[str, Any]) -> str:
-    main = _markdown(
+def _rate_table(summary: dict[str, dict[str, Any]]) -> str:
+    return _markdown(
         [
             "rule",
             "honest accepted (round)",
@@ -484,8 +485,11 @@ def _tables(summary: dict[str, dict[str, Any]], counts: dict[str, Any]) -> str:
             for name, s in summary.items()
         ],
     )
+
+
+def _kind_table(summary: dict[str, dict[str, Any]], counts: dict[str, Any]) -> str:
     harmful = counts["harmful_rounds_by_kind"]
-    kinds = _markdown(
+    return _markdown(
         ["rule (round rejection of harmful)", *(f"{c} ({harmful[c]})" for c in CONSTRUCTED)],
         "l" + "r" * len(CONSTRUCTED),
         [
@@ -493,7 +497,47 @@ def _tables(summary: dict[str, dict[str, Any]], counts: dict[str, Any]) -> str:
             for name, s in summary.items()
         ],
     )
-    return main + "\n\n" + kinds
+
+
+def _tables(summary: dict[str, dict[str, Any]], counts: dict[str, Any]) -> str:
+    return _rate_table(summary) + "\n\n" + _kind_table(summary, counts)
+
+
+SCHEMES = {
+    "uniform5": f"committees of {COMMITTEE} drawn uniformly (majority; R4: mean score)",
+    "sortition": "sortition committees (each voter with odds 1/2; void = no voter or tie)",
+}
+
+
+def headline(payload: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a results file, from its stored figures."""
+    head = payload["summary"]["uniform5"][HEADLINE_RULE]
+    return {
+        "metric": "honest_accept_rate_r2_z1",
+        "value": head["honest_accepted"],
+        "goal": GOAL,
+        "better": "higher",
+        "harmful_rejected": head["harmful_rejected"],
+        "noop_accepted": head["noop_accepted"],
+        "voter_honest_false_reject": head["voter_honest_false_reject"],
+        "rounds": payload["counts"]["rounds"],
+        "quick": payload["quick"],
+    }
+
+
+def doc_tables(payload: dict[str, Any]) -> list[dict[str, str]]:
+    """The results file's tables for docs/benchmarks.md, from its stored figures."""
+    counts = payload["counts"]
+    out = []
+    for scheme, what in SCHEMES.items():
+        summary = payload["summary"][scheme]
+        out.append({"title": f"Rates by rule, {what}", "markdown": _rate_table(summary)})
+        out.append({
+            "title": f"Round rejection of harmful candidates by kind, {what}",
+            "markdown": _kind_table(summary, counts),
+            "note": "In brackets: the rounds in which the kind was harmful on the test split.",
+        })  # fmt: skip
+    return out
 
 
 # ---------------------------------------------------------------- the run
@@ -619,7 +663,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="committee and replacement RNG")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--rebuild", action="store_true",
+        help="no run: add the headline and tables to the stored results file (or --out)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.rebuild:
+        path = args.out or RESULTS.with_name(
+            "vote_rules" + ("_quick" if args.quick else "") + ".json"
+        )
+        print(json.dumps(rebuild(path)["headline"]))
+        return
 
     rounds = args.rounds or (3 if args.quick else 10)
     committees = args.committees or (200 if args.quick else 2000)
@@ -650,6 +704,8 @@ def main(argv: list[str] | None = None) -> None:
         "environment": environment(load_before),
         "seconds_total": round(time.perf_counter() - t0, 1),
     }
+    payload["headline"] = headline(payload)
+    payload["tables"] = doc_tables(payload)
     out = args.out or RESULTS.with_name("vote_rules" + ("_quick" if args.quick else "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
@@ -666,23 +722,17 @@ def main(argv: list[str] | None = None) -> None:
     print(_tables(result["summary"]["uniform5"], counts))
     print("\nSortition committees (each voter with odds 1/2; void = no voter or tie):\n")
     print(_tables(result["summary"]["sortition"], counts))
-    head = result["summary"]["uniform5"][HEADLINE_RULE]
     print()
-    print(
-        json.dumps(
-            {
-                "metric": "honest_accept_rate_r2_z1",
-                "value": head["honest_accepted"],
-                "goal": GOAL,
-                "better": "higher",
-                "harmful_rejected": head["harmful_rejected"],
-                "noop_accepted": head["noop_accepted"],
-                "voter_honest_false_reject": head["voter_honest_false_reject"],
-                "rounds": rounds,
-                "quick": args.quick,
-            }
-        )
-    )
+    print(json.dumps(payload["headline"]))
+
+
+def rebuild(path: Path) -> dict[str, Any]:
+    """Put the headline and the tables into a stored results file, its figures unchanged."""
+    payload: dict[str, Any] = json.loads(path.read_text())
+    payload["headline"] = headline(payload)
+    payload["tables"] = doc_tables(payload)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return payload
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from torch.nn import functional as F
 
 from flock_pipeline.serialization import Weights
 
-__all__ = ["Evaluation", "evaluate", "sample_losses"]
+__all__ = ["Evaluation", "GroupLosses", "evaluate", "sample_losses"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,45 @@ def sample_losses(
         out.append(F.cross_entropy(network(xb), yb, reduction="none").double().numpy())
     network.train()
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
+
+
+class GroupLosses:
+    """Per-sample losses of several labelled sets (one per voter) under the same weights, in
+    one forward pass: the simulation's voters judge and score the same candidate aggregates,
+    so each candidate is loaded and run once for all of them instead of once per voter. The
+    last weights seen are remembered (by identity, holding a reference), which serves the
+    contribution table's order: every voter evaluates one candidate before the next."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        groups: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]],
+    ) -> None:
+        self.network = network
+        self.names = list(groups)
+        sizes = [len(groups[k][1]) for k in self.names]
+        self.bounds = np.cumsum([0, *sizes])
+        self.x = np.concatenate([groups[k][0] for k in self.names]) if sizes else None
+        self.y = np.concatenate([groups[k][1] for k in self.names]) if sizes else None
+        self._last: tuple[Weights, dict[str, npt.NDArray[np.float64]]] | None = None
+
+    def per_sample(self, weights: Weights) -> dict[str, npt.NDArray[np.float64]]:
+        """Every set's per-sample cross-entropy under ``weights``."""
+        if self._last is not None and self._last[0] is weights:
+            return self._last[1]
+        if self.x is None or self.y is None:
+            out: dict[str, npt.NDArray[np.float64]] = {k: np.zeros(0) for k in self.names}
+        else:
+            losses = sample_losses(self.network, weights, self.x, self.y)
+            out = {k: losses[self.bounds[i] : self.bounds[i + 1]] for i, k in enumerate(self.names)}
+        self._last = (weights, out)
+        return out
+
+    def mean_loss(self, name: str) -> Callable[[Weights], float]:
+        """Set ``name``'s mean loss as a function of the weights (NaN for an empty set)."""
+
+        def loss(weights: Weights) -> float:
+            values = self.per_sample(weights)[name]
+            return float(values.mean()) if len(values) else float("nan")
+
+        return loss

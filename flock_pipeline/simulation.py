@@ -26,10 +26,11 @@ from flock_pipeline.aggregation import CentralDP, StrategyState
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contribution_table
 from flock_pipeline.data import Federation
-from flock_pipeline.evaluation import evaluate
+from flock_pipeline.evaluation import GroupLosses
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import LedgerStore
 from flock_pipeline.protocol import Outcome, new_salt, to_fixed, vote_commitment
+from flock_pipeline.protocol.decision import judge
 from flock_pipeline.protocol.params import TOKEN, dev_address, simulation_seed, task_params
 from flock_pipeline.protocol.settlement import Alliance
 from flock_pipeline.protocol.tally import RevealedVote
@@ -52,7 +53,6 @@ from flock_pipeline.round import (
     build_screen,
     evaluate_round,
     initial_weights,
-    judgement_score,
     prepare_federation,
     submitted_updates,
     train_participant,
@@ -139,8 +139,19 @@ def run_simulation(
             chain.start_round(seed)
             info = chain.round_info(r)
             role = {pid: chain.role_of(r, address[pid]) for pid in ids}
-            proposers = [pid for pid in ids if role[pid].proposes]
-            voters = [pid for pid in ids if role[pid].votes]
+            # Roles come from the stake at the round's start, before a slash of the last round
+            # settles; a participant slashed to nothing there has nothing left to act with and
+            # abstains (as on chain, where its submission or vote would be refused).
+            for pid in ids:
+                if role[pid].proposes or role[pid].votes:
+                    chain.settle(address[pid])
+            active = {
+                pid
+                for pid in ids
+                if (stake := chain.participant_of(address[pid])).active + stake.unbonding > 0
+            }
+            proposers = [pid for pid in ids if role[pid].proposes and pid in active]
+            voters = [pid for pid in ids if role[pid].votes and pid in active]
 
             trained = []
             for pid in proposers:
@@ -162,16 +173,17 @@ def run_simulation(
                 agg_seed = derive_seed(cfg.seed, "aggregate", "0x" + seed.hex())
                 agg = aggregate(strategy, updates, weights, state, agg_seed, screen, history)
                 digest = bytes.fromhex(content_hash(agg.weights)[2:])
-                losses = {
-                    v: (lambda w, i=index_of[v]: evaluate(net, w, *fed.voter_data(i)).loss)
-                    for v in voters
-                }
+                # The voters' sets in one batch: each candidate aggregate is run once for all.
+                group = GroupLosses(net, {v: fed.voter_data(index_of[v]) for v in voters})
+                old, new = group.per_sample(weights), group.per_sample(agg.weights)
+                scored = {v: judge(old[v], new[v], cfg.vote.tolerance) for v in voters}
+                losses = {v: group.mean_loss(v) for v in voters}
                 table = contribution_table(
                     strategy, updates, weights, state, agg_seed, screen, losses, agg, history
                 )
                 revealed = {}
                 for v in voters:
-                    score = judgement_score(cfg, fed, index_of[v], weights, agg.weights)
+                    score = scored[v]
                     score, scores = ballot(cfg, v, score, table[v], updates)
                     fixed = to_fixed(round(score, 6))
                     fixed_scores = tuple(to_fixed(round(c, 6)) for c in scores)

@@ -28,7 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.aggregation import Strategy, StrategyState
 from flock_pipeline.aggregation.screen import Screen
-from flock_pipeline.chain import Phase, Vote, to_fixed
+from flock_pipeline.chain import ContractRevert, Phase, Vote, to_fixed
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.contribution import contributions
 from flock_pipeline.evaluation import evaluate
@@ -225,7 +225,15 @@ def train_and_submit(name: str, r: int, pid: str, global_hash: str) -> dict[str,
     others = _committed_updates(w, r) if spec is not None and spec.kind == "copier" else []
     update = attack_update(w.cfg, trained, weights, r, others)
     digest = w.store.put(canonical_bytes(update.weights))
-    m.client.submit_update(w.task_id, r, bytes.fromhex(digest[2:]), update.num_samples)
+    try:
+        m.client.submit_update(w.task_id, r, bytes.fromhex(digest[2:]), update.num_samples)
+    except ContractRevert as exc:
+        if exc.name != "InsufficientStake":
+            raise
+        # Drawn from its stake at the round's start, then slashed to nothing when its last
+        # round settled: it has nothing left to stake on an update, and abstains.
+        logger.warning("%s has no stake left after its last round; it abstains", pid)
+        return {}
     logger.info(
         "%s trained round %d: update %s, epsilon %s", pid, r + 1, digest[:12], update.epsilon
     )
@@ -269,9 +277,15 @@ def validate_and_commit(name: str, r: int, pid: str, training_ends: int) -> dict
     fixed_scores = [to_fixed(round(c, 6)) for c in scores]
     if m.client.record_of(w.task_id, r).vote.name == "NONE":
         salt = m.salt(w.task_id, r)
-        m.client.commit_vote(
-            w.task_id, r, bytes.fromhex(digest[2:]), fixed, salt, contributions=fixed_scores
-        )
+        try:
+            m.client.commit_vote(
+                w.task_id, r, bytes.fromhex(digest[2:]), fixed, salt, contributions=fixed_scores
+            )
+        except ContractRevert as exc:
+            if exc.name != "InsufficientStake":
+                raise
+            get_run_logger().warning("%s has no stake left after its last round; it abstains", pid)
+            return {}
     return {
         "hash": digest,
         "state": state_hash,
@@ -417,12 +431,13 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
     for group in ([p for p in proposers if p not in copiers], copiers):
         if group:
             results = train_and_submit.map(name, r, group, global_hash).result()
-            updates.update(zip(group, results, strict=True))
+            updates.update((p, x) for p, x in zip(group, results, strict=True) if x)
     votes: dict[str, dict[str, Any]] = {}
     if updates and voters:
         scored = validate_and_commit.map(name, r, voters, started["training_ends"]).result()
-        votes = dict(zip(voters, scored, strict=True))
-        reveal.map(name, r, voters, [votes[v] for v in voters], started["commit_ends"]).result()
+        votes = {v: x for v, x in zip(voters, scored, strict=True) if x}
+        if votes:
+            reveal.map(name, r, list(votes), list(votes.values()), started["commit_ends"]).result()
     settled = finalize(name, r, started["reveal_ends"])
 
     outcome = settled["outcome"]

@@ -77,3 +77,17 @@ def test_cli_alpha_zero_is_refused_by_name(tmp_path):
     proc = _flock("partition", "-c", str(cfg), cwd=tmp_path)
     assert proc.returncode == 2 and "partition.alpha" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("participants", "committee"), [(1, (1, 1)), (2, (2, 2)), (4, (4, 3)), (10, (10, 5))]
+)
+def test_everyone_proposes_while_a_committee_votes_by_default(participants, committee):
+    from flock_pipeline.protocol.params import task_params
+
+    cfg = load_config(overrides={"participants": participants})
+    assert cfg.committee == committee
+    params = task_params(cfg, bytes(32))
+    assert (params.proposers_per_round, params.voters_per_round) == committee
+    fixed = load_config(overrides={"participants": 4, "chain.voters_per_round": 4})
+    assert fixed.committee == (4, 4)

@@ -1,4 +1,5 @@
-"""End to end: the plain simulation learns MNIST under label skew with DP, reproducibly."""
+"""End to end: `flock simulate` learns MNIST under label skew with DP, writes its report (the
+RunReport both engines write), its plots and its model, reproducibly."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import sys
 import pytest
 
 from flock_pipeline.config import load_config
+from flock_pipeline.report import RunReport
+from flock_pipeline.serialization import content_hash, read_weights
 from flock_pipeline.simulation import run_simulation
 
-# Measured with the default config (4 participants, Dirichlet 0.5, 3 rounds, DP-SGD with noise 1.0,
-# 3 local epochs): 0.66-0.85 global test accuracy over seeds 0-3 (0.72 at seed 0, used here).
-# Chance is 0.10.
-ACCURACY_FLOOR = 0.60
+# Chance on MNIST's ten classes is 0.10. On the machine this test was written on the default
+# task (4 participants, Dirichlet 0.5, 3 rounds, DP-SGD with noise 1.0) reached 0.43 after its
+# first accepted round and 0.68 after three. 0.3 lies below even the one-round figure, so another
+# CPU's floats leave room to spare, while a run that learned nothing (or accepted nothing)
+# cannot reach it.
+LEARNED = 0.3
 
 
 @pytest.mark.slow
@@ -29,17 +34,34 @@ def test_flock_simulate_learns_mnist_with_dp_and_writes_its_report(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    # Assert: the report
+    # Assert: the report is a RunReport of the default task
     summary = json.loads((out / "summary.json").read_text())
+    report = RunReport.model_validate(summary)
+    assert report.task.engine == "simulation"
     cfg = summary["config"]
     assert (cfg["participants"], cfg["rounds"], cfg["data"]["dataset"]) == (4, 3, "mnist5k")
     assert (cfg["partition"]["scheme"], cfg["partition"]["alpha"]) == ("dirichlet", 0.5)
-    assert summary["final"]["accuracy"] >= ACCURACY_FLOOR
-    assert (out / "accuracy.png").stat().st_size > 1000
-    assert (out / "partition.png").stat().st_size > 1000
-    eps = [[p["epsilon"] for p in r["participants"]] for r in summary["rounds"]]
-    assert all(0 < e <= cfg["privacy"]["epsilon_budget"] for row in eps for e in row)
-    assert all(b > a for a, b in zip(eps[0], eps[-1], strict=True))  # cumulative across rounds
+    assert len(report.rounds) == 3
+    # learning: the final model is the last accepted round's aggregate, well above chance
+    accepted = [r for r in report.rounds if r.accepted]
+    assert accepted and report.final.accepted_rounds == len(accepted)
+    assert report.final.model_hash == accepted[-1].aggregate_hash
+    assert report.final.accuracy is not None and report.final.accuracy > LEARNED
+    for name in ("accuracy.png", "partition.png", "rewards.png"):
+        assert (out / name).stat().st_size > 1000, name
+    assert content_hash(read_weights(out / "model.safetensors")) == report.final.model_hash
+    # DP: epsilon is cumulative per participant, within budget, and grows in every round the
+    # participant trained in (everyone proposes by default)
+    budget = cfg["privacy"]["epsilon_budget"]
+    for i in range(cfg["participants"]):
+        spent = 0.0
+        for r in report.rounds:
+            p = r.participants[i]
+            assert p.epsilon is not None and spent <= p.epsilon <= budget
+            if p.update_hash is not None:
+                assert p.epsilon > spent
+            spent = p.epsilon
+    assert all(p.update_hash is not None for p in report.rounds[0].participants)
     # the CLI's last stdout line is machine-readable
     assert json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(
         summary["final"]["accuracy"]
@@ -48,5 +70,6 @@ def test_flock_simulate_learns_mnist_with_dp_and_writes_its_report(tmp_path):
     # Execute again through the API: same config and seed, bit-identical models every round
     again = run_simulation(load_config(overrides={"data_dir": str(tmp_path / "flock")}))
     assert [r["aggregate_hash"] for r in again.summary["rounds"]] == [
-        r["aggregate_hash"] for r in summary["rounds"]
+        r.aggregate_hash for r in report.rounds
     ]
+    assert again.summary["final"]["model_hash"] == report.final.model_hash

@@ -6,11 +6,18 @@ import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flock_pipeline.chain import AllianceClient, Deployment, dev_signers
+import yaml
+
+from flock_pipeline.chain import AllianceClient, Deployment, Outcome, VoteState, dev_signers
 from flock_pipeline.chain.anvil import AnvilNode
+
+TOKEN = 10**18
+BPS = 10_000
 
 
 def flock_env(home: Path, **extra: str) -> dict[str, str]:
@@ -38,6 +45,18 @@ def run_flock(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
+def run_task(tmp_path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """`flock run -c task.yaml` on ``config``, state in tmp_path/d; its summary.json. A YAML
+    file, not CLI overrides: ``null`` (a screen check turned off) survives it."""
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    proc = run_flock(tmp_path, "run", "-c", str(path), "--data-dir", str(tmp_path / "d"),
+                     "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_summary(out)
+
+
 def open_chain(data_dir: Path) -> tuple[AnvilNode, AllianceClient]:
     """The run's chain, restarted from its saved state, seen through a read-only client."""
     node = AnvilNode(data_dir)
@@ -49,6 +68,7 @@ def open_chain(data_dir: Path) -> tuple[AnvilNode, AllianceClient]:
 
 
 def events(client: AllianceClient, name: str, task_id: int) -> list[dict[str, Any]]:
+    """Every ``name`` event of the task, in the order the chain emitted them."""
     logs = getattr(client.alliance.events, name)().get_logs(
         from_block=0, argument_filters={"taskId": task_id}
     )
@@ -57,3 +77,121 @@ def events(client: AllianceClient, name: str, task_id: int) -> list[dict[str, An
 
 def load_summary(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "summary.json").read_text()))
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One account's settlement of one round, split by role."""
+
+    proposer_reward: int
+    voter_reward: int
+    slashed: int
+
+    @property
+    def reward(self) -> int:
+        return self.proposer_reward + self.voter_reward
+
+
+def expected_settlements(
+    client: AllianceClient, task_id: int, stake: int
+) -> dict[tuple[int, str], Settlement]:
+    """What the protocol says every settled (round, account) is paid and slashed, computed
+    from the chain's records (rounds, tallies, updates, records) and replayed in the order the
+    chain settled them, since the pots are drawn down settler by settler. Keys: (1-based round,
+    lowercase address). The rules (protocol v2 with its amendment):
+
+    - proposer: flagged -> slashed penaltyBps; accepted with part > 0 -> its share of the
+      proposers' pot; otherwise nothing (never slashed for a rejection);
+    - voter: committed, never revealed -> slashed max(voterSlashBps, slashBps); revealed the
+      aggregate on the winning side -> its share of the voters' pot; revealed another hash, or
+      accepted a Rejected round -> slashed voterSlashBps; rejected an Accepted round -> nothing;
+    - a Void round pays and slashes nothing but a non-revealing voter.
+
+    Each slash takes at most what the account has left; every account starts with ``stake``.
+    """
+    params = client.task_config(task_id)
+    assert not events(client, "NoShowReported", task_id)  # the engines never report one
+    stake_left: dict[str, int] = defaultdict(lambda: stake)
+    rounds: dict[int, dict[str, Any]] = {}
+    out: dict[tuple[int, str], Settlement] = {}
+
+    def slash(account: str, weight: int, bps: int) -> int:
+        amount = min(weight * bps // BPS, stake_left[account])
+        stake_left[account] -= amount
+        return amount
+
+    for e in events(client, "Settled", task_id):
+        r, account = int(e["round"]), str(e["account"]).lower()
+        if r not in rounds:
+            info = client.round_info(task_id, r)
+            lead = client.tally_of(task_id, r, info.aggregate_hash)
+            accepted = info.outcome is Outcome.ACCEPTED
+            proposers_pot = info.reward * params.proposer_reward_bps // BPS
+            paid = accepted and info.contribution_total > 0
+            rounds[r] = {
+                "info": info,
+                "updates": client.round_updates(task_id, r),
+                "proposer_left": proposers_pot if paid else 0,
+                "contribution_left": info.contribution_total if paid else 0,
+                "voter_left": info.reward - proposers_pot,
+                "weight_left": lead.accept_weight if accepted else lead.reject_weight,
+            }
+        pot = rounds[r]
+        info = pot["info"]
+        decided = info.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
+        accepted = info.outcome is Outcome.ACCEPTED
+        rec = client.record_of(task_id, r, account)
+        proposer = voter = slashed = 0
+        if rec.submitted and decided:
+            update = pot["updates"][rec.update_index]
+            if update.flagged:
+                slashed += slash(account, rec.weight, params.penalty_bps)
+            elif update.part > 0:
+                proposer = pot["proposer_left"] * update.part // pot["contribution_left"]
+                pot["proposer_left"] -= proposer
+                pot["contribution_left"] -= update.part
+        if rec.vote is VoteState.COMMITTED:
+            slashed += slash(account, rec.weight, max(params.voter_slash_bps, params.slash_bps))
+        elif rec.vote is VoteState.REVEALED and decided:
+            own_hash = rec.aggregate_hash == info.aggregate_hash
+            if own_hash and rec.accept == accepted:
+                voter = pot["voter_left"] * rec.weight // pot["weight_left"]
+                pot["voter_left"] -= voter
+                pot["weight_left"] -= rec.weight
+            elif not own_hash or not accepted:
+                slashed += slash(account, rec.weight, params.voter_slash_bps)
+        key = (r + 1, account)
+        assert key not in out, f"round {r + 1} settled twice for {account}"
+        out[key] = Settlement(proposer, voter, slashed)
+    return out
+
+
+def settled_events(client: AllianceClient, task_id: int) -> dict[tuple[int, str], tuple[int, int]]:
+    """(reward, slashed) of every Settled event by (1-based round, lowercase address)."""
+    out: dict[tuple[int, str], tuple[int, int]] = {}
+    for e in events(client, "Settled", task_id):
+        key = (int(e["round"]) + 1, str(e["account"]).lower())
+        assert key not in out, f"round {key[0]} settled twice for {key[1]}"
+        out[key] = (int(e["reward"]), int(e["slashed"]))
+    return out
+
+
+def check_settlements(
+    summary: dict[str, Any], client: AllianceClient, stake: int
+) -> dict[tuple[int, str], Settlement]:
+    """Assert that every Settled event is what the protocol says (``expected_settlements``)
+    and that summary.json reports exactly those events; returns the role split."""
+    task_id = summary["task"]["task_id"]
+    expected = expected_settlements(client, task_id, stake)
+    settled = settled_events(client, task_id)
+    wrong = {
+        key: {"chain": settled.get(key), "protocol": (s.reward, s.slashed)}
+        for key, s in expected.items()
+        if settled.get(key) != (s.reward, s.slashed)
+    }
+    assert not wrong, wrong
+    for r in summary["rounds"]:
+        for p in r["participants"]:
+            reward, slashed = settled.get((r["round"], p["address"].lower()), (0, 0))
+            assert (p["reward"], p["slashed"]) == (str(reward), str(slashed)), (r["round"], p["id"])
+    return expected

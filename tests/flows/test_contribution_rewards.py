@@ -1,6 +1,15 @@
-"""Contribution-based rewards through the real flow: a free rider and a copier are flagged by
-every voter, paid nothing and penalized on chain whether their round is accepted or rejected,
-while honest proposers are paid by stake x contribution."""
+"""Contribution-based rewards through the real flow (`flock run`, anvil): a free rider and a
+copier are flagged by the voters, earn nothing for their updates and lose their stake whether
+their round is accepted or rejected, honest proposers are paid by stake x contribution, label
+flippers lose the trust of later rounds, and a dishonest voter is never paid for its vote.
+
+Each situation is constructed, not found on one machine's trajectory: with as many expected
+proposers and voters as participants and equal stakes, sortition makes every participant both
+in every round whatever the chain's seed (its odds are capped at one; the only slashes here take
+a participant below min_stake, which leaves the others' stakes equal). IID partitions make every
+honest voter judge alike; a round is rejected by adding an unscreened Gaussian-noise update that
+wrecks any aggregate it is part of.
+"""
 
 from __future__ import annotations
 
@@ -8,141 +17,160 @@ import itertools
 import re
 
 import pytest
-import yaml
-from flow_helpers import load_summary, open_chain, run_flock
+from flow_helpers import BPS, TOKEN, check_settlements, open_chain, run_task
 
-TOKEN = 10**18
-ATTACKERS = {"p1": "free_rider", "p2": "copier"}
-# Six participants on digits, three proposers and three voters expected per round, DP off.
+from flock_pipeline.aggregation.screen import Screen
+from flock_pipeline.attacks.votes import VOTE_RESOLUTION
+from flock_pipeline.chain import VoteState
+
+N = 6
+STAKE = 100 * TOKEN
 TASK = {
-    "participants": 6,
+    "participants": N,
+    "rounds": 1,
     "data": {"dataset": "digits"},
     "partition": {"scheme": "iid"},
     "model": {"name": "mlp"},
-    "training": {"local_epochs": 2},
+    "training": {"local_epochs": 5},
     "privacy": {"enabled": False},
-    "chain": {"proposers_per_round": 3, "voters_per_round": 3},
+    "chain": {"proposers_per_round": N, "voters_per_round": N},
 }
+PENALIZED = {"p1": "free_rider", "p2": "copy"}
+NOISE = {"kind": "gaussian_noise", "sigma": 1.0}
+# Without the two outlier checks the screen keeps the noise update: the aggregate carries a
+# sixth of N(0, 1) per weight, which every honest voter measures as far worse than the model.
+UNSCREENED = {"screen": {"max_norm_ratio": None, "min_cosine": None}}
 
 
-def _run_task(tmp_path, config: dict) -> dict:
-    """`flock run` on ``config`` (a task file); its summary.json."""
-    path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "out"
-    proc = run_flock(tmp_path, "run", "-c", str(path), "--data-dir", str(tmp_path / "d"),
-                     "--out", str(out))  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return load_summary(out)
+def _settle(tmp_path, summary):
+    node, client = open_chain(tmp_path / "d")
+    try:
+        split = check_settlements(summary, client, STAKE)
+        task_id = summary["task"]["task_id"]
+        records = {
+            (r["round"], p["id"]): client.record_of(task_id, r["round"] - 1, p["address"])
+            for r in summary["rounds"]
+            for p in r["participants"]
+        }
+    finally:
+        node.down()
+    return split, records
 
 
 @pytest.mark.slow
-def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path):
-    config = {
-        **TASK,
-        "rounds": 3,
-        "seed": 4,
-        "attacks": {"p1": {"kind": "free_rider"}, "p2": {"kind": "copier", "copy_from": None}},
-    }
-    summary = _run_task(tmp_path, config)
+@pytest.mark.parametrize("outcome", ["accepted", "rejected"])
+def test_free_riders_and_copiers_are_flagged_unpaid_and_penalized(tmp_path, outcome):
+    attacks = {"p1": {"kind": "free_rider"}, "p2": {"kind": "copier", "copy_from": None}}
+    config = {**TASK, "attacks": attacks}
+    if outcome == "rejected":
+        config = {**config, "attacks": {**attacks, "p3": NOISE}, "aggregation": UNSCREENED}
+    summary = run_task(tmp_path, config)
+    split, records = _settle(tmp_path, summary)
 
-    penalized = {True: 0, False: 0}  # by round outcome
-    paid_honest = 0
-    stake = 100 * TOKEN
-    stakes = {f"p{i}": stake for i in range(config["participants"])}  # at each round's start
-    for r in summary["rounds"]:
-        proposers = [p for p in r["participants"] if p["role"] == "proposer"]
-        copier_had_a_source = any(p["id"] != "p2" for p in proposers)
-        for p in proposers:
-            kind = ATTACKERS.get(p["id"])
-            if kind == "free_rider" or (kind == "copier" and copier_had_a_source):
-                # every voter flags it, before the strategy sees it
-                assert p["flagged"] == ("free_rider" if kind == "free_rider" else "copy")
-                assert r["flagged"][p["id"]] == p["flagged"]
-                if r["accepted"]:
-                    assert p["contribution"] == -1.0  # the accepting voters' stake-weighted mean
-                # the flag vote of every voter penalizes it, accepted round or not
-                assert p["reward"] == "0"
-                assert int(p["slashed"]) == stake  # penalty_bps 100%: all of its round stake
-                penalized[r["accepted"]] += 1
-            elif kind is None:
-                assert p["flagged"] is None
-                if r["accepted"] and p["contribution"] > 0:
-                    assert int(p["reward"]) > 0
-                    paid_honest += 1
-        # rewards split exactly as stake x on-chain contribution
-        paid = [p for p in proposers if int(p["reward"]) > 0]
-        for a, b in itertools.pairwise(paid):
-            ratio = int(a["reward"]) / int(b["reward"])
-            expected = (stakes[a["id"]] * a["contribution"]) / (stakes[b["id"]] * b["contribution"])
-            assert ratio == pytest.approx(expected, rel=1e-6)
-        for p in r["participants"]:  # slashes settle after the round: they count from the next
-            stakes[p["id"]] -= int(p["slashed"])
-        for v in r["participants"]:
-            if v["role"] == "voter" and v["vote"] and v["vote"]["accept"]:
-                scores = v["vote"]["contributions"]
-                assert set(scores) == {p["id"] for p in proposers}
-    # seed 4: one of them proposes in a rejected round, the other in an accepted one; once
-    # penalized they have no stake left, hence no role
-    assert penalized == {False: 1, True: 1}
-    assert paid_honest >= 1
+    (r,) = summary["rounds"]
+    assert r["outcome"] == outcome
+    people = {p["id"]: p for p in r["participants"]}
+    assert {p["role"] for p in people.values()} == {"both"}
+    assert summary["final"]["honest_slashes"] == 0
+    penalty = STAKE * summary["config"]["chain"]["penalty_bps"] // BPS
+    for pid, p in people.items():
+        mine = split[(1, p["address"].lower())]
+        if pid in PENALIZED:
+            # The screen left it out and every voter scored it -1: flagged by the stake.
+            assert p["screened"] == PENALIZED[pid] == r["screened"][pid]
+            assert p["flagged"] is True
+            assert mine.proposer_reward == 0  # nothing for its update, accepted or rejected
+            assert int(p["slashed"]) == penalty  # penalty_bps of its round stake
+        else:
+            assert p["flagged"] is False
+            assert p["slashed"] == "0"
+        # every voter judged alike (the round's aggregate, the winning side): all paid as voters
+        assert records[(1, pid)].vote is VoteState.REVEALED
+        assert p["vote"]["aggregate_hash"] == r["aggregate_hash"]
+        assert p["vote"]["accept"] == (outcome == "accepted")
+        assert mine.voter_reward > 0
+
+    proposers = set(people)
+    for v in people.values():
+        if v["vote"]["accept"]:  # an accepting voter scores every other proposer
+            assert set(v["vote"]["contributions"]) == proposers
+            assert v["vote"]["contributions"][v["id"]] == 0.0  # nobody scores itself
+            assert records[(1, v["id"])].scored
+
+    # Honest proposers are paid by stake x contribution (their stakes are equal, so by
+    # contribution alone), exactly the positive ones and only in an accepted round.
+    paid = {pid: split[(1, p["address"].lower())].proposer_reward for pid, p in people.items()}
+    for pid, p in people.items():
+        deserves = outcome == "accepted" and not p["flagged"] and (p["contribution"] or 0) > 0
+        assert (paid[pid] > 0) == deserves, (pid, p["contribution"], paid[pid])
+    weights = {pid: records[(1, pid)].weight for pid in people}
+    assert set(weights.values()) == {STAKE}
+    for a, b in itertools.pairwise(sorted(pid for pid in paid if paid[pid] > 0)):
+        share_a = weights[a] * people[a]["contribution"]
+        share_b = weights[b] * people[b]["contribution"]
+        assert paid[a] / paid[b] == pytest.approx(share_a / share_b, rel=1e-6)
 
 
 @pytest.mark.slow
 def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
-    """The flow's trust check reads every revealing voter's contributions on chain, accepting or
-    rejecting: in every round, the proposers left out as distrusted are exactly those whose
-    trust scores of earlier rounds (as summary.json reports them) put their trust below
-    min_trust, and rejected rounds count."""
-    from flock_pipeline.aggregation.screen import Screen
-
+    """The flow's trust check reads every revealing voter's contributions on chain: in every
+    round, the proposers left out as distrusted are exactly those whose trust scores of earlier
+    rounds (as summary.json reports them) put their trust below min_trust."""
     config = {
         **TASK,
         "rounds": 5,
-        "seed": 4,
         "attacks": {"p1": {"kind": "label_flip"}, "p2": {"kind": "label_flip"}},
+        # Flippers measure about -1.3..-2 per round here, honest proposers +0.5..+0.9: a
+        # threshold halfway leaves neither side near it.
+        "aggregation": {"screen": {"min_trust": -0.5}},
     }
-    summary = _run_task(tmp_path, config)
+    summary = run_task(tmp_path, config)
+    split, _ = _settle(tmp_path, summary)
 
-    # Sortition draws each role independently, so who can be judged when depends on the seed.
-    screen, history = Screen(), []
-    distrusted, rejected_scored = [], False
+    screen = Screen(**{k: v for k, v in summary["config"]["aggregation"]["screen"].items()
+                       if k != "enabled"})  # fmt: skip
+    assert screen.min_trust == -0.5
+    history: list[dict[str, float]] = []
+    distrusted = []
     for r in summary["rounds"]:
-        proposers = {p["id"]: p for p in r["participants"] if p["role"] == "proposer"}
+        people = {p["id"]: p for p in r["participants"]}
+        assert {p["role"] for p in people.values()} == {"both"}
         expected = {
-            pid for pid in proposers
+            pid for pid in people
             if (t := screen.trust(history, pid)) is not None and t < screen.min_trust
         }  # fmt: skip
-        flagged = {pid for pid, reason in r["flagged"].items() if reason == "distrusted"}
-        assert flagged == expected, (r["round"], history)
-        for pid in flagged:
-            assert proposers[pid]["flagged"] == "distrusted"
-            assert proposers[pid]["reward"] == "0"  # left out: unpaid
+        left_out = {pid for pid, reason in r["screened"].items() if reason == "distrusted"}
+        assert left_out == expected, (r["round"], history)
+        for pid in left_out:
+            assert people[pid]["screened"] == "distrusted"
+            assert people[pid]["flagged"] is False  # left out, not penalized
+            assert people[pid]["slashed"] == "0"
+            assert split[(r["round"], people[pid]["address"].lower())].proposer_reward == 0
             distrusted.append(pid)
-        scored = {pid: p["trust_score"] for pid, p in proposers.items()
+        scored = {pid: p["trust_score"] for pid, p in people.items()
                   if p["trust_score"] is not None}  # fmt: skip
         if scored:
             history.append(scored)
-            rejected_scored = rejected_scored or not r["accepted"]
     assert distrusted and set(distrusted) <= {"p1", "p2"}, distrusted
-    assert rejected_scored  # a rejected round's scores are part of the history
+    assert summary["final"]["honest_slashes"] == 0
 
 
 @pytest.mark.slow
-def test_on_a_shared_validation_set_a_reversed_vote_is_always_the_losing_one(tmp_path):
-    """``data.validation: shared``: the task commits its validation set's DVC hash on chain,
-    every honest voter measures the same score and contributions, so a dishonest voter is on
-    the losing side (unpaid, slashed) whenever its reversed vote differs."""
+def test_on_a_shared_validation_set_a_reversed_vote_is_never_paid(tmp_path):
+    """``data.validation: shared``: the task commits its validation set's DVC hash on chain and
+    every honest voter measures the same score and contributions on it, so the dishonest voter's
+    reversed vote is on the losing side whenever it differs: never paid, and slashed only when
+    it accepted a round the others rejected."""
     from flows.world import validation_hash
 
     config = {
         **TASK,
         "rounds": 3,
-        "seed": 4,
         "data": {"dataset": "digits", "validation": "shared", "validation_per_class": 30},
         "attacks": {"p1": {"kind": "dishonest_voter"}},
+        "aggregation": {"screen": {"min_trust": None}},  # the votes alone, no trust exclusions
     }
-    summary = _run_task(tmp_path, config)
+    summary = run_task(tmp_path, config)
 
     committed = summary["task"]["validation_dataset_hash"]
     assert re.fullmatch(r"[0-9a-f]{32}\.dir", committed)  # DVC's hash of a folder
@@ -152,16 +180,38 @@ def test_on_a_shared_validation_set_a_reversed_vote_is_always_the_losing_one(tmp
     finally:
         node.down()
     assert validation_hash(uri) == committed
+    split, records = _settle(tmp_path, summary)
+    voter_slash = summary["config"]["chain"]["voter_slash_bps"]
 
     reversed_votes = 0
     for r in summary["rounds"]:
-        voters = {p["id"]: p for p in r["participants"] if p["role"] == "voter" and p["vote"]}
-        honest = [v["vote"] for pid, v in voters.items() if pid != "p1"]
-        for vote in honest[1:]:
-            assert vote["score"] == honest[0]["score"]
-            assert vote["contributions"] == honest[0]["contributions"]
-        liar = voters.get("p1")
-        if liar is not None and honest and liar["vote"]["accept"] != honest[0]["accept"]:
-            assert liar["reward"] == "0" and int(liar["slashed"]) > 0
-            reversed_votes += 1
+        people = {p["id"]: p for p in r["participants"]}
+        honest = {pid: p for pid, p in people.items() if pid != "p1"}
+        for (a, va), (b, vb) in itertools.combinations(honest.items(), 2):
+            assert va["vote"]["score"] == vb["vote"]["score"]
+            assert va["vote"]["aggregate_hash"] == vb["vote"]["aggregate_hash"]
+            ca, cb = va["vote"]["contributions"], vb["vote"]["contributions"]
+            # each leaves only its own update unscored
+            assert {k: v for k, v in ca.items() if k not in (a, b)} == {
+                k: v for k, v in cb.items() if k not in (a, b)
+            }
+        for p in honest.values():
+            assert p["role"] == "both" and p["slashed"] == "0"
+            assert split[(r["round"], p["address"].lower())].voter_reward > 0  # the majority
+        liar = people["p1"]
+        if liar["vote"] is None:  # slashed below min_stake in an earlier round: no role
+            assert liar["role"] == "none"
+            continue
+        measured = next(iter(honest.values()))["vote"]
+        lied = liar["vote"]
+        assert lied["aggregate_hash"] == measured["aggregate_hash"]
+        if abs(measured["score"]) < VOTE_RESOLUTION:
+            continue  # rounds to a zero score: the reversal may land on the same side
+        reversed_votes += 1
+        assert lied["score"] == -measured["score"]
+        assert lied["accept"] != measured["accept"] == (r["outcome"] == "accepted")
+        assert split[(r["round"], liar["address"].lower())].voter_reward == 0
+        rejected = r["outcome"] == "rejected"
+        weight = records[(r["round"], "p1")].weight
+        assert int(liar["slashed"]) == (weight * voter_slash // BPS if rejected else 0)
     assert reversed_votes >= 1

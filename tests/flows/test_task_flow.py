@@ -2,56 +2,85 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
-import time
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from flow_helpers import events, flock_cmd, flock_env, load_summary, open_chain, run_flock
+from flow_helpers import (
+    TOKEN,
+    check_settlements,
+    events,
+    flock_env,
+    load_summary,
+    open_chain,
+    run_flock,
+)
 
+from flock_pipeline.chain import AllianceClient, Outcome, VoteState
 from flock_pipeline.tracking import ModelRegistry
 
-# The default task (4 participants, Dirichlet 0.5 over MNIST 5k, 3 rounds, DP-SGD) on a fresh
-# managed anvil is deterministic: roles come from the chain's seed, and the local chain's block
-# times follow the chain, not the clock. Measured: final global accuracy 0.350 (only round 1 is
-# accepted); chance is 0.10.
-ACCURACY_FLOOR = 0.25
 NAME = "flock-mnist5k-cnn"
-
-
-def _settled(client, task_id: int) -> dict[tuple[int, str], tuple[int, int]]:
-    out: dict[tuple[int, str], tuple[int, int]] = {}
-    for e in events(client, "Settled", task_id):
-        key = (int(e["round"]) + 1, str(e["account"]).lower())
-        assert key not in out, f"round {key[0]} settled twice for {key[1]}"
-        out[key] = (int(e["reward"]), int(e["slashed"]))
-    return out
+CRASH_RUN = Path(__file__).with_name("crash_run.py")
+CRASH_EXIT = 137  # crash_run.py's exit status
+# Chance on MNIST's ten classes is 0.10. On the machine these tests were written on the default
+# task (DP-SGD, a random CNN to start) reached 0.43 after its first accepted round and 0.64
+# after three. 0.3 lies below even the one-round figure, so another CPU's floats, and the roles
+# its chain draws, leave room to spare, while a run that learned nothing (or accepted nothing)
+# cannot reach it.
+LEARNED = 0.3
 
 
 def _assert_matches_chain(summary: dict, data_dir: Path) -> None:
+    """Every reward and slash in summary.json is a Settled event, every Settled event is what
+    the protocol's settlement rules give from the chain's records, each round was finalized
+    once, claims paid exactly the rewards, and no honest participant lost stake but for what
+    the rules allow it (and there is none of that here either)."""
     node, client = open_chain(data_dir)
     try:
         task_id = summary["task"]["task_id"]
-        settled = _settled(client, task_id)
-        for r in summary["rounds"]:
-            for p in r["participants"]:
-                reward, slashed = settled.get((r["round"], p["address"].lower()), (0, 0))
-                assert (str(reward), str(slashed)) == (p["reward"], p["slashed"])
+        check_settlements(summary, client, summary["config"]["chain"]["stake"] * TOKEN)
         finalized = Counter(int(e["round"]) + 1 for e in events(client, "RoundFinalized", task_id))
         assert finalized == {r: 1 for r in range(1, summary["task"]["rounds"] + 1)}
-        claimed = Counter()
+        claimed: Counter[str] = Counter()
         for e in events(client, "Claimed", task_id):
             claimed[str(e["account"]).lower()] += int(e["amount"])
         for p in summary["rounds"][0]["participants"]:
             earned = sum(int(q["reward"]) for r in summary["rounds"] for q in r["participants"]
                          if q["id"] == p["id"])  # fmt: skip
             assert claimed[p["address"].lower()] == earned == int(summary["claimed"][p["id"]])
+        _assert_honest_slashes_follow_the_rule(summary, client)
     finally:
         node.down()
+
+
+def _assert_honest_slashes_follow_the_rule(summary: dict, client: AllianceClient) -> None:
+    """An honest participant is slashed only as a voter that committed and never revealed, or
+    one that accepted a round the majority of the voting stake rejected; the flow's voters
+    always reveal, and every honest voter recomputes the round's one aggregate."""
+    task_id = summary["task"]["task_id"]
+    for r in summary["rounds"]:
+        info = client.round_info(task_id, r["round"] - 1)
+        assert info.outcome.name.lower() == r["outcome"]
+        for p in r["participants"]:
+            rec = client.record_of(task_id, r["round"] - 1, p["address"])
+            assert rec.vote is not VoteState.COMMITTED  # every committed vote was revealed
+            if p["attack"] is not None:
+                continue
+            if rec.vote is VoteState.REVEALED and info.outcome is not Outcome.VOID:
+                assert rec.aggregate_hash == info.aggregate_hash
+            accepted_a_rejection = (
+                info.outcome is Outcome.REJECTED and rec.vote is VoteState.REVEALED and rec.accept
+            )
+            if int(p["slashed"]) > 0:
+                assert accepted_a_rejection, (r["round"], p["id"], rec)
+                assert not p["flagged"]
 
 
 @pytest.mark.slow
@@ -61,35 +90,47 @@ def test_flock_run_settles_on_chain_and_versions_every_round_in_mlflow(tmp_path)
     proc = run_flock(tmp_path, "run", "--data-dir", str(data), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = load_summary(out)
-    # Assert: learning
-    assert summary["final"]["accuracy"] >= ACCURACY_FLOOR
-    assert len(summary["rounds"]) == 3
+    # Assert: learning. The global model is the last accepted round's aggregate.
+    rounds = summary["rounds"]
+    assert len(rounds) == 3
+    accepted = [r for r in rounds if r["accepted"]]
+    assert accepted and summary["final"]["accepted_rounds"] == len(accepted)
+    assert summary["final"]["model_hash"] == accepted[-1]["aggregate_hash"]
+    for before, r in zip([None, *rounds], rounds, strict=False):
+        assert r["accepted"] == (r["outcome"] == "accepted")
+        if r["accepted"]:
+            assert r["global_model_hash"] == r["aggregate_hash"]
+        elif before is not None:
+            assert r["global_model_hash"] == before["global_model_hash"]
+    assert summary["final"]["accuracy"] > LEARNED
     assert (out / "accuracy.png").exists() and (out / "rewards.png").exists()
     # one MLflow version per round, with every tag the issue names
     registry = ModelRegistry.open(None, data, "flock", NAME)
     versions = registry.versions()
     assert [v.version for v in versions] == ["1", "2", "3"]
-    for v, r in zip(versions, summary["rounds"], strict=True):
+    task = summary["task"]
+    for v, r in zip(versions, rounds, strict=True):
         tags = registry.version_tags(v.version)
-        assert tags["task"] == summary["task"]["name"] and tags["round"] == str(r["round"])
-        assert tags["aggregate_hash"] == (r["aggregate_hash"] or tags["aggregate_hash"])
+        assert tags["task"] == task["name"] and tags["round"] == str(r["round"])
+        assert tags["outcome"] == r["outcome"]
+        assert tags["aggregate_hash"] == (r["aggregate_hash"] or "")
+        assert tags["global_model_hash"] == r["global_model_hash"]
         assert tags["accepted"] == str(r["accepted"]).lower()
-        assert (
-            tags["chain_id"] == "31337" and tags["task_address"] == summary["task"]["task_address"]
-        )
-        assert tags["settlement_tx"] == r["settlement"]["tx"]
-        for p in r["participants"]:
-            assert tags[f"dataset_hash.{p['id']}"] == p["dataset_hash"]
-            if p["role"] == "proposer":
-                assert float(tags[f"epsilon.{p['id']}"]) == pytest.approx(p["epsilon"], abs=1e-5)
+        assert tags["chain_id"] == "31337" and tags["task_address"] == task["task_address"]
+        assert tags["task_id"] == str(task["task_id"])
+        assert tags["finalize_tx"] == r["finalize_tx"]
+        people = r["participants"]
+        assert json.loads(tags["datasets"]) == {p["id"]: p["dataset_hash"] for p in people}
+        epsilon = json.loads(tags["epsilon"])
+        assert set(epsilon) == {p["id"] for p in people}  # DP on: everyone has a ledger
+        for p in people:
+            assert epsilon[p["id"]] == pytest.approx(p["epsilon"], abs=1e-9)
     champion = summary["final"]["champion_version"]
-    if champion is not None:
-        assert (
-            registry.version_tags("champion")["round"] == registry.version_tags(champion)["round"]
-        )
+    assert champion == accepted[-1]["model"]["version"]
+    assert registry.version_tags("champion")["round"] == registry.version_tags(champion)["round"]
     # dataset hashes are DVC's
-    task_dir = data / "datasets" / summary["task"]["name"]
-    for p in summary["rounds"][0]["participants"]:
+    task_dir = data / "datasets" / task["name"]
+    for p in rounds[0]["participants"]:
         dvc = yaml.safe_load((task_dir / f"{p['id']}.dvc").read_text())
         assert dvc["outs"][0]["md5"] == p["dataset_hash"]
     # rewards and slashes in summary.json are what the chain settled, claims pay exactly that
@@ -99,29 +140,26 @@ def test_flock_run_settles_on_chain_and_versions_every_round_in_mlflow(tmp_path)
 @pytest.mark.slow
 def test_a_run_killed_in_round_two_resumes_and_settles_each_round_once(tmp_path):
     data, out = tmp_path / "flock", tmp_path / "out"
-    # Prepare: start a run and kill it (with its whole process group) once round 2 has started
-    proc = subprocess.Popen(
-        flock_cmd("run", "--data-dir", str(data), "--out", str(out)),
-        cwd=tmp_path, env=flock_env(tmp_path), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    seen_round_two = False
-    deadline = time.monotonic() + 600
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "round-2" in line and "Beginning subflow run" in line:
-                seen_round_two = True
-            if seen_round_two and "start-round" in line and "Completed" in line:
-                break
-            assert time.monotonic() < deadline
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the run and its ephemeral Prefect server
-        proc.wait(timeout=30)
-    assert seen_round_two
+    # Prepare: a run that dies the moment round 2 has started on chain (crash_run.py), then
+    # its whole process group (the ephemeral Prefect server) goes with it
+    log = tmp_path / "crashed.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, str(CRASH_RUN), "2", "run", "--data-dir", str(data), "--out",
+             str(out)],
+            cwd=tmp_path, env=flock_env(tmp_path), stdout=fh, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            proc.wait(timeout=900)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # what is left of its process group
+    assert proc.returncode == CRASH_EXIT, log.read_text()[-3000:]
     node, client = open_chain(data)
     try:
         assert client.task_state(1).rounds_started == 2  # round 2 started, never finalized
+        assert client.round_info(1, 0).finalized and not client.round_info(1, 1).finalized
     finally:
         node.down()
 

@@ -18,8 +18,8 @@ end of each run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import astuple, dataclass, replace
 from typing import Any, ClassVar
 
 import pytest
@@ -29,6 +29,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -37,6 +38,7 @@ from protocol_chain import TOKEN, EvmTask, Reverted
 from flock_pipeline.protocol import (
     SCORE_SCALE,
     Alliance,
+    Outcome,
     Phase,
     ProtocolRevert,
     TaskParams,
@@ -69,13 +71,14 @@ S = SCORE_SCALE
 SCORES = [S, S // 3, S // 3, 0, -1, -S // 2, -S, S + 1, -S - 1]
 CONTRIBUTIONS = [S, S, S // 2, S // 7, 0, -S // 4, -S, -S, S + 1, -S - 1]
 COUNTS = ["all"] * 6 + ["none", "short", "long"]
-AMOUNTS = [0, 5 * TOKEN, 10 * TOKEN, 25 * TOKEN + 3, 60 * TOKEN]
+AMOUNTS = [25 * TOKEN + 3, 60 * TOKEN, 10 * TOKEN, 5 * TOKEN, 0]
 
 people = st.integers(0, PEOPLE - 1)
 anyone = st.integers(-1, PEOPLE - 1)  # -1: the creator
 offsets = st.sampled_from([0, 0, 0, 0, -1, 1])
 
 _ROUND_CALLS = ("submitUpdate", "commitVote", "revealVote", "finalizeRound", "reportNoShow")
+_PAYING_CALLS = ("stake", "withdraw", "claim", "reclaimPool")
 _EVENTS = {
     "Settled": ("settlements", ("round", "account", "reward", "slashed")),
     "Slashed": ("slashes", ("account", "amount", "beneficiary", "cut")),
@@ -107,13 +110,15 @@ def result_of(call: Callable[[], Any], revert: type[Exception]) -> tuple[Any, ..
 
 class AllianceMachine(RuleBasedStateMachine):
     evm: ClassVar[EvmTask]
+    params: ClassVar[TaskParams] = PARAMS
 
     def __init__(self) -> None:
         super().__init__()
         self.evm.reset()
-        self.model = Alliance(PARAMS, self.evm.creator, task_id=1, now=self.evm.timestamp())
+        self.model = Alliance(self.params, self.evm.creator, task_id=1, now=self.evm.timestamp())
         self.ballots: dict[tuple[int, str], Ballot] = {}
         self.salts = 0
+        self.task_seen = astuple(self.model.task_state())
 
     # -------------------------------------------------------------- plumbing
 
@@ -122,6 +127,24 @@ class AllianceMachine(RuleBasedStateMachine):
 
     def current(self, offset: int = 0) -> int:
         return max(self.model.task.rounds_started - 1 + offset, 0)
+
+    def started(self) -> bool:
+        return self.model.task.rounds_started > 0
+
+    def anyone_active(self) -> bool:
+        return any(self.model.participant_of(a).active for a in self.evm.people)
+
+    def anyone_unbonding(self) -> bool:
+        return any(self.model.participant_of(a).unbonding for a in self.evm.people)
+
+    def anything_to_settle(self) -> bool:
+        """Someone has tokens to claim or a finalized round to settle."""
+        m = self.model
+        for account in (self.evm.creator, *self.evm.people):
+            pending = m.participant_of(account).pending_round
+            if m.claimable_of(account) or (pending and m.round_info(pending - 1).finalized):
+                return True
+        return False
 
     def act(
         self, sender: str, function: str, args: tuple[Any, ...], model: Callable[[], Any]
@@ -133,8 +156,8 @@ class AllianceMachine(RuleBasedStateMachine):
         chain = result_of(lambda: logs.extend(self.evm.send(sender, function, *args)), Reverted)
         mine = result_of(model, ProtocolRevert)
         assert chain == mine, f"{function}{args} from {sender}: chain {chain}, model {mine}"
-        if chain[0] != "ok":
-            self.compare_task()
+        if chain[0] != "ok":  # the chain did not change, nor may the model
+            assert astuple(self.model.task_state()) == self.task_seen
             return False
         involved = {sender, *(a for a in args if isinstance(a, str))}
         rounds = {int(args[1])} if function in _ROUND_CALLS else set()
@@ -147,31 +170,33 @@ class AllianceMachine(RuleBasedStateMachine):
                 rounds |= {event.round} if hasattr(event, "round") else set()
         if function == "startRound":
             rounds.add(self.current())
-        self.compare_accounts(involved)
+        self.compare_task()
+        self.compare_accounts(involved, tokens=function in _PAYING_CALLS)
         for r in rounds:
-            self.compare_round(r, involved)
+            self.compare_round(r, involved, [args[2]] if function == "revealVote" else [])
         return True
 
     def compare_task(self) -> None:
-        assert tuple(self.evm.view("taskState", 1)) == astuple(self.model.task_state())
+        self.task_seen = astuple(self.model.task_state())
+        assert tuple(self.evm.view("taskState", 1)) == self.task_seen
         assert self.evm.balance_of(self.evm.address) == self.model.balance()
 
-    def compare_accounts(self, accounts: set[str]) -> None:
+    def compare_accounts(self, accounts: set[str], tokens: bool = True) -> None:
         m, evm = self.model, self.evm
-        self.compare_task()
         for account in accounts:
             assert evm.view("claimableOf", 1, account) == m.claimable_of(account), account
             participant = evm.view("participantOf", 1, account)
             assert tuple(participant) == astuple(m.participant_of(account)), account
-            start = evm.start_balances.get(account, 0)
-            assert evm.balance_of(account) == start + m.net_paid.get(account, 0), account
+            if tokens:
+                start = evm.start_balances.get(account, 0)
+                assert evm.balance_of(account) == start + m.net_paid.get(account, 0), account
 
-    def compare_round(self, r: int, accounts: set[str]) -> None:
+    def compare_round(self, r: int, accounts: set[str], hashes: list[bytes]) -> None:
         m, evm = self.model, self.evm
         assert tuple(evm.view("roundInfo", 1, r)) == astuple(m.round_info(r)), r
         for account in accounts:
             assert tuple(evm.view("recordOf", 1, r, account)) == astuple(m.record_of(r, account))
-        for h in (A, B, C):
+        for h in hashes:
             assert tuple(evm.view("tallyOf", 1, r, h)) == astuple(m.tally_of(r, h))
         assert [tuple(u) for u in evm.view("roundUpdates", 1, r)] == [
             astuple(u) for u in m.round_updates(r)
@@ -179,15 +204,16 @@ class AllianceMachine(RuleBasedStateMachine):
 
     def compare_all(self, rounds: set[int]) -> None:
         everyone = {self.evm.creator, *self.evm.people}
+        self.compare_task()
         self.compare_accounts(everyone)
         for r in rounds:
-            self.compare_round(r, everyone)
+            self.compare_round(r, everyone, [A, B, C])
 
     # -------------------------------------------------------------- single calls
 
     @initialize(
         stakes=st.lists(
-            st.sampled_from([0, 10 * TOKEN, 40 * TOKEN + 1, 100 * TOKEN]),
+            st.sampled_from([40 * TOKEN + 1, 100 * TOKEN, 10 * TOKEN, 0]),
             min_size=PEOPLE,
             max_size=PEOPLE,
         )
@@ -202,6 +228,7 @@ class AllianceMachine(RuleBasedStateMachine):
         a = self.account(who)
         self.act(a, "stake", (1, amount), lambda: self.model.stake(a, amount))
 
+    @precondition(lambda self: self.anyone_active())
     @rule(who=people, amount=st.sampled_from([*AMOUNTS, -1]))
     def request_unstake(self, who: int, amount: int) -> None:
         """Unstake an amount, or (-1) everything active."""
@@ -209,6 +236,7 @@ class AllianceMachine(RuleBasedStateMachine):
         amount = self.model.participant_of(a).active if amount < 0 else amount
         self.act(a, "requestUnstake", (1, amount), lambda: self.model.request_unstake(a, amount))
 
+    @precondition(lambda self: self.anyone_unbonding())
     @rule(who=people)
     def withdraw(self, who: int) -> None:
         a = self.account(who)
@@ -237,30 +265,39 @@ class AllianceMachine(RuleBasedStateMachine):
             lambda: self.model.submit_update(a, r, update, samples),
         )
 
+    @precondition(lambda self: self.started())
     @rule(who=people, offset=offsets, kind=st.sampled_from(["ok", "no hash", "no samples"]))
     def submit(self, who: int, offset: int, kind: str) -> None:
         self.submit_one(who, self.current(offset), kind)
 
     def commit_one(self, who: int, r: int, data: st.DataObject) -> None:
         """Commit a random vote (hash, score, contributions of any count) or a zero
-        commitment; keep it for the reveal."""
-        a = self.account(who)
+        commitment."""
         h = data.draw(st.sampled_from(HASHES))
         score = data.draw(st.sampled_from(SCORES))
         updates = self.model.round_info(r).updates
         count = data.draw(st.sampled_from(COUNTS))
         size = {"all": updates, "none": 0, "short": max(updates - 1, 0), "long": updates + 1}
-        values = tuple(
-            data.draw(
-                st.lists(st.sampled_from(CONTRIBUTIONS), min_size=size[count], max_size=size[count])
-            )
+        values = data.draw(
+            st.lists(st.sampled_from(CONTRIBUTIONS), min_size=size[count], max_size=size[count])
         )
+        self.vote(who, r, h, score, values, zero=data.draw(st.sampled_from([False] * 9 + [True])))
+
+    def vote(
+        self, who: int, r: int, h: bytes, score: int, values: Sequence[int], zero: bool = False
+    ) -> bool:
+        """Commit this vote (or a zero commitment); keep it for the reveal."""
+        a = self.account(who)
         self.salts += 1
         salt = self.salts.to_bytes(32, "big")
-        zero = data.draw(st.sampled_from([False] * 9 + [True]))
-        digest = bytes(32) if zero else vote_commitment(1, r, a, h, score, salt, values)
+        ballot = Ballot(h, score, tuple(values), salt)
+        digest = (
+            bytes(32) if zero else vote_commitment(1, r, a, h, score, salt, ballot.contributions)
+        )
         if self.act(a, "commitVote", (1, r, digest), lambda: self.model.commit_vote(a, r, digest)):
-            self.ballots[(r, a)] = Ballot(h, score, values, salt)
+            self.ballots[(r, a)] = ballot
+            return True
+        return False
 
     @rule(who=people, offset=offsets, data=st.data())
     def commit(self, who: int, offset: int, data: st.DataObject) -> None:
@@ -278,35 +315,42 @@ class AllianceMachine(RuleBasedStateMachine):
             lambda: self.model.reveal_vote(a, r, b.aggregate_hash, b.score, b.contributions, salt),
         )
 
+    @precondition(lambda self: bool(self.ballots))
     @rule(who=people, offset=offsets, tamper=st.sampled_from([False] * 5 + [True]))
     def reveal(self, who: int, offset: int, tamper: bool) -> None:
         self.reveal_one(who, self.current(offset), tamper)
 
+    @precondition(lambda self: self.started())
     @rule(who=anyone, offset=offsets)
     def finalize(self, who: int, offset: int) -> None:
         a, r = self.account(who), self.current(offset)
         self.act(a, "finalizeRound", (1, r), lambda: self.model.finalize_round(a, r))
 
+    @precondition(lambda self: self.started())
     @rule(reporter=anyone, offset=st.sampled_from([0, 0, -1, -2]), who=people)
     def report_no_show(self, reporter: int, offset: int, who: int) -> None:
         by, r, a = self.account(reporter), self.current(offset), self.account(who)
         self.act(by, "reportNoShow", (1, r, a), lambda: self.model.report_no_show(by, r, a))
 
+    @precondition(lambda self: self.anything_to_settle())
     @rule(caller=anyone, who=anyone)
     def settle(self, caller: int, who: int) -> None:
         by, a = self.account(caller), self.account(who)
         self.act(by, "settle", (1, a), lambda: self.model.settle(a))
 
+    @precondition(lambda self: self.anything_to_settle())
     @rule(who=anyone)
     def claim(self, who: int) -> None:
         a = self.account(who)
         self.act(a, "claim", (1,), lambda: self.model.claim(a))
 
+    @precondition(lambda self: self.started() and self.model.task.pool > 0)
     @rule(who=st.sampled_from([-1, -1, 0]))
     def reclaim_pool(self, who: int) -> None:
         a = self.account(who)
         self.act(a, "reclaimPool", (1,), lambda: self.model.reclaim_pool(a))
 
+    @precondition(lambda self: self.started())
     @rule(
         to=st.sampled_from(["next", "next", "training", "commit", "reveal", "release", "+1"]),
         early=st.sampled_from([0, 0, 0, 1]),
@@ -339,7 +383,8 @@ class AllianceMachine(RuleBasedStateMachine):
             r = self.current()
             phase = self.model.phase_of(r)
             if phase in (Phase.NOT_STARTED, Phase.FINALIZED):
-                if phase is Phase.FINALIZED and r == PARAMS.rounds - 1:
+                if phase is Phase.FINALIZED and r == self.params.rounds - 1:
+                    self.reclaim_pool(-1)
                     break
                 self.start_round(data.draw(anyone))
                 if self.model.phase_of(self.current()) is not Phase.TRAINING:
@@ -372,8 +417,16 @@ class AllianceMachine(RuleBasedStateMachine):
                         self.report_no_show(data.draw(anyone), 0, who)
                 self.compare_all({r})
                 break
-            self.compare_all({r})
             self.advance("next", data.draw(st.sampled_from([0] * 7 + [1])))
+
+    @precondition(lambda self: self.anyone_active())
+    @rule(who=people, wait=st.booleans())
+    def leave(self, who: int, wait: bool) -> None:
+        """Unstake everything, (maybe) wait out the delay, settle and withdraw."""
+        self.request_unstake(who, -1)
+        if wait:
+            self.advance("release", 0)
+        self.withdraw(who)
 
     @invariant()
     def books_balance(self) -> None:
@@ -396,7 +449,7 @@ def test_the_model_takes_the_contracts_decisions(monkeypatch: pytest.MonkeyPatch
     run_state_machine_as_test(
         Machine,
         settings=settings(
-            max_examples=30,
+            max_examples=25,
             stateful_step_count=30,
             deadline=None,
             derandomize=True,
@@ -404,3 +457,76 @@ def test_the_model_takes_the_contracts_decisions(monkeypatch: pytest.MonkeyPatch
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+SCRIPTED = replace(PARAMS, proposers_per_round=8, voters_per_round=8)  # everyone has both roles
+
+
+def test_the_edge_rules_agree_on_scripted_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds built to sit on the rules' edges, which random votes rarely hit: a flag by
+    exactly half of the scoring stake once the proposer's own vote leaves the denominator, an
+    exact half-and-half split between two hashes (Void, and the first to reach the weight
+    leads), and an accept/reject tie on the majority hash; with four equal stakes and every
+    account both proposer and voter."""
+
+    class Machine(AllianceMachine):
+        evm = EvmTask(monkeypatch, SCRIPTED, 4)
+        params = SCRIPTED
+
+    m = Machine()
+    a, b, c, d = range(4)
+    for who in (a, b, c, d):
+        m.stake(who, 40 * TOKEN)
+
+    def play(votes: list[tuple[int, bytes, int, list[int]]], reveal_order: list[int]) -> None:
+        m.start_round(-1)
+        r = m.current()
+        for who in (a, b, c, d):
+            m.submit_one(who, r, "ok")
+        m.advance("next", 0)
+        for who, h, score, values in votes:
+            assert m.vote(who, r, h, score, values)
+        m.advance("next", 0)
+        for who in reveal_order:
+            m.reveal_one(who, r, False)
+        m.advance("next", 0)
+        m.finalize(-1, 0)
+        for who in (a, b, c, d):
+            m.claim(who)
+        m.compare_all({r})
+
+    flag, full = -S, S
+    # half for B (revealed first: it keeps the lead), half for A: no majority, Void
+    play(
+        [
+            (a, A, full, [full] * 4),
+            (b, A, full, [full] * 4),
+            (c, B, full, [full] * 4),
+            (d, B, full, [full] * 4),
+        ],
+        [c, d, a, b],
+    )
+    assert m.model.round_info(0).aggregate_hash == B
+    # all for A, half accepting, half rejecting: a tie, Void
+    play(
+        [(a, A, full, [full] * 4), (b, A, -S // 2, []), (c, A, 0, [0] * 4), (d, A, -1, [0] * 4)],
+        [a, b, c, d],
+    )
+    # a (update 0) flagged by b and c: 2 of the 3 other scorers, exactly 2 / 4 with its own
+    play(
+        [
+            (a, A, full, [full, full, full, full]),
+            (b, A, full, [flag, full, full, full]),
+            (c, A, full, [flag, full, full, full]),
+            (d, A, full, [full, full, full, full]),
+        ],
+        [a, b, c, d],
+    )
+    assert m.model.round_updates(2)[0].flagged
+    assert [f.outcome for f in m.model.finalizations] == [
+        Outcome.VOID,
+        Outcome.VOID,
+        Outcome.ACCEPTED,
+    ]
+    m.reclaim_pool(-1)
+    m.teardown()

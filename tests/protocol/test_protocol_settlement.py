@@ -95,6 +95,22 @@ def test_a_rejected_round_pays_the_rejecting_voters_and_slashes_only_the_losers(
     )
 
 
+def test_a_reject_of_an_accepted_round_is_unpaid_but_not_slashed() -> None:
+    play = Play.open(5)
+    a, b, c, d, e = play.people
+    play.start({a: P, b: N, c: V, d: V, e: V})
+    play.submit(a)
+    play.commit(c, FULL, (FULL,))
+    play.commit(d, FULL, (FULL,))
+    play.commit(e, -FULL // 3, (FULL // 2,))  # its own data disagrees: not a fault
+    play.reveal()
+    assert play.finalize() is Outcome.ACCEPTED
+    paid = play.settle_all()
+    assert (paid[e].reward, paid[e].slashed) == (0, 0)
+    _, voter_pot = pots(play)
+    assert paid[c].reward + paid[d].reward == voter_pot
+
+
 @pytest.mark.parametrize("case", ["no reveals", "tie", "no majority hash"])
 def test_a_void_round_pays_nobody_and_carries_its_pot_over(case: str) -> None:
     play = Play.open(5)

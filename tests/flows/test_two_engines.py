@@ -1,0 +1,130 @@
+"""One protocol, two engines: `flock simulate` (the protocol model) and the Prefect flow on a
+chain (the contract, here in-process py-evm) give the same report for the same task.
+
+The situation is constructed so that nothing a machine draws can tell the engines apart: roles
+are fixed (as many expected proposers and voters as participants and equal stakes make every
+staked participant both, whatever the round's seed; a participant slashed below min_stake gets
+no role), IID data, no DP noise and FedAvg, which draws nothing from the round's seed. Training
+seeds come from the task seed in both engines, so the updates, the aggregates, the votes and
+every amount are the same to the last bit and wei (both engines also act in the same order,
+proposers by id, then voters, claims by id, so the pots are drawn down settler by settler in the
+same order): the test compares them all, not only the outcomes. Only what one engine alone has
+(chain seeds, transactions, DVC hashes, privacy ledgers) is left out.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flock_pipeline.config import FlockConfig, load_config
+from flock_pipeline.report import RunReport
+from flock_pipeline.simulation import run_simulation
+
+TOKEN = 10**18
+ROUND_FIELDS = ("round", "outcome", "accepted", "aggregate_hash", "global_model_hash",
+                "selected", "screened", "accept_weight", "reject_weight", "global")  # fmt: skip
+PARTICIPANT_FIELDS = ("id", "address", "role", "attack", "update_hash", "num_samples", "vote",
+                      "screened", "flagged", "contribution", "trust_score", "reward",
+                      "slashed")  # fmt: skip
+FINAL_FIELDS = ("model_hash", "accepted_rounds", "void_rounds", "honest_slashes", "accuracy")
+# Without the two outlier checks the screen keeps a Gaussian-noise update, and every aggregate
+# it is part of is far worse than the model: all honest voters reject.
+UNSCREENED = {"screen": {"max_norm_ratio": None, "min_cosine": None}}
+
+
+def _config(tmp_path: Path, rejected: bool) -> FlockConfig:
+    n = 4
+    config: dict[str, Any] = {
+        "participants": n,
+        "rounds": 3 if rejected else 2,
+        "data_dir": str(tmp_path / "flock"),
+        "data": {"dataset": "digits"},
+        "partition": {"scheme": "iid"},
+        "model": {"name": "mlp"},
+        "training": {"local_epochs": 2},
+        "privacy": {"enabled": False},
+        # A free rider loses 70 % of its round stake: below min_stake, still a stake to slash
+        # in the next round, where its checkpointed stake still gives it a role.
+        "chain": {
+            "url": "py-evm",
+            "proposers_per_round": n,
+            "voters_per_round": n,
+            "penalty_bps": 7_000,
+        },
+        "attacks": {"p1": {"kind": "dishonest_voter"}, "p2": {"kind": "free_rider"}},
+    }
+    if rejected:
+        config["attacks"]["p3"] = {"kind": "gaussian_noise", "sigma": 1.0}
+        config["aggregation"] = UNSCREENED
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return load_config(path)
+
+
+def _protocol(report: RunReport) -> dict[str, Any]:
+    """What the protocol decided, as a report says it: what both engines must agree on."""
+    data = report.dump()
+    return {
+        "rounds": [
+            {k: r[k] for k in ROUND_FIELDS}
+            | {"participants": [{k: p[k] for k in PARTICIPANT_FIELDS} for p in r["participants"]]}
+            for r in data["rounds"]
+        ],
+        "claimed": data["claimed"],
+        "final": {k: data["final"][k] for k in FINAL_FIELDS},
+    }
+
+
+@pytest.fixture(scope="module")
+def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite database with its schema migrated, once per module (MLflow's
+    migrations take several seconds)."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.mark.parametrize(
+    "rejected",
+    [pytest.param(False, id="accepted"), pytest.param(True, marks=pytest.mark.slow, id="rejected")],
+)
+def test_the_simulation_and_the_flow_on_a_chain_report_the_same_rounds(
+    tmp_path: Path, migrated_mlflow_db: Path, rejected: bool
+) -> None:
+    # Prepare
+    from flows.federated import federated_task
+
+    cfg = _config(tmp_path, rejected)
+    (tmp_path / "flock").mkdir()
+    shutil.copy(migrated_mlflow_db, tmp_path / "flock" / "mlflow.db")
+
+    # Execute
+    simulated = RunReport.model_validate(run_simulation(cfg).summary)
+    flowed = RunReport.model_validate(federated_task(config=cfg, out_dir=str(tmp_path / "out")))
+
+    # Assert: one protocol
+    assert simulated.task.engine == "simulation" and flowed.task.engine == "flow"
+    assert _protocol(simulated) == _protocol(flowed)
+    # and the situation is the one constructed
+    outcome = "rejected" if rejected else "accepted"
+    assert [r.outcome for r in flowed.rounds] == [outcome] * cfg.rounds
+    slashed = {
+        (r.round, p.id): int(p.slashed) for r in flowed.rounds for p in r.participants
+        if int(p.slashed)
+    }  # fmt: skip
+    # The free rider is flagged: 70 % of its stake, then 70 % of the 30 % its round-2 weight is
+    # capped at. The dishonest voter accepted a rejected round (in an accepted one, its reject
+    # is only unpaid).
+    twice = {(1, "p1"): 70 * TOKEN, (2, "p1"): 21 * TOKEN}
+    assert slashed == {(1, "p2"): 70 * TOKEN, (2, "p2"): 21 * TOKEN} | (twice if rejected else {})
+    assert flowed.final.honest_slashes == 0
+    for r in flowed.rounds:
+        for p in r.participants:
+            below_min_stake = r.round == 3 and p.id in {"p1", "p2"}
+            assert p.role == ("none" if below_min_stake else "both"), (r.round, p.id)
