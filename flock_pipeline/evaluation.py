@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from flock_pipeline.serialization import Weights
 
-__all__ = ["Evaluation", "GroupLosses", "evaluate", "sample_losses"]
+__all__ = ["Evaluation", "GroupLosses", "evaluate", "evaluate_many", "sample_losses"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +108,39 @@ class GroupLosses:
             return float(values.mean()) if len(values) else float("nan")
 
         return loss
+
+
+@torch.no_grad()
+def evaluate_many(
+    network: nn.Module,
+    weights: Weights,
+    sets: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]],
+    batch_size: int = 1024,
+) -> list[Evaluation]:
+    """:func:`evaluate` of one model on several sets, loaded and run once over all of them."""
+    sizes = [len(y) for _, y in sets]
+    if not sum(sizes):
+        return [Evaluation(float("nan"), float("nan"), 0) for _ in sets]
+    x = np.concatenate([x for x, _ in sets])
+    y = np.concatenate([y for _, y in sets])
+    network.load_state_dict(weights)
+    network.eval()
+    losses, hits = [], []
+    for start in range(0, len(y), batch_size):
+        xb = torch.from_numpy(x[start : start + batch_size])
+        yb = torch.from_numpy(y[start : start + batch_size])
+        logits = network(xb)
+        losses.append(F.cross_entropy(logits, yb, reduction="none").double().numpy())
+        hits.append((logits.argmax(dim=1) == yb).numpy())
+    network.train()
+    loss, hit = np.concatenate(losses), np.concatenate(hits)
+    out, at = [], 0
+    for n in sizes:
+        if n == 0:
+            out.append(Evaluation(float("nan"), float("nan"), 0))
+        else:
+            out.append(
+                Evaluation(float(loss[at : at + n].mean()), float(hit[at : at + n].mean()), n)
+            )
+        at += n
+    return out

@@ -23,7 +23,7 @@ from flock_pipeline.attacks import (
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, build_federation, load_dataset
 from flock_pipeline.errors import AggregationError
-from flock_pipeline.evaluation import Evaluation, evaluate, sample_losses
+from flock_pipeline.evaluation import Evaluation, evaluate, evaluate_many, sample_losses
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import PrivacyLedger
 from flock_pipeline.protocol.decision import judge
@@ -216,7 +216,13 @@ def evaluate_round(cfg: FlockConfig, fed: Federation, weights: Weights) -> Round
     net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
     return RoundOutcome(
         global_eval=evaluate(net, weights, fed.x_test, fed.y_test),
-        holdout={p.id: evaluate(net, weights, p.x_holdout, p.y_holdout) for p in fed.participants},
+        holdout=dict(
+            zip(
+                [p.id for p in fed.participants],
+                evaluate_many(net, weights, [(p.x_holdout, p.y_holdout) for p in fed.participants]),
+                strict=True,
+            )
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -40,9 +41,9 @@ class Chain:
     kind: ChainKind
     tester: Any = None
 
-    @property
+    @functools.cached_property
     def chain_id(self) -> int:
-        """The chain id."""
+        """The chain id (asked once: it never changes under a connection)."""
         return int(self.w3.eth.chain_id)
 
     def timestamp(self) -> int:

@@ -125,6 +125,14 @@ class Transactor:
         self.decoder = decoder
         self.receipt_timeout = receipt_timeout
         self._reverts = _revert_errors()
+        self._chain_id: int | None = None
+
+    @property
+    def chain_id(self) -> int:
+        """The connection's chain id, asked once: it never changes under a connection."""
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
 
     def send(self, call: Buildable, signer: Signer) -> TxResult:
         """Send `call` from `signer`; return the receipt of the successful transaction."""
@@ -142,7 +150,7 @@ class Transactor:
                     "from": signer.address,
                     "nonce": signer._next_nonce,
                     "gas": int(gas * _GAS_MARGIN) + 21_000,
-                    "chainId": self.w3.eth.chain_id,
+                    "chainId": self.chain_id,
                 }
             )
             signed = signer.account.sign_transaction(tx)
