@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from flock_pipeline.report import RunReport
 from flock_pipeline.tracking import ModelRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +155,11 @@ def test_deployment_run_from_prefect_yaml(servers: dict[str, Any], tmp_path: Pat
     assert tags["round"] == "1"
     assert tags["task"].startswith("flock-mnist5k-cnn-")
     summary = json.loads((data_dir / "runs" / tags["task"] / "summary.json").read_text())
-    assert summary["task"]["rounds"] == 1
+    report = RunReport.model_validate(summary)
+    assert report.task.rounds == 1 and report.task.engine == "flow"
+    (round_,) = report.rounds
+    assert tags["outcome"] == round_.outcome and tags["finalize_tx"] == round_.finalize_tx
+    assert tags["global_model_hash"] == round_.global_model_hash
     # The anvil the flow started is stopped at its end.
     info = data_dir / "chain" / "anvil.json"
     if info.exists():

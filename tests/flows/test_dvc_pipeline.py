@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from flow_helpers import flock_env
+
+from flock_pipeline.report import RunReport
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -51,6 +54,16 @@ def test_dvc_repro_twice_gives_identical_metrics(tmp_path):
     # Assert
     assert first == second
     assert first["rounds"] == 2 and 0.0 < first["final_accuracy"] <= 1.0
+    # the federate stage's report is the flow's RunReport, and evaluate read it as such
+    report = RunReport.model_validate_json(
+        (repo / "results/federate/report/summary.json").read_text()
+    )
+    assert report.task.engine == "flow" and len(report.rounds) == 2
+    assert first["accepted_rounds"] == report.final.accepted_rounds
+    assert first["honest_slashes"] == report.final.honest_slashes
+    with (repo / "results/evaluate/rounds.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["outcome"] for row in rows] == [r.outcome for r in report.rounds]
     shown = _dvc(repo, "metrics", "show", "--json").stdout
     assert "final_accuracy" in shown
     _dvc(repo, "plots", "show", "--json")
