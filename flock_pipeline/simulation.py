@@ -241,7 +241,9 @@ def run_simulation(
                         attack=None if (a := cfg.attacks.get(pid)) is None else a.kind,
                         update_hash=None if mine is None else mine.hash,
                         num_samples=None if mine is None else mine.num_samples,
-                        train_loss=None if u is None else _finite(u.metrics.get("train_loss_last")),
+                        train_loss=None
+                        if mine is None
+                        else _finite(mine.metrics.get("train_loss_last")),
                         epsilon=None if (ledger := ledgers[pid]) is None else ledger.epsilon,
                         delta=None if ledger is None else cfg.privacy.delta,
                         holdout=Metrics(loss=_finite(hold.loss), accuracy=_finite(hold.accuracy)),
