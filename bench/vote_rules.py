@@ -77,7 +77,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _common import environment, isolate_tool_state  # noqa: E402
+from _common import ANCHOR, environment, isolate_tool_state  # noqa: E402
 
 _TMP = isolate_tool_state("flock-vote-rules-bench-")
 
@@ -105,21 +105,6 @@ REPLACED = 3
 SCORE_DECIMALS = 6  # the vote's encoding: to_fixed(round(score, 6))
 SCORE_UNITS = 1_000_000  # 10 ** SCORE_DECIMALS
 
-ANCHOR: dict[str, Any] = {
-    "participants": 10,
-    "data.dataset": "mnist5k",
-    "partition.scheme": "dirichlet",
-    "partition.alpha": 0.5,
-    "model.name": "cnn",
-    "training.local_epochs": 1,
-    "training.batch_size": 32,
-    "training.lr": 0.05,
-    "training.momentum": 0.9,
-    "privacy.enabled": False,
-    "aggregation.strategy": "fedavg",
-    "aggregation.screen.enabled": False,
-    "seed": 0,
-}
 
 HONEST, NOOP = "honest", "noop"
 CONSTRUCTED = (

@@ -26,6 +26,7 @@ __all__ = [
     "TaskInfo",
     "VoteRecord",
     "schema",
+    "totals",
 ]
 
 SCHEMA_PATH = Path("docs") / "report.schema.json"
@@ -150,6 +151,16 @@ class RunReport(_Model):
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.dump(), indent=2) + "\n")
+
+
+def totals(rounds: list[RoundRecord]) -> dict[str, tuple[int, int]]:
+    """Participant id -> (tokens paid, tokens slashed) over all rounds, in report order."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in rounds:
+        for p in r.participants:
+            paid, slashed = out.get(p.id, (0, 0))
+            out[p.id] = (paid + int(p.reward), slashed + int(p.slashed))
+    return out
 
 
 def schema() -> dict[str, Any]:

@@ -44,6 +44,7 @@ from flock_pipeline.report import (
     TaskInfo,
     VoteRecord,
     honest_slashes,
+    totals,
 )
 from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition, plot_rewards
 from flock_pipeline.round import (
@@ -338,15 +339,11 @@ def run_simulation(
             result_.files["accuracy_plot"],
         )
         plot_partition(fed.counts, ids, result_.files["partition_plot"])
-        totals = {pid: [0, 0] for pid in ids}
-        for x in records:
-            for p in x.participants:
-                totals[p.id][0] += int(p.reward)
-                totals[p.id][1] += int(p.slashed)
+        money = totals(records)
         plot_rewards(
             ids,
-            [totals[i][0] / TOKEN for i in ids],
-            [totals[i][1] / TOKEN for i in ids],
+            [money[i][0] / TOKEN for i in ids],
+            [money[i][1] / TOKEN for i in ids],
             result_.files["rewards_plot"],
         )
         write_weights(weights, result_.files["model"])

@@ -44,6 +44,7 @@ from flock_pipeline.report import (
     TaskInfo,
     VoteRecord,
     honest_slashes,
+    totals,
 )
 from flock_pipeline.reporting import plot_accuracy, plot_rewards
 from flock_pipeline.round import aggregate as aggregate_updates
@@ -638,14 +639,10 @@ def write_report(report: RunReport, out: Path) -> None:
             out / "accuracy.png",
         )  # fmt: skip
         ids = [p.id for p in rounds[0].participants]
-        totals = {i: [0, 0] for i in ids}
-        for r in rounds:
-            for p in r.participants:
-                totals[p.id][0] += int(p.reward)
-                totals[p.id][1] += int(p.slashed)
+        money = totals(rounds)
         plot_rewards(
             ids,
-            [totals[i][0] / TOKEN for i in ids],
-            [totals[i][1] / TOKEN for i in ids],
+            [money[i][0] / TOKEN for i in ids],
+            [money[i][1] / TOKEN for i in ids],
             out / "rewards.png",
         )
