@@ -95,8 +95,14 @@ def _summary(runs: list[dict[str, Any]], samples: int) -> dict[str, Any]:
         "cpu_seconds_median": statistics.median(r["cpu"] for r in runs),
         "steps_last_run": last["steps"],
         "train_loss_last": last["train_loss_last"],
-        # Every repeat uses the same seed, so every repeat must give bit-identical weights.
+        # Every repeat uses the same seed: without DP every repeat must give bit-identical
+        # weights; with DP the noise is secret and fresh, so no two repeats may agree.
         "deterministic": all(_same_weights(runs[0]["weights"], r["weights"]) for r in runs[1:]),
+        "all_distinct": all(
+            not _same_weights(a["weights"], b["weights"])
+            for i, a in enumerate(runs)
+            for b in runs[i + 1 :]
+        ),
     }
     if "ledger" in last:
         out["ledger"] = last["ledger"]
@@ -219,9 +225,8 @@ def main(argv: list[str] | None = None) -> None:
                 "private_samples_per_s": round(head["private"]["samples_per_s"], 1),
                 "non_private_samples_per_s": round(head["non_private"]["samples_per_s"], 1),
                 "ratio_pairwise_median": round(head["ratio_pairwise_median"], 4),
-                "deterministic": bool(
-                    head["private"]["deterministic"] and head["non_private"]["deterministic"]
-                ),
+                "deterministic_without_dp": bool(head["non_private"]["deterministic"]),
+                "secret_noise_with_dp": bool(head["private"]["all_distinct"]),
                 "quick": args.quick,
             }
         )

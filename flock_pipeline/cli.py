@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ from rich.console import Console
 from flock_pipeline.chain.cli import chain_app
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.errors import FlockError
+from flock_pipeline.limits import check_flow_limits, check_limits
 
-__all__ = ["app", "main"]
+__all__ = ["UserErrorFilter", "app", "main", "quiet_user_errors"]
 
 app = typer.Typer(
     help="flock_pipeline: federated learning with differential privacy and on-chain incentives.",
@@ -29,6 +31,41 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (see README)")
 ]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="output folder")]
+
+
+class UserErrorFilter(logging.Filter):
+    """Drops the traceback from a log record of a user error (FlockError): Prefect logs a
+    failed task or flow run with its traceback, but a user error's message names the problem
+    and the fix, and the CLI prints it once more as its last line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], FlockError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+def quiet_user_errors() -> None:
+    """Install UserErrorFilter on Prefect's flow-run and task-run loggers (once)."""
+    for name in _RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UserErrorFilter) for f in logger.filters):
+            logger.addFilter(UserErrorFilter())
+
+
+def _start_run(cfg: FlockConfig, command: str) -> None:
+    """What `flock run` and `flock serve` do before their first flow run: stop what an ended
+    run left behind in the data folder, and start Prefect's temporary server bound to this
+    process (so it dies with it) unless PREFECT_API_URL names a server."""
+    from flock_pipeline.chain.cli import reap_leftovers
+    from flock_pipeline.processes import bind_prefect_temporary_server
+
+    for line in reap_leftovers(cfg.data_dir):
+        err.print(f"{line}: an earlier run left it behind", highlight=False)
+    quiet_user_errors()
+    bind_prefect_temporary_server(cfg.data_dir, command)
 
 
 def _overrides(**values: Any) -> dict[str, Any]:
@@ -84,6 +121,7 @@ def run(
     """Run a federated task as a Prefect flow: DVC snapshots, DP training, on-chain settlement,
     MLflow versions. Resumes the unfinished task of the same config after a crash."""
     cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, task, data_dir)
+    check_flow_limits(cfg)  # arithmetic only: before the imports below take seconds
     # Prefect's ephemeral API server gets 20 s to start by default, which a busy 2-core machine
     # (training, anvil, the server itself) can miss; a user's own setting wins.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -91,6 +129,7 @@ def run(
     from flows.world import preflight
 
     preflight(cfg)
+    _start_run(cfg, "flock run")
     summary = federated_task(config=cfg, out_dir=str(out) if out else None)
     final = summary["final"]
     out_dir = out or cfg.data_dir / "runs" / summary["task"]["name"]
@@ -117,9 +156,10 @@ def simulate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """The plain simulation: same rounds, no orchestration, chain, registry or snapshots."""
+    cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, None, data_dir)
+    check_limits(cfg)
     from flock_pipeline.simulation import run_simulation
 
-    cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, None, data_dir)
     out_dir = out or cfg.data_dir / "runs" / "simulation"
     result = run_simulation(cfg, out_dir, console=err)
     for name, path in result.files.items():
@@ -132,10 +172,11 @@ def simulate(
 def partition(config: ConfigOpt = None, out: OutOpt = None) -> None:
     """Show how the data set is split among participants (table; with --out also
     partition.json and partition.png)."""
+    cfg = load_config(config)
+    check_limits(cfg)
     from flock_pipeline.reporting import partition_table, plot_partition
     from flock_pipeline.round import prepare_federation
 
-    cfg = load_config(config)
     fed = prepare_federation(cfg)
     ids = [p.id for p in fed.participants]
     Console(stderr=True).print(partition_table(fed.counts, ids))
@@ -176,9 +217,12 @@ def serve(
 ) -> None:
     """Serve federated_task as a scheduled Prefect deployment (typed form in the UI) until
     Ctrl-C. Set PREFECT_API_URL to the server of `flock ui` to see and trigger it there."""
-    from flock_pipeline.serve import serve_deployment
+    from flock_pipeline.serve import check_schedule, serve_deployment
 
     cfg = load_config(config, _overrides(data_dir=data_dir))
+    check_flow_limits(cfg)
+    check_schedule(cron, timezone)
+    _start_run(cfg, "flock serve")
     serve_deployment(cfg, name=name, cron=cron, timezone=timezone, console=err)
 
 

@@ -7,12 +7,20 @@ Unknown keys and wrong types are errors, never silently ignored.
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flock_pipeline.attacks.spec import AttackSpec, check_attacks
@@ -114,14 +122,32 @@ StrategyName = Literal[
 
 
 class CentralDPConfig(_Section):
-    """User-level DP at aggregation (clip each update, Gaussian noise on the sum)."""
+    """User-level DP of the released models: each proposer clips its update and adds its share
+    of the Gaussian noise before it commits; the aggregate adds none."""
 
-    noise_multiplier: float = Field(1.0, ge=0)
+    noise_multiplier: float = Field(
+        1.0, ge=0, description="σ of the released models, given min_honest honest proposers"
+    )
     clip_norm: float = Field(1.0, gt=0, description="initial clip norm when adaptive")
-    adaptive: bool = Field(False, description="adaptive clipping (Andrew et al. 2021)")
+    adaptive: bool = Field(
+        False, description="adaptive clipping (Andrew et al. 2021); only with noise_multiplier 0"
+    )
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)
-    clipped_count_stddev: float | None = Field(None, gt=0)
+    min_honest: int = Field(
+        1, ge=1,
+        description="honest proposers per round the guarantee assumes; each adds σ/√min_honest",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _adaptive_without_noise(self) -> CentralDPConfig:
+        if self.adaptive and self.noise_multiplier > 0:
+            raise ValueError(
+                "adaptive clipping needs the fraction of unclipped updates, which noised "
+                "updates do not reveal: set adaptive: false (or noise_multiplier: 0 for a test "
+                "without privacy)"
+            )
+        return self
 
 
 class ScreenConfig(_Section):
@@ -151,6 +177,31 @@ class AggregationConfig(_Section):
     )
     central_dp: CentralDPConfig | None = Field(None, description="None: no central DP")
     screen: ScreenConfig = ScreenConfig()
+    max_weight_share: float = Field(
+        0.5,
+        description="the most of a sample-weighted rule's weight (FedAvg, FedAvgM, FedOpt) one "
+        "update may carry, in (0, 1]; sample counts are self-reported. 0.5: no update outweighs "
+        "all the others together",
+    )
+
+    @field_validator("max_weight_share")
+    @classmethod
+    def _share_in_range(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 < value <= 1):
+            raise ValueError(f"must be in (0, 1], got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _central_dp_rule(self) -> AggregationConfig:
+        if self.central_dp is not None:
+            from flock_pipeline.aggregation.central_dp import refuse_combination
+
+            dp = self.central_dp
+            try:
+                refuse_combination(self.strategy, dp.noise_multiplier, dp.min_honest, dp.adaptive)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     @property
     def screening(self) -> bool:

@@ -6,6 +6,9 @@ them), on its own held-out data:
 - an update the screen flagged as a free rider or a copy (see
   ``flock_pipeline.aggregation.screen``) scores :data:`PENALTY` (-1). Both are facts anyone can
   check from the committed updates (a zero delta; the same delta as an earlier submission);
+- so does an invalid update (``invalid:<reason>``, ``flock_pipeline.validity``: no bytes, not
+  safetensors, wrong tensors, shapes or dtypes, NaN or infinity): it never reaches the screen
+  or the strategy, and :func:`submission_scores` puts its -1 at its place in submission order;
 - an update the screen excluded otherwise (``distrusted``, ``norm_outlier``, ``opposed``) is
   left out of the aggregate and earns nothing, but it is not penalized, because on strongly
   skewed data an honest update can look like one. It scores the harm it would have done,
@@ -57,6 +60,7 @@ from flock_pipeline.errors import AggregationError
 from flock_pipeline.round import aggregate, aggregate_kept
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
+from flock_pipeline.validity import Checked, is_invalid
 
 __all__ = [
     "LOWEST_SCORE",
@@ -65,11 +69,14 @@ __all__ = [
     "UpdateMean",
     "contribution_table",
     "contributions",
+    "is_penalized",
     "scoring_rule",
+    "submission_scores",
 ]
 
 PENALIZED_REASONS = ("free_rider", "copy")
-"""Screen flags that cost the proposer its stake; the other flags only exclude the update."""
+"""Screen flags that cost the proposer its stake; the other flags only exclude the update
+(besides every ``invalid:<reason>``, see :func:`is_penalized`)."""
 
 PENALTY = -1.0
 """The score of a flagged update: the most negative the contract accepts, and the only score
@@ -78,6 +85,21 @@ the contract counts as a flag."""
 LOWEST_SCORE = -1.0 + 1e-6
 """The lowest score a measured (unflagged) update can get: one fixed-point step above a flag
 after the flows round scores to 6 decimals."""
+
+
+def is_penalized(reason: str | None) -> bool:
+    """Whether a flag costs the proposer its stake: a free rider, a copy, an invalid update."""
+    return reason in PENALIZED_REASONS or is_invalid(reason)
+
+
+def submission_scores(checked: Checked, scores: Sequence[float]) -> list[float]:
+    """One score per committed update in submission order: ``scores`` (one per valid update,
+    as :func:`contributions` gives them) with :data:`PENALTY` at every invalid update's place."""
+    valid = iter(scores)
+    out = [PENALTY if pid in checked.invalid else next(valid) for pid in checked.order]
+    if next(valid, None) is not None:
+        raise ValueError("more scores than valid updates")
+    return out
 
 
 class UpdateMean(Strategy):
@@ -115,15 +137,18 @@ def contributions(
     loss: Callable[[Weights], float],
     full: Aggregate | None = None,
     history: History | None = None,
+    invalid: Mapping[str, str] | None = None,
 ) -> list[float]:
     """One score per update of ``updates`` (submission order). ``loss`` is the voter's
     validation loss (non-negative, lower is better: the flows use the held-out cross-entropy,
     which moves where accuracy on a small held-out set often does not). ``full`` is the
-    round's aggregate if the caller has it already; ``history`` the screen's trust input, as the
-    round's aggregate was computed with it."""
+    round's aggregate if the caller has it already; ``history`` the screen's trust input and
+    ``invalid`` the round's invalid updates, as the round's aggregate was computed with them.
+    Only the valid ``updates`` are scored (see :func:`submission_scores`)."""
     table = contribution_table(
-        strategy, updates, global_weights, state, seed, screen, {"": loss}, full, history
-    )
+        strategy, updates, global_weights, state, seed, screen, {"": loss}, full, history,
+        invalid,
+    )  # fmt: skip
     return table[""]
 
 
@@ -137,11 +162,12 @@ def contribution_table(
     losses: Mapping[str, Callable[[Weights], float]],
     full: Aggregate | None = None,
     history: History | None = None,
+    invalid: Mapping[str, str] | None = None,
 ) -> dict[str, list[float]]:
     """:func:`contributions` for several voters at once (voter -> its loss): every
     counterfactual aggregate is computed once and evaluated by each voter."""
     if full is None:
-        full = aggregate(strategy, updates, global_weights, state, seed, screen, history)
+        full = aggregate(strategy, updates, global_weights, state, seed, screen, history, invalid)
     kept = [v for v in updates if v.participant not in full.flagged]
     rule = scoring_rule(strategy)
     if rule is not strategy:
@@ -151,7 +177,7 @@ def contribution_table(
     out: dict[str, list[float]] = {v: [] for v in losses}
     for u in updates:
         reason = full.flagged.get(u.participant)
-        if reason in PENALIZED_REASONS:
+        if is_penalized(reason):
             for v in losses:
                 out[v].append(PENALTY)
             continue

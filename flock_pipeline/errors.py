@@ -10,9 +10,11 @@ __all__ = [
     "ConfigError",
     "DataError",
     "FlockError",
+    "GlobalModelUnavailable",
     "LocalTrainingTimeout",
     "PrivacyBudgetExceeded",
     "SerializationError",
+    "TaskFinished",
 ]
 
 
@@ -36,8 +38,16 @@ class SerializationError(FlockError):
     """A model or update file is corrupt or not what it claims to be."""
 
 
+class GlobalModelUnavailable(FlockError):
+    """The task's current global model is in neither the blob store nor the model registry."""
+
+
 class PrivacyBudgetExceeded(FlockError):
     """Training would push a participant past its (epsilon, delta) budget."""
+
+
+class TaskFinished(FlockError):
+    """A task whose every round has run is asked to run again."""
 
 
 class LocalTrainingTimeout(FlockError):

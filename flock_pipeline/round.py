@@ -22,7 +22,7 @@ from flock_pipeline.attacks import (
 )
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, build_federation, load_dataset
-from flock_pipeline.errors import AggregationError
+from flock_pipeline.errors import AggregationError, ConfigError
 from flock_pipeline.evaluation import Evaluation, evaluate, evaluate_many, sample_losses
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import PrivacyLedger
@@ -73,14 +73,15 @@ def train_participant(
     """Honest local training, or what the participant's configured attack does instead.
 
     Free riders and copiers do not train (their update is made by ``attack_update``); a label
-    flipper trains on flipped labels.
+    flipper trains on flipped labels. Under central DP a trained update comes back clipped and
+    with this proposer's secret noise share (``CentralDP.share``): what it commits.
     """
     part = fed.participants[index]
     spec = cfg.attacks.get(part.id)
     if skips_training(spec):
         return Update(part.id, {k: v.clone() for k, v in global_weights.items()}, len(part.y_train))
     net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
-    return train_local(
+    trained = train_local(
         part.id,
         net,
         global_weights,
@@ -93,6 +94,8 @@ def train_participant(
         spend_label=spend_label,
         max_seconds=cfg.training.timeout_minutes * 60,
     )
+    strategy = build_aggregator(cfg)
+    return strategy.share(trained, global_weights) if isinstance(strategy, CentralDP) else trained
 
 
 def attack_update(
@@ -117,8 +120,15 @@ def attack_update(
 
 
 def build_aggregator(cfg: FlockConfig) -> Strategy:
-    """The configured strategy, wrapped in central DP when that is on."""
+    """The configured strategy, wrapped in central DP when that is on; a sample-weighted rule
+    gets the configured bound on any one update's share (``aggregation.max_weight_share``)."""
+    if "max_weight_share" in cfg.aggregation.params:
+        raise ConfigError(
+            "aggregation.params.max_weight_share: set aggregation.max_weight_share instead"
+        )
     inner = build_strategy(cfg.aggregation.strategy, **cfg.aggregation.params)
+    if inner.sample_weighted and is_dataclass(inner):
+        inner = replace(inner, max_weight_share=cfg.aggregation.max_weight_share)
     dp = cfg.aggregation.central_dp
     if dp is None:
         return inner
@@ -154,14 +164,21 @@ def aggregate(
     seed: int,
     screen: Screen | None = None,
     history: History | None = None,
+    invalid: Mapping[str, str] | None = None,
 ) -> Aggregate:
     """The screen (if any) over ``updates`` in submission order, with ``history`` (earlier
     rounds' contribution scores) for its trust check, then the strategy over what it kept.
-    With nothing kept, the global model and the state stay as they are."""
+    ``invalid`` (proposer -> ``invalid:<reason>``, ``flock_pipeline.validity``) are the
+    round's updates that failed the validity check: never in ``updates``, flagged like the
+    screen's exclusions. With nothing kept, the global model and the state stay as they are."""
+    invalid = dict(invalid or {})
     if screen is None:
-        return strategy.aggregate(list(updates), global_weights, state or {}, seed)
+        if not invalid:
+            return strategy.aggregate(list(updates), global_weights, state or {}, seed)
+        return aggregate_kept(strategy, updates, global_weights, state, seed, invalid)
     result = screen(updates, global_weights, history)
-    return aggregate_kept(strategy, result.kept, global_weights, state, seed, result.flagged)
+    flagged = {**invalid, **result.flagged}
+    return aggregate_kept(strategy, result.kept, global_weights, state, seed, flagged)
 
 
 def aggregate_kept(
@@ -248,14 +265,15 @@ def ballot(
     voter: str,
     score: float,
     scores: Sequence[float],
-    updates: Sequence[Update],
+    proposers: Sequence[str],
 ) -> tuple[float, list[float]]:
-    """What voter ``voter`` reveals: its score and one contribution per update (submission
-    order), after its configured attack (a dishonest voter reverses both). Its own update, if it
-    proposed too, carries 0: nobody scores itself, and the contract ignores that entry."""
+    """What voter ``voter`` reveals: its score and one contribution per update of ``proposers``
+    (submission order, invalid updates included), after its configured attack (a dishonest
+    voter reverses both). Its own update, if it proposed too, carries 0: nobody scores itself,
+    and the contract ignores that entry."""
     spec = cfg.attacks.get(voter)
     revealed = tamper_contributions(list(scores), spec)
-    own = [i for i, u in enumerate(updates) if u.participant == voter]
+    own = [i for i, p in enumerate(proposers) if p == voter]
     for i in own:
         revealed[i] = 0.0
     return tamper_score(score, spec), revealed

@@ -32,6 +32,7 @@ from rich.console import Console
 
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.errors import ConfigError, FlockError
+from flock_pipeline.processes import bound_to_parent
 
 __all__ = [
     "DEFAULT_CRON",
@@ -124,7 +125,8 @@ def mlflow_backend_uri(data_dir: Path) -> str:
 
 @dataclass
 class Service:
-    """A server started as a child process (its own process group) with its log file."""
+    """A server started as a child process (its own process group, bound to this process:
+    ``processes.bound_to_parent``) with its log file."""
 
     name: str
     url: str
@@ -191,9 +193,12 @@ def _start(
     log.parent.mkdir(parents=True, exist_ok=True)
     out: IO[bytes] = log.open("wb")
     try:
+        # Its own group (stop() signals the workers too), and bound to this process: it dies
+        # with `flock ui` even when that is killed with SIGKILL.
         proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=bound_to_parent(),
+        )  # fmt: skip
     except OSError as exc:
         raise ServiceError(f"{name}: cannot run {cmd[0]}: {exc}") from None
     finally:

@@ -12,6 +12,7 @@ rewards.png and the final model as safetensors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -23,15 +24,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flock_pipeline.aggregation import CentralDP, StrategyState
+from flock_pipeline.attacks.updates import submission_bytes
 from flock_pipeline.config import FlockConfig
-from flock_pipeline.contribution import contribution_table
+from flock_pipeline.contribution import contribution_table, submission_scores
 from flock_pipeline.data import Federation
+from flock_pipeline.errors import LocalTrainingTimeout, PrivacyBudgetExceeded
 from flock_pipeline.evaluation import GroupLosses
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import LedgerStore
 from flock_pipeline.protocol import Outcome, new_salt, to_fixed, vote_commitment
 from flock_pipeline.protocol.decision import judge
-from flock_pipeline.protocol.params import TOKEN, dev_address, simulation_seed, task_params
+from flock_pipeline.protocol.params import (
+    TOKEN,
+    dataset_hash,
+    dev_address,
+    simulation_seed,
+    task_params,
+)
 from flock_pipeline.protocol.settlement import Alliance
 from flock_pipeline.protocol.tally import RevealedVote
 from flock_pipeline.protocol.view import RoundView
@@ -60,6 +69,7 @@ from flock_pipeline.round import (
 )
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, content_hash, write_weights
+from flock_pipeline.validity import check_submissions
 
 __all__ = ["SimulationResult", "run_simulation"]
 
@@ -115,8 +125,10 @@ def run_simulation(
     by_address = {a.lower(): pid for pid, a in address.items()}
     params = task_params(cfg, bytes.fromhex(content_hash(weights)[2:]))
     chain = Alliance(params, creator)
-    for pid in ids:
-        chain.stake(address[pid], cfg.chain.stake * TOKEN)
+    for pid in ids:  # no DVC snapshot here: the registration names the arrays' sha256
+        data = fed.participants[index_of[pid]]
+        digest = hashlib.sha256(data.x_train.tobytes() + data.y_train.tobytes()).hexdigest()
+        chain.stake(address[pid], cfg.chain.stake * TOKEN, len(data.y_train), dataset_hash(digest))
 
     strategy = build_aggregator(cfg)
     screen = build_screen(cfg)
@@ -158,13 +170,23 @@ def run_simulation(
             for pid in proposers:
                 progress.update(job, description=f"round {r + 1}/{cfg.rounds} · {pid} training")
                 ledger = ledgers[pid]
-                trained.append(train_participant(cfg, fed, index_of[pid], weights, r, ledger))
-                if ledger is not None:
-                    store.save(ledger)
+                try:
+                    trained.append(train_participant(cfg, fed, index_of[pid], weights, r, ledger))
+                except (PrivacyBudgetExceeded, LocalTrainingTimeout) as exc:
+                    # Its own limit: it submits nothing this round, and the round goes on.
+                    console.print(f"[yellow]warning:[/] {pid} abstains from round {r + 1}: {exc}")
+                finally:
+                    if ledger is not None:
+                        store.save(ledger)
             updates = submitted_updates(cfg, trained, weights, r)
+            # What each proposer uploads (an attacker's bytes may be no model at all) and the
+            # hash it commits; the voters check the bytes (flock_pipeline.validity).
+            blobs = {u.participant: submission_bytes(u, cfg.attacks.get(u.participant))
+                     for u in updates}  # fmt: skip
+            digests = {pid: hashlib.sha256(b).hexdigest() for pid, b in blobs.items()}
             for u in updates:
-                chain.submit_update(address[u.participant], r, bytes.fromhex(u.hash[2:]),
-                                    u.num_samples)  # fmt: skip
+                committed = bytes.fromhex(digests[u.participant])
+                chain.submit_update(address[u.participant], r, committed, u.num_samples)
 
             chain.now = info.training_ends
             votes: dict[str, VoteRecord] = {}
@@ -172,7 +194,16 @@ def run_simulation(
             if updates and voters:
                 progress.update(job, description=f"round {r + 1}/{cfg.rounds} · voting")
                 agg_seed = derive_seed(cfg.seed, "aggregate", "0x" + seed.hex())
-                agg = aggregate(strategy, updates, weights, state, agg_seed, screen, history)
+                submitted = check_submissions(
+                    [(u.participant, blobs[u.participant], u.num_samples) for u in updates],
+                    weights,
+                )
+                for pid, flag in submitted.invalid.items():
+                    console.print(f"round {r + 1}: the voters flag the update of {pid} as "
+                                  f"{flag}: {submitted.details[pid]}")  # fmt: skip
+                valid = submitted.updates
+                agg = aggregate(strategy, valid, weights, state, agg_seed, screen, history,
+                                submitted.invalid)  # fmt: skip
                 digest = bytes.fromhex(content_hash(agg.weights)[2:])
                 # The voters' sets in one batch: each candidate aggregate is run once for all.
                 group = GroupLosses(net, {v: fed.voter_data(index_of[v]) for v in voters})
@@ -180,12 +211,14 @@ def run_simulation(
                 scored = {v: judge(old[v], new[v], cfg.vote.tolerance) for v in voters}
                 losses = {v: group.mean_loss(v) for v in voters}
                 table = contribution_table(
-                    strategy, updates, weights, state, agg_seed, screen, losses, agg, history
-                )
+                    strategy, valid, weights, state, agg_seed, screen, losses, agg, history,
+                    submitted.invalid,
+                )  # fmt: skip
                 revealed = {}
                 for v in voters:
                     score = scored[v]
-                    score, scores = ballot(cfg, v, score, table[v], updates)
+                    measured = submission_scores(submitted, table[v])
+                    score, scores = ballot(cfg, v, score, measured, submitted.order)
                     fixed = to_fixed(round(score, 6))
                     fixed_scores = tuple(to_fixed(round(c, 6)) for c in scores)
                     salt = new_salt()  # kept until the reveal, like a voter's
@@ -199,9 +232,7 @@ def run_simulation(
                         aggregate_hash="0x" + digest.hex(),
                         score=score,
                         accept=fixed >= 0,
-                        contributions=dict(
-                            zip([u.participant for u in updates], scores, strict=True)
-                        ),
+                        contributions=dict(zip(submitted.order, scores, strict=True)),
                     )
                 chain.now = info.commit_ends
                 for v, (fixed, fixed_scores, salt) in revealed.items():
@@ -210,7 +241,9 @@ def run_simulation(
             outcome = chain.finalize_round(creator, r)
             accepted = outcome is Outcome.ACCEPTED
             if central is not None and agg is not None:
-                central.step(label=str(r + 1))  # its noise was drawn, whether the votes keep it
+                # Released whether the votes keep it; at less than σ with fewer than t updates.
+                sigma = agg.metrics.get("central_dp/noise_multiplier_effective")
+                central.step(label=str(r + 1), noise_multiplier=sigma)
             if accepted and agg is not None:
                 weights, state = agg.weights, dict(agg.state)
             view = RoundView.of(
@@ -240,7 +273,7 @@ def run_simulation(
                         address=address[pid],
                         role=role[pid].name.lower(),
                         attack=None if (a := cfg.attacks.get(pid)) is None else a.kind,
-                        update_hash=None if mine is None else mine.hash,
+                        update_hash=None if mine is None else "0x" + digests[pid],
                         num_samples=None if mine is None else mine.num_samples,
                         train_loss=None
                         if mine is None

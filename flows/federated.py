@@ -28,9 +28,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.aggregation import Strategy, StrategyState
 from flock_pipeline.aggregation.screen import Screen
+from flock_pipeline.attacks.updates import submission_bytes
 from flock_pipeline.chain import ContractRevert, Phase, Vote, to_fixed
 from flock_pipeline.config import FlockConfig, load_config
-from flock_pipeline.contribution import contributions
+from flock_pipeline.contribution import contributions, submission_scores
+from flock_pipeline.errors import (
+    GlobalModelUnavailable,
+    LocalTrainingTimeout,
+    PrivacyBudgetExceeded,
+)
 from flock_pipeline.evaluation import evaluate
 from flock_pipeline.models import build_network
 from flock_pipeline.protocol import Role, vote_commitment
@@ -53,13 +59,17 @@ from flock_pipeline.round import (
     ballot,
     build_aggregator,
     build_screen,
+    initial_weights,
     judgement_score,
     train_participant,
 )
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, canonical_bytes, from_bytes
-from flock_pipeline.update import Update
-from flows.world import TOKEN, World, get_world, open_world
+from flock_pipeline.storage import digest_of
+from flock_pipeline.tracking import TrackingError
+from flock_pipeline.tracking.registry import HASH_TAG
+from flock_pipeline.validity import Checked, check_submissions, fetch_blob
+from flows.world import TOKEN, Member, World, get_world, open_world
 
 __all__ = ["federated_round", "federated_task"]
 
@@ -84,19 +94,58 @@ def _hex(b: bytes) -> str:
 
 
 def _global_weights(w: World) -> Weights:
-    digest = _hex(w.creator.task_state(w.task_id).global_model_hash)
-    return from_bytes(w.store.get(digest), digest)
+    return _model(w, _hex(w.creator.task_state(w.task_id).global_model_hash))
 
 
-def _committed_updates(w: World, r: int) -> list[Update]:
+def _model(w: World, digest: str) -> Weights:
+    """A global model by hash, from the blob store; one the store lost is restored (see
+    ``_restored``) and put back, so the task goes on."""
+    if w.store.exists(digest):
+        return from_bytes(w.store.get(digest), digest)
+    data, source = _restored(w, digest)
+    w.store.put(data)
+    get_run_logger().warning(
+        "global model %s was missing from the blob store; restored it from %s", digest, source
+    )
+    return from_bytes(data, digest)
+
+
+def _restored(w: World, digest: str) -> tuple[bytes, str]:
+    """The bytes of a global model the store lost, and where they came from: the task's
+    initial model is rebuilt from the task seed; every later one is in the MLflow version the
+    round that produced it registered (the same canonical bytes). GlobalModelUnavailable when
+    neither holds it: that names the hash, where the store expects it and how to put it back."""
+    if digest == w.meta.get("initial_model"):
+        data = canonical_bytes(initial_weights(w.cfg, w.fed))
+        if digest_of(data) == digest:
+            return data, "the task seed (the initial model)"
+    found = w.registry.find_version({HASH_TAG: digest})
+    if found is not None:
+        try:
+            data = canonical_bytes(w.registry.load_weights(found.version))
+        except TrackingError:
+            data = b""
+        if digest_of(data) == digest:
+            return data, f"MLflow model {found.registered_name} version {found.version}"
+    raise GlobalModelUnavailable(
+        f"the global model {digest} of task {w.name!r} is not in the blob store (expected at "
+        f"{w.store.uri(digest)}) and no MLflow version of {w.registry.registered_name!r} in "
+        f"{w.registry.tracking_uri} holds it: copy a backup of the file (its sha256 must be "
+        f"{digest[2:]}) to that location and run again, or start a new task"
+    )
+
+
+def _committed(w: World, r: int, reference: Weights) -> Checked:
     """The round's updates as committed on chain, in submission order (the contract's update
-    index), fetched by hash (the store verifies it): one event query for the round."""
-    out = []
+    index), fetched by hash and checked against the global model ``reference``
+    (``flock_pipeline.validity``): an update that is missing, unreadable or malformed is
+    flagged invalid, never raised. One event query for the round."""
+    entries = []
     for ev in w.submissions(r):
-        digest = _hex(ev["updateHash"])
         pid = w.by_address(str(ev["proposer"])).id
-        out.append(Update(pid, from_bytes(w.store.get(digest), digest), int(ev["numSamples"])))
-    return out
+        blob = fetch_blob(w.store, _hex(ev["updateHash"]))
+        entries.append((pid, blob, int(ev["numSamples"])))
+    return check_submissions(entries, reference)
 
 
 def _previous_state_hash(w: World, r: int) -> str | None:
@@ -131,7 +180,7 @@ class _RoundInputs(NamedTuple):
     """Everything a round's aggregate is a function of, in ``round.aggregate``'s order."""
 
     strategy: Strategy
-    updates: list[Update]  # submission order
+    submitted: Checked  # submission order: the valid updates, and the invalid ones' flags
     global_weights: Weights
     state: StrategyState
     seed: int
@@ -140,13 +189,13 @@ class _RoundInputs(NamedTuple):
 
 
 def _round_inputs(w: World, r: int) -> _RoundInputs:
-    """The committed updates, the published strategy state, the round's chain seed for any
-    noise and the trust scores of earlier rounds: what every voter recomputes the aggregate
-    from."""
+    """The committed updates, the published strategy state, the round's public seed and the
+    trust scores of earlier rounds: what every voter recomputes the aggregate from."""
     seed = derive_seed(w.cfg.seed, "aggregate", _hex(w.creator.round_info(w.task_id, r).seed))
     digest = _previous_state_hash(w, r)
     state: StrategyState = {} if digest is None else from_bytes(w.store.get(digest), digest)
-    return _RoundInputs(build_aggregator(w.cfg), _committed_updates(w, r), _global_weights(w),
+    old = _global_weights(w)
+    return _RoundInputs(build_aggregator(w.cfg), _committed(w, r, old), old,
                         state, seed, build_screen(w.cfg), _trust_history(w, r))  # fmt: skip
 
 
@@ -207,44 +256,81 @@ def roles(name: str, r: int) -> dict[str, str]:
     retry_condition_fn=_transient,
 )
 def train_and_submit(name: str, r: int, pid: str, global_hash: str) -> dict[str, Any]:
-    """A proposer trains from the global model, uploads its update and commits its hash."""
+    """A proposer trains from the global model, uploads its update and commits its hash.
+
+    An update is derived once: with DP its noise is secret and fresh, so a retrain would
+    release a second, different update (and spend again). The proposer keeps what it is about
+    to upload under ``updates/`` in the task folder before it uploads; a resumed run submits
+    that copy, and one that finds the update on chain returns what the first run returned."""
     w = get_world(name)
     m = w.member(pid)
     logger = get_run_logger()
+    kept = w.folder / "updates" / f"{r + 1}-{pid}.json"
+    blob = kept.with_suffix(".bin")
     if m.client.record_of(w.task_id, r).submitted:  # resumed after a crash: the chain has it
         ev = next(e for e in w.submissions(r) if str(e["proposer"]).lower() == m.address.lower())
         logger.info("%s already submitted round %d", pid, r + 1)
-        return {"update_hash": _hex(ev["updateHash"]), "num_samples": int(ev["numSamples"]),
+        digest = _hex(ev["updateHash"])
+        saved = json.loads(kept.read_text()) if kept.exists() else {}
+        if saved.get("update_hash") == digest:
+            return dict(saved)
+        return {"update_hash": digest, "num_samples": int(ev["numSamples"]),
                 "epsilon": m.ledger.epsilon if m.ledger else None,
                 "train_loss": None}  # fmt: skip
-    weights = from_bytes(w.store.get(global_hash), global_hash)
-    trained = train_participant(
-        w.cfg, w.fed, m.index, weights, r, m.ledger, spend_label=f"{w.name}/{r}"
-    )
+    if blob.exists() and kept.exists():  # derived (maybe uploaded) before a crash: reuse it
+        logger.info("%s resubmits the update it kept for round %d", pid, r + 1)
+        return _submit_kept(w, r, m, kept, blob)
+    weights = _model(w, global_hash)
+    try:
+        trained = train_participant(
+            w.cfg, w.fed, m.index, weights, r, m.ledger, spend_label=f"{w.name}/{r}"
+        )
+    except (PrivacyBudgetExceeded, LocalTrainingTimeout) as exc:
+        # Its own limit, not the task's failure: it submits nothing (an absent proposer, as
+        # any other) and the round goes on without it.
+        w.save_ledger(m)
+        logger.warning("%s abstains from round %d: %s", pid, r + 1, exc)
+        return {}
     w.save_ledger(m)
     spec = w.cfg.attacks.get(pid)
-    others = _committed_updates(w, r) if spec is not None and spec.kind == "copier" else []
+    copier = spec is not None and spec.kind == "copier"
+    others = _committed(w, r, weights).updates if copier else []
     update = attack_update(w.cfg, trained, weights, r, others)
-    digest = w.store.put(canonical_bytes(update.weights))
+    data = submission_bytes(update, spec)
+    loss = trained.metrics.get("train_loss_last")
+    record = {
+        "update_hash": digest_of(data),
+        "num_samples": update.num_samples,
+        "epsilon": update.epsilon,
+        "train_loss": None if loss is None or loss != loss else float(loss),
+    }
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    # The record first, then the bytes: a kept blob always has its record.
+    for path, content in ((kept, json.dumps(record).encode()), (blob, data)):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    logger.info("%s trained round %d, epsilon %s", pid, r + 1, update.epsilon)
+    return _submit_kept(w, r, m, kept, blob)
+
+
+def _submit_kept(w: World, r: int, m: Member, kept: Path, blob: Path) -> dict[str, Any]:
+    """Upload the update ``m`` kept for round ``r``, commit its hash, then drop the local copy
+    (the store has it); what ``train_and_submit`` returns."""
+    saved: dict[str, Any] = json.loads(kept.read_text())
+    digest = w.store.put(blob.read_bytes())
     try:
-        m.client.submit_update(w.task_id, r, bytes.fromhex(digest[2:]), update.num_samples)
+        m.client.submit_update(w.task_id, r, bytes.fromhex(digest[2:]), saved["num_samples"])
     except ContractRevert as exc:
         if exc.name != "InsufficientStake":
             raise
         # Drawn from its stake at the round's start, then slashed to nothing when its last
         # round settled: it has nothing left to stake on an update, and abstains.
-        logger.warning("%s has no stake left after its last round; it abstains", pid)
+        get_run_logger().warning("%s has no stake left after its last round; it abstains", m.id)
         return {}
-    logger.info(
-        "%s trained round %d: update %s, epsilon %s", pid, r + 1, digest[:12], update.epsilon
-    )
-    loss = trained.metrics.get("train_loss_last")
-    return {
-        "update_hash": digest,
-        "num_samples": update.num_samples,
-        "epsilon": update.epsilon,
-        "train_loss": None if loss is None or loss != loss else float(loss),
-    }
+    blob.unlink()
+    get_run_logger().info("%s submitted round %d: update %s", m.id, r + 1, digest[:12])
+    return saved
 
 
 @task(
@@ -262,8 +348,19 @@ def validate_and_commit(name: str, r: int, pid: str, training_ends: int) -> dict
     w = get_world(name)
     m = w.member(pid)
     w.chain.advance_to(training_ends + 1)
-    strategy, updates, old, state, seed, screen, history = _round_inputs(w, r)
-    full = aggregate_updates(strategy, updates, old, state, seed, screen, history)
+    saved = w.folder / "votes" / str(r + 1) / f"{pid}.json"
+    if saved.exists() and m.client.record_of(w.task_id, r).vote.name != "NONE":
+        # Resumed after its commit: reveal what it committed, even if an update it scored has
+        # since gone from the store (a recomputation would no longer match the commitment).
+        return dict(json.loads(saved.read_text()))
+    strategy, submitted, old, state, seed, screen, history = _round_inputs(w, r)
+    updates = submitted.updates
+    logger = get_run_logger()
+    for proposer, flag in submitted.invalid.items():
+        logger.warning("%s flags the update of %s as %s: %s", pid, proposer, flag,
+                       submitted.details.get(proposer, ""))  # fmt: skip
+    full = aggregate_updates(strategy, updates, old, state, seed, screen, history,
+                             submitted.invalid)  # fmt: skip
     digest = w.store.put(canonical_bytes(full.weights))
     state_hash = w.store.put(canonical_bytes(full.state)) if full.state else None
     score = judgement_score(w.cfg, w.fed, m.index, old, full.weights)
@@ -271,9 +368,10 @@ def validate_and_commit(name: str, r: int, pid: str, training_ends: int) -> dict
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
     scores = contributions(
         strategy, updates, old, state, seed, screen, lambda x_: evaluate(net, x_, x, y).loss,
-        full, history,
+        full, history, submitted.invalid,
     )  # fmt: skip
-    score, scores = ballot(w.cfg, pid, score, scores, updates)
+    scores = submission_scores(submitted, scores)
+    score, scores = ballot(w.cfg, pid, score, scores, submitted.order)
     fixed = to_fixed(round(score, 6))
     fixed_scores = [to_fixed(round(c, 6)) for c in scores]
     if m.client.record_of(w.task_id, r).vote.name == "NONE":
@@ -285,18 +383,21 @@ def validate_and_commit(name: str, r: int, pid: str, training_ends: int) -> dict
         except ContractRevert as exc:
             if exc.name != "InsufficientStake":
                 raise
-            get_run_logger().warning("%s has no stake left after its last round; it abstains", pid)
+            logger.warning("%s has no stake left after its last round; it abstains", pid)
             return {}
-    return {
+    vote = {
         "hash": digest,
         "state": state_hash,
         "selected": list(full.selected),
         "screened": dict(full.flagged),
         "score": score,
         "fixed": fixed,
-        "contributions": dict(zip([u.participant for u in updates], scores, strict=True)),
+        "contributions": dict(zip(submitted.order, scores, strict=True)),
         "fixed_contributions": fixed_scores,
     }
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(vote))
+    return vote
 
 
 @task(
@@ -374,7 +475,7 @@ def register_model(name: str, r: int, record: dict[str, Any]) -> dict[str, str]:
         return {"registered_name": found.registered_name, "version": found.version,
                 "run_id": found.run_id}  # fmt: skip
     digest = record["global_model_hash"]
-    weights = from_bytes(w.store.get(digest), digest)
+    weights = _model(w, digest)
     tags = {
         "task": w.name,
         "round": str(r + 1),
@@ -444,7 +545,7 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
     outcome = settled["outcome"]
     accepted = outcome == "accepted"
     new_global_hash = _hex(w.creator.task_state(w.task_id).global_model_hash)
-    new_global = from_bytes(w.store.get(new_global_hash), new_global_hash)
+    new_global = _model(w, new_global_hash)
     net = build_network(w.cfg.model.name, w.fed.input_shape, w.fed.num_classes)
     ev = evaluate(net, new_global, w.fed.x_test, w.fed.y_test)
     winner = next((v for v in votes.values() if v["hash"] == settled["aggregate_hash"]), None)
@@ -619,9 +720,10 @@ def federated_task(
         champion = report.final.champion_version
         if champion is not None:
             w.registry.set_alias("champion", champion)
-        meta = dict(w.meta, complete=True)
-        (w.folder / "task.json").write_text(json.dumps(meta, indent=2))
         out = Path(out_dir) if out_dir else cfg.data_dir / "runs" / w.name
+        # A rerun of the finished task points here (world._resumed_meta).
+        meta = dict(w.meta, complete=True, summary=str((out / "summary.json").resolve()))
+        (w.folder / "task.json").write_text(json.dumps(meta, indent=2))
         write_report(report, out)
         logger.info("summary: %s", out / "summary.json")
         return report.dump()

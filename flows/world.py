@@ -31,9 +31,11 @@ from flock_pipeline.chain import (
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, ParticipantData
-from flock_pipeline.errors import ConfigError, DataError
+from flock_pipeline.errors import ConfigError, DataError, TaskFinished
+from flock_pipeline.limits import DEV_FUNDING_WEI, check_flow_limits
 from flock_pipeline.privacy import LedgerStore, PrivacyLedger
 from flock_pipeline.protocol import Role
+from flock_pipeline.protocol.params import dataset_hash, dev_address
 from flock_pipeline.protocol.tally import RevealedVote
 from flock_pipeline.protocol.view import RoundView
 from flock_pipeline.round import initial_weights, prepare_federation
@@ -41,6 +43,7 @@ from flock_pipeline.serialization import canonical_bytes
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import BlobStore, open_store
 from flock_pipeline.tracking import ModelRegistry
+from flock_pipeline.training.local import plan_spend
 
 __all__ = ["Member", "World", "config_hash", "open_world", "preflight", "validation_hash"]
 
@@ -201,9 +204,10 @@ def _open_chain(cfg: FlockConfig) -> tuple[Chain, AnvilNode | None, bool]:
         return in_process(), None, False
     if cfg.chain.url is None:
         node = AnvilNode(cfg.data_dir)
-        was_running = node.status().running
-        node.up()
-        return node.chain(), node, not was_running
+        before = node.status()
+        # A node this run starts is its own: it stops at the end and dies with the run.
+        node.up(owner="flock run", bound=True)
+        return node.chain(), node, not before.running or before.orphaned
     chain = connect(cfg.chain.url)
     version = str(chain.w3.client_version).lower()
     if "anvil" in version:
@@ -219,8 +223,27 @@ def _signers(cfg: FlockConfig, chain: Chain) -> tuple[Signer, list[Signer]]:
             "a simulated federation needs a dev chain (anvil) where it can fund its participants; "
             "on a public chain run one worker per participant"
         )
+    _check_funding(cfg, chain)
     (creator,) = dev_signers(chain, 1, label="flock-creator")
     return creator, dev_signers(chain, cfg.participants, label="flock-participant")
+
+
+def _check_funding(cfg: FlockConfig, chain: Chain) -> None:
+    """Refuse, before the first transfer, a federation the dev chain's funder cannot fund (each
+    dev signer short of gas money gets DEV_FUNDING_WEI from it), rather than fail halfway."""
+    accounts = [dev_address("flock-creator", 0)]
+    accounts += [dev_address("flock-participant", i) for i in range(cfg.participants)]
+    short = sum(1 for a in accounts if chain.balance(a) < DEV_FUNDING_WEI // 2)
+    funder = chain.w3.eth.accounts[0]
+    holds = chain.balance(funder)
+    reserve = DEV_FUNDING_WEI  # gas for the transfers themselves
+    if short and short * DEV_FUNDING_WEI + reserve > holds:
+        room = max((holds - reserve) // DEV_FUNDING_WEI, 0)
+        raise ConfigError(
+            f"participants: the dev chain's funder {funder} holds {holds / 10**18:.2f} ETH, but "
+            f"{short} accounts need {DEV_FUNDING_WEI // 10**18} ETH of gas money each; it can "
+            f"fund {room} more: use fewer participants, or a fresh chain"
+        )
 
 
 _PARTICIPANT_ARRAYS = ("x_train", "y_train", "x_holdout", "y_holdout")
@@ -293,8 +316,15 @@ def _task_config(
 
 
 def _resumed_meta(cfg: FlockConfig, name: str) -> dict[str, Any]:
-    """The recorded metadata of task ``name``, refused if it was made from another config."""
+    """The recorded metadata of task ``name``, refused if the task is finished (nothing is
+    sent: a finished task takes no stake) or was made from another config."""
     meta: dict[str, Any] = json.loads((cfg.data_dir / "tasks" / name / "task.json").read_text())
+    if meta.get("complete"):
+        summary = meta.get("summary") or cfg.data_dir / "runs" / name / "summary.json"
+        raise TaskFinished(
+            f"task {name!r} is finished: all its rounds ran and it paid out. Its summary: "
+            f"{summary}. Run without --task (or with a new task name) to start a new task"
+        )
     if meta.get("config_hash") != config_hash(cfg):
         raise ConfigError(
             f"task {name!r} was created with another configuration; pick a new task name"
@@ -302,12 +332,62 @@ def _resumed_meta(cfg: FlockConfig, name: str) -> dict[str, Any]:
     return meta
 
 
+_FEDERATION: dict[str, Federation] = {}
+"""The federation ``preflight`` built, for the ``open_world`` of the same config to take."""
+
+
+def _federation_key(cfg: FlockConfig) -> str:
+    parts = {"participants": cfg.participants, "seed": cfg.seed, "data": cfg.data,
+             "partition": cfg.partition}  # fmt: skip
+    return json.dumps({k: str(v) for k, v in parts.items()}, sort_keys=True)
+
+
+def _federation(cfg: FlockConfig, keep: bool = False) -> Federation:
+    """The task's partition of its data set: built here, or taken from ``preflight``."""
+    key = _federation_key(cfg)
+    with _LOCK:
+        fed = _FEDERATION.get(key) if keep else _FEDERATION.pop(key, None)
+    if fed is None:
+        fed = prepare_federation(cfg)
+        if keep:
+            with _LOCK:
+                _FEDERATION.clear()
+                _FEDERATION[key] = fed
+    return fed
+
+
+def _check_privacy(cfg: FlockConfig, fed: Federation) -> None:
+    """Refuse a privacy budget in which no participant can train a single round: every round
+    would be void (each one abstains, as past its budget)."""
+    budget, privacy = cfg.privacy.epsilon_budget, cfg.privacy
+    if not privacy.enabled or budget is None:
+        return
+    cost = {
+        p.id: PrivacyLedger.epsilon_of([plan_spend(len(p.y_train), cfg.training, privacy)],
+                                       privacy.delta)
+        for p in fed.participants
+    }  # fmt: skip
+    cheapest = min(cost, key=lambda pid: cost[pid])
+    if cost[cheapest] > budget:
+        dearest = max(cost, key=lambda pid: cost[pid])
+        raise ConfigError(
+            f"privacy.epsilon_budget: {budget:g} affords no participant a single round: one "
+            f"round costs epsilon {cost[cheapest]:.3f} (participant {cheapest}) to "
+            f"{cost[dearest]:.3f} ({dearest}) at delta {privacy.delta:g}. Raise "
+            f"privacy.epsilon_budget to at least {cost[dearest]:.3f} for everyone to train, add "
+            "noise (privacy.noise_multiplier) or train fewer epochs (training.local_epochs)"
+        )
+
+
 def preflight(cfg: FlockConfig) -> None:
-    """Every check that can fail on user input, before an orchestrator or a trainer starts:
-    tracking URI, blob store, chain URL, and (when resuming) the participants' data."""
+    """Every check that can fail on user input, before an orchestrator, a chain or a trainer
+    starts: the configuration's limits, tracking URI, blob store (a probe written and removed),
+    chain URL, the task (a finished one is not run again; a resumed one's data is unchanged),
+    the partition of the data set and the privacy budget of one round."""
+    check_flow_limits(cfg)
+    open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url).check_writable()
     ModelRegistry.open(cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name)
-    open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url)
-    if cfg.chain.url is not None:
+    if cfg.chain.url not in (None, IN_PROCESS):
         connect(cfg.chain.url)
     name, resume = _task_name(cfg, config_hash(cfg))
     if resume:
@@ -318,10 +398,12 @@ def preflight(cfg: FlockConfig) -> None:
             recorded_sets[VALIDATION] = meta["validation"]
         for pid, recorded in recorded_sets.items():
             snapshots.verify(Snapshot(pid, snapshots.folder(pid), recorded))
+    _check_privacy(cfg, _federation(cfg, keep=True))
 
 
 def open_world(cfg: FlockConfig) -> World:
     """Open (or resume) the task of ``cfg``. Fails before any training if a system is unusable."""
+    check_flow_limits(cfg)
     digest = config_hash(cfg)
     name, resume = _task_name(cfg, digest)
     folder = cfg.data_dir / "tasks" / name
@@ -332,6 +414,8 @@ def open_world(cfg: FlockConfig) -> World:
         cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name
     )
     store = open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url)
+    store.check_writable()
+    fed = _federation(cfg)  # before the chain: a data set that cannot be split starts nothing
     chain, anvil, started = _open_chain(cfg)
     try:
         creator_signer, people = _signers(cfg, chain)
@@ -340,7 +424,6 @@ def open_world(cfg: FlockConfig) -> World:
         )
         creator = AllianceClient(chain, deployment, creator_signer)
 
-        fed = prepare_federation(cfg)
         snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
         snaps, parts = {}, []
         for p in fed.participants:
@@ -409,11 +492,20 @@ def open_world(cfg: FlockConfig) -> World:
                 else None
             )
             members.append(Member(p.id, i, client, ledger, snaps[p.id]))
-        for m in members:  # stake once; a resumed task finds the stake already there
+        # Stake once; a resumed task finds the stake already there, and one whose every round
+        # has started takes no more (the contract refuses it: TaskClosed).
+        open_rounds = creator.task_state(task_id).rounds_started < cfg.rounds
+        for m in members if open_rounds else []:
             if m.client.participant_of(task_id).active < cfg.chain.stake * TOKEN:
                 if m.client.balance_of() < cfg.chain.stake * TOKEN:
                     creator.mint(m.address, cfg.chain.stake * TOKEN)
-                m.client.stake(task_id, cfg.chain.stake * TOKEN)
+                data = fed.participants[m.index]
+                m.client.stake(
+                    task_id,
+                    cfg.chain.stake * TOKEN,
+                    num_samples=len(data.y_train),
+                    data_hash=dataset_hash(m.snapshot.hash),
+                )
     except BaseException:
         if anvil is not None and started:
             anvil.down()

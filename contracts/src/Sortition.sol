@@ -13,6 +13,11 @@ pragma solidity 0.8.37;
 ///      grow linearly with its stake (capped at 1).
 ///      Bounds: stake and total stake fit 128 bits and the counts fit 16 bits, so no product
 ///      overflows 256 bits.
+///
+///      Stake counts once: a selected role is weighted by `weight`, max(stake, ceil(S / k)),
+///      the inverse of its odds min(1, k * stake / S) times its stake (Horvitz-Thompson). The
+///      expected weight of an account in a role is then its stake (up to one wei of rounding),
+///      so votes, update weights and pay grow linearly with stake, not with its square.
 library Sortition {
     /// @notice A participant's role in one round.
     enum Role {
@@ -47,6 +52,17 @@ library Sortition {
         bool voter = draw(seed, account, VOTER_DOMAIN) * totalStake < (voters * stake) << 64;
         if (proposer) return voter ? Role.Both : Role.Proposer;
         return voter ? Role.Voter : Role.None;
+    }
+
+    /// @notice The weight of a role held with `stake` out of `totalStake`, `count` expected
+    ///         holders per round: max(stake, ceil(totalStake / count)).
+    function weight(uint256 stake, uint256 totalStake, uint256 count)
+        internal
+        pure
+        returns (uint256)
+    {
+        uint256 least = (totalStake + count - 1) / count;
+        return stake > least ? stake : least;
     }
 
     /// @notice Whether `role` may submit an update.

@@ -1,20 +1,66 @@
-"""Checks and the canonical order every strategy shares.
+"""Checks, the canonical order and the bounded sample weights every strategy shares.
 
 Verifiable aggregation needs every voter to get the same bytes from the same set of updates, in
 whatever order they arrive: strategies iterate updates sorted by content hash (ties broken by
 participant id) and accumulate in float64 before rounding once to float32.
+
+Sample counts are self-reported, so a sample-weighted rule bounds each update's share of the
+total weight (:func:`capped_shares`): a proposer claiming 1e30 samples gets at most that share,
+not the whole aggregate.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
 
-from flock_pipeline.errors import AggregationError
+from flock_pipeline.errors import AggregationError, ConfigError
 from flock_pipeline.update import Update
 
-__all__ = ["check_compatible", "ordered"]
+__all__ = ["capped_shares", "check_compatible", "check_max_weight_share", "ordered"]
+
+
+_EXACT = 2**53
+"""Sample totals below this are exact in float64: weighting by the counts is safe."""
+
+
+def check_max_weight_share(value: float) -> None:
+    """Refuse a weight cap outside (0, 1]."""
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ConfigError(f"max_weight_share must be in (0, 1], got {value}")
+
+
+def capped_shares(counts: Sequence[int], max_share: float) -> list[float] | None:
+    """Each update's share of the total weight, proportional to ``counts`` but none above
+    ``max_share``; None when the plain proportional shares already respect it and the counts
+    are small enough to weight by exactly (the caller then weights by the counts themselves,
+    bit for bit as without a cap).
+
+    What a capped update loses goes to the others in proportion to their counts, repeated until
+    no share exceeds the cap (water-filling: deterministic, and the order of ``counts`` does not
+    matter). When the cap is below 1/n no split can respect it, and the shares are equal."""
+    n = len(counts)
+    total = sum(counts)
+    if not n:
+        return None
+    if max(counts) <= max_share * total:
+        if total < _EXACT:
+            return None
+        return [c / total for c in counts]  # a claim torch could not take as a factor
+    if max_share * n <= 1.0:
+        return [1.0 / n] * n
+    capped = [False] * n
+    while True:
+        free = sum(c for c, done in zip(counts, capped, strict=True) if not done)
+        left = 1.0 - max_share * sum(capped)
+        over = [i for i in range(n) if not capped[i] and counts[i] * left > max_share * free]
+        if not over:
+            break
+        for i in over:
+            capped[i] = True
+    return [max_share if capped[i] else counts[i] * left / free for i in range(n)]
 
 
 def ordered(updates: Sequence[Update]) -> list[Update]:

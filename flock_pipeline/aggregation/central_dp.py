@@ -1,46 +1,47 @@
-"""Central (user-level) differential privacy at aggregation, as a wrapper around any strategy.
+"""Central (user-level) differential privacy with distributed noise, around any strategy.
 
-DP-FedAvg (McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models"),
-with optional adaptive clipping (Andrew et al. 2021, "Differentially Private Learning with
-Adaptive Clipping"); the shape follows Flower's ``DifferentialPrivacyServerSideFixedClipping``
-and ``...AdaptiveClipping``. Per round:
+DP-FedAvg (McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models")
+with the noise split among the proposers (distributed DP, as in Kairouz, Liu and Steinke 2021,
+"The Distributed Discrete Gaussian Mechanism for Federated Learning with Secure Aggregation",
+here without secure aggregation). Nobody holds the whole noise, so nobody can subtract it:
 
-1. every update's delta from the global model is clipped to L2 norm ≤ C over all float tensors;
-2. the clipped updates (global + clipped delta, each with ``num_samples = 1``) go to the inner
-   strategy, so FedAvg becomes the *unweighted* mean of clipped deltas;
-3. Gaussian noise is added per coordinate to the aggregate's delta;
-4. with adaptive clipping, C ← C·exp(−η(b̃ − γ)), b̃ the noised fraction of unclipped updates.
+1. each proposer clips its own delta from the global model to L2 norm ≤ C over all float
+   tensors and adds Gaussian noise of std σ_s·C per coordinate, drawn from its own secret
+   generator (``flock_pipeline.seeding.secret_generator``), before it commits (:meth:`share`);
+2. every voter (the aggregator) re-clips each committed delta to the bound B that an honest
+   noised delta stays under (below), gives the updates to the inner strategy with equal weight
+   (``num_samples = 1``) and adds no noise: the aggregate is a deterministic function of the
+   committed updates, so every voter recomputes it bit for bit.
 
-Sensitivity (what the noise is calibrated to). Neighbouring inputs differ in one participant's
-contribution being replaced by the null contribution (zero delta, zero in the centred count;
-"zero-out" adjacency, Kairouz et al. 2021); the participant list and n are public on chain.
+Calibration. With t = ``min_honest`` honest proposers among the n aggregated updates, σ_s = σ/√t.
+The unweighted mean then carries noise of std at least √t·σ_s·C/n = σ·C/n, and one proposer's
+clipped delta moves it by at most C/n ("zero-out" adjacency, Kairouz et al. 2021: its data
+replaced by none, its noise share still sent): the configured multiplier σ. A round with fewer
+than t updates carries only σ·√(n/t), and :meth:`round_noise_multiplier` says so to the
+accountant. Sample weights are not used: with weights w_i the sensitivity would be C·max_i w_i,
+driven by self-reported sample counts.
 
-* Mean rule (``inner.name in MEAN_RULES``): the unweighted mean of n clipped deltas moves by at
-  most C/n, so the noise std is σ_Δ·C/n. Sample weighting is *not* used: with weights w_i the
-  sensitivity would be C·max_i w_i, data-dependent and driven by self-reported sample counts (one
-  participant claiming a huge count would get almost no protection and would dominate).
-* Any other rule (median, trimmed mean, Krum...): no C/n bound holds, so the aggregate delta is
-  projected onto the C-ball (every clipped delta lies in it) and the noise std is σ_Δ·2C, the
-  diameter of that ball. Sound for any rule, but usually far too noisy to be useful.
-* Stateful inner strategies (server momentum, Adam moments) are refused when σ > 0: their state
-  is computed from un-noised updates and would be published.
+Each committed update is itself a Gaussian mechanism at σ_s on its proposer's data, so whoever
+sees single updates (voters, the blob store, anyone who reads them) learns about one proposer
+only what σ_s allows, whatever the others do; the aggregate and the strategy state are computed
+from committed updates alone, so they are post-processing and can be published. That second
+bound is what holds for order-statistic or custom rules (median, trimmed mean, Krum...): they
+are not sums, the honest shares do not add up, and they are refused unless t = 1 (each update
+carries the whole σ).
 
-σ_Δ is the noise multiplier itself with fixed clipping, or the Andrew et al. split
-``effective_noise_multiplier(σ, σ_b)`` with adaptive clipping (see ``privacy.central``). The
-noise uses the C that clipped this round (Flower's server-side adaptive wrapper noises with the
-already-updated C, which under-noises when C shrinks).
+The re-clip bound. An honest delta has norm ≤ C, its noise z (d float coordinates) has
+‖z‖ ≤ σ_s·C·(√d + r) except with probability exp(−r²/2) (Gaussian concentration), so
+B = C·(1 + σ_s·(√d + r)) with r = 10 leaves honest updates untouched except with probability
+about 2e-22 per update, and bounds what a proposer that skipped its clip or its noise can do to
+the mean (B/n). With σ = 0 (no privacy, for testing) proposers commit raw updates and B = C.
 
-Verifiability: all noise comes from a ``torch.Generator`` seeded from ``seed`` (domain-separated
-by SHA-256), drawn in a fixed order in float64, so every voter recomputes the same noised
-aggregate bit for bit. The seed must be unpredictable until every update is committed (e.g. the
-round's chain seed, revealed after the commit phase) and public afterwards: a participant who
-knew the noise in advance could cancel it, and anyone can recheck the aggregate once it is out.
-The aggregator and voters still see raw updates; the guarantee is for the released model.
+Adaptive clipping (Andrew et al. 2021) steers C by the fraction of unclipped updates; under
+distributed noise the aggregator cannot tell a clipped delta from an unclipped one, and a
+proposer's noised bit has no channel in a committed update, so it is available with σ = 0 only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 
@@ -49,14 +50,20 @@ import torch
 from flock_pipeline.aggregation.base import check_compatible, ordered
 from flock_pipeline.aggregation.strategy import Aggregate, Strategy, StrategyState
 from flock_pipeline.errors import ConfigError
-from flock_pipeline.privacy.central import CentralAccountant, effective_noise_multiplier
+from flock_pipeline.privacy.central import CentralAccountant
+from flock_pipeline.seeding import secret_generator
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
 
-__all__ = ["MEAN_RULES", "CentralDP", "clip_delta", "noise_generator"]
+__all__ = ["MEAN_RULES", "NORM_TAIL", "CentralDP", "clip_delta", "refuse_combination"]
 
-MEAN_RULES = frozenset({"fedavg"})
-"""Inner strategies whose output is the plain mean of their inputs (sensitivity C/n)."""
+MEAN_RULES = frozenset({"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"})
+"""Inner strategies whose output (and state) is a function of the plain mean of their inputs:
+the honest noise shares add up in that mean."""
+
+NORM_TAIL = 10.0
+"""r in the re-clip bound B = C·(1 + σ_s·(√d + r)): an honest update exceeds it with
+probability at most exp(−r²/2)."""
 
 CLIP_KEY = "central_dp/clip_norm"
 INNER_PREFIX = "inner/"
@@ -79,29 +86,47 @@ def clip_delta(delta: Delta, clip_norm: float) -> tuple[Delta, float]:
     return {name: t * scale for name, t in delta.items()}, norm
 
 
-def noise_generator(seed: int) -> torch.Generator:
-    """The CPU generator for a round's noise; any int seed, domain-separated from other uses."""
-    digest = hashlib.sha256(f"flock-central-dp:{seed}".encode()).digest()
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF)
-    return gen
+def refuse_combination(
+    strategy: str, noise_multiplier: float, min_honest: int, adaptive: bool
+) -> None:
+    """Raise ``ConfigError`` for settings distributed noise cannot give a guarantee for."""
+    if not isinstance(min_honest, int) or min_honest < 1:
+        raise ConfigError(f"central DP min_honest must be an integer >= 1, got {min_honest!r}")
+    if noise_multiplier == 0:
+        return
+    if adaptive:
+        raise ConfigError(
+            "central DP: adaptive clipping needs the fraction of unclipped updates, which "
+            "proposers' noised updates do not reveal; set aggregation.central_dp.adaptive: "
+            "false (or noise_multiplier: 0 for a test without privacy)"
+        )
+    if min_honest > 1 and strategy not in MEAN_RULES:
+        raise ConfigError(
+            f"central DP: {strategy!r} is not a mean, so the noise shares of {min_honest} "
+            "honest proposers do not add up in its output; use one of "
+            f"{', '.join(sorted(MEAN_RULES))}, or set aggregation.central_dp.min_honest: 1 "
+            "(every update then carries the whole noise)"
+        )
 
 
 class CentralDP(Strategy):
-    """Wrap ``inner`` with update clipping and Gaussian noise on the aggregate (user-level DP).
+    """Wrap ``inner`` with distributed Gaussian noise (user-level DP); see the module docstring.
 
-    ``noise_multiplier`` is the total σ the guarantee is stated for (see ``accountant()``).
-    ``clip_norm`` is C (the initial C when ``adaptive``). ``target_quantile`` γ is the fraction
-    of updates that should end up unclipped, ``clip_lr`` η the geometric step,
-    ``clipped_count_stddev`` σ_b the count noise (default n/20 per round, Andrew et al.).
-    ``sampled_fraction`` is the participant sampling rate q for the accountant; leave it at 1
-    unless participants are sampled at random and who was sampled stays secret (amplification by
-    sampling does not hold when participation is public on chain).
+    ``noise_multiplier`` is the total σ the guarantee for the released models is stated for,
+    given ``min_honest`` (t) honest proposers per round; each proposer adds σ/√t of it
+    (:meth:`share`). ``clip_norm`` is C (the initial C when ``adaptive``, which needs σ = 0).
+    ``target_quantile`` γ is the fraction of updates that should end up unclipped and
+    ``clip_lr`` η the geometric step of adaptive clipping. ``sampled_fraction`` is the
+    participant sampling rate q for the accountant; leave it at 1 unless participants are
+    sampled at random and who was sampled stays secret (amplification by sampling does not hold
+    when participation is public on chain).
 
-    Metrics: ``central_dp/clip_norm`` (C used), ``central_dp/fraction_clipped`` (exact, not DP:
-    an aggregator-side diagnostic, do not publish it with the model), ``central_dp/noise_std``,
-    and with adaptive clipping the noised ``central_dp/noised_fraction_unclipped`` and
-    ``central_dp/next_clip_norm``; the inner rule's metrics under ``inner/``.
+    Metrics: ``central_dp/clip_norm`` (C), ``central_dp/reclip_norm`` (B),
+    ``central_dp/fraction_clipped`` (committed updates the re-clip scaled: those that broke the
+    bound), ``central_dp/share_std`` (each honest update's noise std σ_s·C),
+    ``central_dp/noise_multiplier_effective`` (the σ this round's release holds at), with
+    adaptive clipping ``central_dp/next_clip_norm``; the inner rule's metrics under ``inner/``.
+    All are functions of the committed updates.
     """
 
     name = "central_dp"
@@ -114,8 +139,8 @@ class CentralDP(Strategy):
         adaptive: bool = False,
         target_quantile: float = 0.5,
         clip_lr: float = 0.2,
-        clipped_count_stddev: float | None = None,
         sampled_fraction: float = 1.0,
+        min_honest: int = 1,
     ) -> None:
         if not math.isfinite(noise_multiplier) or noise_multiplier < 0:
             raise ConfigError(f"central DP noise_multiplier must be >= 0, got {noise_multiplier}")
@@ -125,50 +150,68 @@ class CentralDP(Strategy):
             raise ConfigError(f"target_quantile must be in [0, 1], got {target_quantile}")
         if clip_lr <= 0:
             raise ConfigError(f"clip_lr must be > 0, got {clip_lr}")
-        if clipped_count_stddev is not None and clipped_count_stddev < 0:
-            raise ConfigError(f"clipped_count_stddev must be >= 0, got {clipped_count_stddev}")
         if not 0 < sampled_fraction <= 1:
             raise ConfigError(f"sampled_fraction must be in (0, 1], got {sampled_fraction}")
-        if adaptive and clipped_count_stddev is not None:
-            effective_noise_multiplier(noise_multiplier, clipped_count_stddev)
+        refuse_combination(inner.name, noise_multiplier, min_honest, adaptive)
         self.inner = inner
         self.noise_multiplier = noise_multiplier
         self.clip_norm = clip_norm
         self.adaptive = adaptive
         self.target_quantile = target_quantile
         self.clip_lr = clip_lr
-        self.clipped_count_stddev = clipped_count_stddev
         self.sampled_fraction = sampled_fraction
+        self.min_honest = min_honest
 
     @property
     def mean_rule(self) -> bool:
         return self.inner.name in MEAN_RULES
 
-    def count_stddev(self, n: int) -> float:
-        """σ_b for a round of ``n`` updates (0 without noise or without adaptive clipping)."""
-        if not self.adaptive or self.noise_multiplier == 0:
-            return 0.0
-        return self.clipped_count_stddev if self.clipped_count_stddev is not None else n / 20
+    @property
+    def share_multiplier(self) -> float:
+        """σ_s = σ/√t: the noise multiplier of each proposer's share."""
+        return self.noise_multiplier / math.sqrt(self.min_honest)
 
-    def effective_noise_multiplier(self, n: int) -> float:
-        """σ_Δ applied to the weights in a round of ``n`` updates."""
-        if not self.adaptive:
-            return self.noise_multiplier
-        return effective_noise_multiplier(self.noise_multiplier, self.count_stddev(n))
+    def round_noise_multiplier(self, n: int) -> float:
+        """The σ a round of ``n`` aggregated updates holds at: σ·√(min(n, t)/t)."""
+        return self.share_multiplier * math.sqrt(min(n, self.min_honest))
 
-    def noise_std(self, n: int, clip_norm: float) -> float:
-        """Per-coordinate std of the noise on the aggregate delta (σ_Δ·C/n or σ_Δ·2C)."""
-        sensitivity = clip_norm / n if self.mean_rule else 2 * clip_norm
-        return self.effective_noise_multiplier(n) * sensitivity
+    def reclip_norm(self, global_weights: Weights, clip_norm: float) -> float:
+        """B = C·(1 + σ_s·(√d + r)), d the float coordinates; C itself when σ = 0."""
+        if self.noise_multiplier == 0:
+            return clip_norm
+        d = sum(global_weights[name].numel() for name in _float_names(global_weights))
+        return clip_norm * (1 + self.share_multiplier * (math.sqrt(d) + NORM_TAIL))
 
     def accountant(self) -> CentralAccountant:
         """A fresh accountant matching these settings (step it once per released round)."""
         return CentralAccountant(
             noise_multiplier=self.noise_multiplier,
             sample_rate=self.sampled_fraction,
-            adaptive=self.adaptive,
-            clipped_count_stddev=self.clipped_count_stddev,
+            min_honest=self.min_honest,
         )
+
+    def share(self, update: Update, global_weights: Weights) -> Update:
+        """What an honest proposer commits: its delta clipped to C plus its noise share, from a
+        generator seeded by the OS and never stored. Integer buffers stay at the global value.
+        With σ = 0 the update is committed as trained (the aggregator clips it)."""
+        if self.noise_multiplier == 0:
+            return update
+        gen = secret_generator()
+        std = self.share_multiplier * self.clip_norm
+        floats = _float_names(global_weights)
+        base = {name: global_weights[name].to(torch.float64) for name in floats}
+        delta = {name: update.weights[name].to(torch.float64) - base[name] for name in floats}
+        clipped, _ = clip_delta(delta, self.clip_norm)
+        weights: Weights = {}
+        for name in sorted(global_weights):
+            ref = global_weights[name]
+            if name not in clipped:
+                weights[name] = ref.clone()
+                continue
+            noise = torch.normal(0.0, std, tuple(ref.shape), generator=gen, dtype=torch.float64)
+            weights[name] = (base[name] + clipped[name] + noise).to(ref.dtype).contiguous()
+        return Update(update.participant, weights, update.num_samples, dict(update.metrics),
+                      update.epsilon, update.delta)  # fmt: skip
 
     def aggregate(
         self,
@@ -177,7 +220,7 @@ class CentralDP(Strategy):
         state: StrategyState | None = None,
         seed: int = 0,
     ) -> Aggregate:
-        """Clip, aggregate with the inner rule, add seeded noise; see the module docstring."""
+        """Re-clip the committed updates, aggregate them with the inner rule; no noise here."""
         check_compatible(updates, global_weights)
         canonical = ordered(updates)
         n = len(canonical)
@@ -186,8 +229,7 @@ class CentralDP(Strategy):
         inner_state = {
             k[len(INNER_PREFIX) :]: v for k, v in state.items() if k.startswith(INNER_PREFIX)
         }
-        sigma_b = self.count_stddev(n)
-        std = self.noise_std(n, clip)  # validates the adaptive split before any work
+        bound = self.reclip_norm(global_weights, clip)
         floats = _float_names(global_weights)
         base = {name: global_weights[name].to(torch.float64) for name in floats}
 
@@ -195,8 +237,8 @@ class CentralDP(Strategy):
         unclipped = 0
         for u in canonical:
             delta = {name: u.weights[name].to(torch.float64) - base[name] for name in floats}
-            clipped, norm = clip_delta(delta, clip)
-            unclipped += norm <= clip
+            clipped, norm = clip_delta(delta, bound)
+            unclipped += norm <= bound
             weights: Weights = {}
             for name in sorted(global_weights):
                 ref = global_weights[name]
@@ -209,44 +251,24 @@ class CentralDP(Strategy):
             )
 
         result = self.inner.aggregate(clipped_updates, global_weights, inner_state, seed)
-        if result.state and self.noise_multiplier > 0:
-            raise ConfigError(
-                f"central DP cannot wrap the stateful strategy {self.inner.name!r}: its state is "
-                "computed from un-noised updates and would be published. Use a stateless rule."
-            )
-
-        gen = noise_generator(seed)
-        agg = {name: result.weights[name].to(torch.float64) - base[name] for name in floats}
-        if not self.mean_rule:
-            agg, _ = clip_delta(agg, clip)
         metrics: dict[str, float] = {f"{INNER_PREFIX}{k}": v for k, v in result.metrics.items()}
         next_state: StrategyState = {f"{INNER_PREFIX}{k}": v for k, v in result.state.items()}
         next_clip = clip
-        if self.adaptive:
-            count_noise = (
-                float(torch.normal(0.0, sigma_b, (1,), generator=gen, dtype=torch.float64))
-                if sigma_b > 0
-                else 0.0
-            )
-            noised_unclipped = (unclipped + count_noise) / n
-            next_clip = clip * math.exp(-self.clip_lr * (noised_unclipped - self.target_quantile))
-            metrics["central_dp/noised_fraction_unclipped"] = noised_unclipped
+        if self.adaptive:  # σ = 0 only (refused otherwise): the exact count is no secret
+            fraction_unclipped = unclipped / n
+            next_clip = clip * math.exp(-self.clip_lr * (fraction_unclipped - self.target_quantile))
             metrics["central_dp/next_clip_norm"] = next_clip
-        out: Weights = dict(result.weights)
-        for name in floats:
-            value = base[name] + agg[name]
-            if std > 0:
-                value = value + torch.normal(
-                    0.0, std, tuple(value.shape), generator=gen, dtype=torch.float64
-                )
-            out[name] = value.to(global_weights[name].dtype).contiguous()
         next_state[CLIP_KEY] = torch.tensor(next_clip, dtype=torch.float64)
         metrics.update(
             {
                 "central_dp/clip_norm": clip,
+                "central_dp/reclip_norm": bound,
                 "central_dp/fraction_clipped": 1 - unclipped / n,
-                "central_dp/noise_std": std,
-                "central_dp/noise_multiplier_effective": self.effective_noise_multiplier(n),
+                "central_dp/share_std": self.share_multiplier * clip,
+                "central_dp/noise_multiplier_effective": self.round_noise_multiplier(n),
             }
         )
-        return Aggregate(weights=out, state=next_state, metrics=metrics, selected=result.selected)
+        return Aggregate(
+            weights=dict(result.weights), state=next_state, metrics=metrics,
+            selected=result.selected,
+        )  # fmt: skip

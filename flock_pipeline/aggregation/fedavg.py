@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from flock_pipeline.aggregation.base import check_compatible, ordered
+from flock_pipeline.aggregation.base import (
+    capped_shares,
+    check_compatible,
+    check_max_weight_share,
+    ordered,
+)
 from flock_pipeline.aggregation.strategy import Aggregate, Strategy, StrategyState
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
@@ -16,29 +21,47 @@ __all__ = ["FedAvg", "fedavg"]
 
 
 def fedavg(
-    updates: Sequence[Update], reference: Mapping[str, torch.Tensor] | None = None
+    updates: Sequence[Update],
+    reference: Mapping[str, torch.Tensor] | None = None,
+    max_weight_share: float = 1.0,
 ) -> Weights:
-    """Sample-weighted mean, bit-for-bit the same for any order of ``updates``.
+    """Sample-weighted mean, bit-for-bit the same for any order of ``updates``; no update
+    carries more than ``max_weight_share`` of the weight (``capped_shares``).
 
     ``reference`` (usually the current global model) fixes the expected architecture.
     """
     check_compatible(updates, reference)
     canonical = ordered(updates)
+    shares = capped_shares([u.num_samples for u in canonical], max_weight_share)
     total = sum(u.num_samples for u in canonical)
     out: Weights = {}
     for name in sorted(canonical[0].weights):
         acc = torch.zeros_like(canonical[0].weights[name], dtype=torch.float64)
-        for u in canonical:
-            acc.add_(u.weights[name].to(torch.float64), alpha=u.num_samples)
-        out[name] = (acc / total).to(canonical[0].weights[name].dtype).contiguous()
+        if shares is None:
+            for u in canonical:
+                acc.add_(u.weights[name].to(torch.float64), alpha=u.num_samples)
+            acc = acc / total
+        else:
+            for u, share in zip(canonical, shares, strict=True):
+                acc.add_(u.weights[name].to(torch.float64), alpha=share)
+        out[name] = acc.to(canonical[0].weights[name].dtype).contiguous()
     return out
 
 
 @dataclass(frozen=True)
 class FedAvg(Strategy):
-    """FedAvg (McMahan et al. 2017) as a stateless strategy; exactly ``fedavg()``."""
+    """FedAvg (McMahan et al. 2017) as a stateless strategy; exactly ``fedavg()``.
+
+    ``max_weight_share`` bounds any one update's share of the weight (1: plain FedAvg); the
+    engines set it from ``aggregation.max_weight_share``."""
+
+    max_weight_share: float = 1.0
 
     name = "fedavg"
+    sample_weighted = True
+
+    def __post_init__(self) -> None:
+        check_max_weight_share(self.max_weight_share)
 
     def aggregate(
         self,
@@ -47,4 +70,4 @@ class FedAvg(Strategy):
         state: StrategyState | None = None,
         seed: int = 0,
     ) -> Aggregate:
-        return Aggregate(weights=fedavg(updates, reference=global_weights))
+        return Aggregate(weights=fedavg(updates, global_weights, self.max_weight_share))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flock_pipeline.aggregation.base import check_compatible
+from flock_pipeline.aggregation.base import check_compatible, check_max_weight_share
 from flock_pipeline.aggregation.fedopt import float_names, load_state, weighted_mean64
 from flock_pipeline.aggregation.strategy import Aggregate, Strategy, StrategyState
 from flock_pipeline.errors import ConfigError
@@ -22,15 +22,19 @@ class FedAvgM(Strategy):
     """Δ = global − fedavg(updates); v = β·v + Δ; new = global − η·v (PyTorch SGD convention).
 
     v starts at zero, so round 1 has v = Δ as in Flower. State: ``momentum/<tensor>`` (float64).
-    With ``momentum=0`` and ``server_lr=1`` this is FedAvg.
+    With ``momentum=0`` and ``server_lr=1`` this is FedAvg. ``max_weight_share`` bounds any one
+    update's share of the mean (1: no bound).
     """
 
     server_lr: float = 1.0
     momentum: float = 0.9
+    max_weight_share: float = 1.0
 
     name = "fedavgm"
+    sample_weighted = True
 
     def __post_init__(self) -> None:
+        check_max_weight_share(self.max_weight_share)
         if not self.server_lr > 0.0:
             raise ConfigError(f"server_lr must be > 0, got {self.server_lr}")
         if not 0.0 <= self.momentum < 1.0:
@@ -48,7 +52,7 @@ class FedAvgM(Strategy):
         prev = load_state(
             state, {f"momentum/{n}": global_weights[n].shape for n in names}, self.name
         )
-        mean = weighted_mean64(updates, names)
+        mean = weighted_mean64(updates, names, self.max_weight_share)
         weights: Weights = {}
         new_state: StrategyState = {}
         for name in sorted(global_weights):

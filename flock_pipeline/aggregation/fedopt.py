@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from flock_pipeline.aggregation.base import check_compatible, ordered
+from flock_pipeline.aggregation.base import (
+    capped_shares,
+    check_compatible,
+    check_max_weight_share,
+    ordered,
+)
 from flock_pipeline.aggregation.strategy import Aggregate, Strategy, StrategyState
 from flock_pipeline.errors import AggregationError, ConfigError
 from flock_pipeline.serialization import Weights
@@ -31,19 +36,28 @@ def float_names(weights: Mapping[str, torch.Tensor]) -> list[str]:
     return sorted(name for name, t in weights.items() if t.is_floating_point())
 
 
-def weighted_mean64(updates: Sequence[Update], names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Sample-weighted mean of ``names`` in float64, in the canonical order, not yet rounded.
+def weighted_mean64(
+    updates: Sequence[Update], names: Sequence[str], max_weight_share: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """Sample-weighted mean of ``names`` in float64, in the canonical order, not yet rounded,
+    no update above ``max_weight_share`` of the weight (``capped_shares``).
 
     Same arithmetic as ``fedavg()`` but without its final cast, so a server optimizer rounds once.
     """
     canonical = ordered(updates)
+    shares = capped_shares([u.num_samples for u in canonical], max_weight_share)
     total = sum(u.num_samples for u in canonical)
     out: dict[str, torch.Tensor] = {}
     for name in names:
         acc = torch.zeros_like(canonical[0].weights[name], dtype=torch.float64)
-        for u in canonical:
-            acc.add_(u.weights[name].to(torch.float64), alpha=u.num_samples)
-        out[name] = acc / total
+        if shares is None:
+            for u in canonical:
+                acc.add_(u.weights[name].to(torch.float64), alpha=u.num_samples)
+            out[name] = acc / total
+            continue
+        for u, share in zip(canonical, shares, strict=True):
+            acc.add_(u.weights[name].to(torch.float64), alpha=share)
+        out[name] = acc
     return out
 
 
@@ -92,16 +106,20 @@ class FedOpt(Strategy):
     ``eta`` is the server learning rate, ``beta_1`` the momentum of m, ``beta_2`` the decay of v,
     ``tau`` the adaptivity (it keeps the step finite where v is zero). State: ``m/<tensor>``,
     ``v/<tensor>`` (float64) and ``step`` (rounds aggregated so far, int64).
+    ``max_weight_share`` bounds any one update's share of the mean (1: no bound).
     """
 
     eta: float = 1e-1
     beta_1: float = 0.9
     beta_2: float = 0.99
     tau: float = 1e-3
+    max_weight_share: float = 1.0
 
     name = "fedopt"
+    sample_weighted = True
 
     def __post_init__(self) -> None:
+        check_max_weight_share(self.max_weight_share)
         _check_positive("eta", self.eta)
         _check_unit_interval("beta_1", self.beta_1)
         _check_unit_interval("beta_2", self.beta_2)
@@ -128,7 +146,7 @@ class FedOpt(Strategy):
         prev = load_state(state, {**shapes, "step": torch.Size([])}, self.name)
         step = 1 if prev is None else int(prev["step"].item()) + 1
         lr = self.step_size(step)
-        mean = weighted_mean64(updates, names)
+        mean = weighted_mean64(updates, names, self.max_weight_share)
 
         weights: Weights = {}
         new_state: StrategyState = {"step": torch.tensor(step, dtype=torch.int64)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flock_pipeline.aggregation.base import check_compatible, ordered
+from flock_pipeline.aggregation.base import check_compatible, check_max_weight_share, ordered
 from flock_pipeline.aggregation.fedavg import fedavg
 from flock_pipeline.aggregation.fedopt import float_names
 from flock_pipeline.aggregation.strategy import Aggregate, Strategy, StrategyState
@@ -58,16 +58,20 @@ class MultiKrum(Strategy):
 
     ``num_malicious`` is f; ``num_to_keep`` (m) defaults to ``n − f`` and is clamped to [1, n].
     ``Aggregate.selected`` lists the kept participants, best score first; ``metrics`` holds every
-    participant's score as ``krum_score/<participant>``.
+    participant's score as ``krum_score/<participant>``. ``max_weight_share`` bounds any one
+    kept update's share of that mean (1: no bound).
     """
 
     num_malicious: int = 0
     num_to_keep: int | None = None
+    max_weight_share: float = 1.0
 
     name = "multikrum"
     order_statistic = True
+    sample_weighted = True
 
     def __post_init__(self) -> None:
+        check_max_weight_share(self.max_weight_share)
         if self.num_malicious < 0:
             raise ConfigError(f"num_malicious must be >= 0, got {self.num_malicious}")
         if self.num_to_keep is not None and self.num_to_keep < 1:
@@ -88,7 +92,7 @@ class MultiKrum(Strategy):
         keep = self.num_to_keep if self.num_to_keep is not None else n - self.num_malicious
         ranking = sorted(range(n), key=lambda i: (scores[i], i))
         chosen = [canonical[i] for i in ranking[: min(max(keep, 1), n)]]
-        mean = fedavg(chosen, reference=global_weights)
+        mean = fedavg(chosen, global_weights, self.max_weight_share)
         weights = {
             name: mean[name] if g.is_floating_point() else g.clone()
             for name, g in sorted(global_weights.items())

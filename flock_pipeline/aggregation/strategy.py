@@ -47,6 +47,10 @@ class Strategy(ABC):
     output is by design insensitive to any one update, so an update's contribution is measured
     against the plain mean of the kept updates instead (see ``flock_pipeline.contribution``)."""
 
+    sample_weighted: ClassVar[bool] = False
+    """True for rules that weight updates by their self-reported sample counts (FedAvg, FedAvgM,
+    the FedOpt family): they take a ``max_weight_share`` that bounds any one update's share."""
+
     @abstractmethod
     def aggregate(
         self,
@@ -57,6 +61,7 @@ class Strategy(ABC):
     ) -> Aggregate:
         """Combine ``updates`` (full weights, not deltas) into the next global model.
 
-        ``seed`` feeds any randomness (central DP noise) so that it, too, is reproducible.
+        ``seed`` is public: it may break ties reproducibly, never stand in for a secret (DP
+        noise is drawn by each proposer before it commits).
         Implementations must call ``check_compatible`` and iterate updates in ``ordered`` order.
         """

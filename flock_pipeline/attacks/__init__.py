@@ -16,7 +16,7 @@ from flock_pipeline.attacks.votes import VOTE_RESOLUTION, tamper_contributions, 
 if TYPE_CHECKING:
     from flock_pipeline.attacks.detection import is_free_rider, near_duplicates
     from flock_pipeline.attacks.labels import poison_labels
-    from flock_pipeline.attacks.updates import skips_training, tamper_update
+    from flock_pipeline.attacks.updates import skips_training, submission_bytes, tamper_update
 
 __all__ = [
     "ATTACK_KINDS",
@@ -29,6 +29,7 @@ __all__ = [
     "near_duplicates",
     "poison_labels",
     "skips_training",
+    "submission_bytes",
     "tamper_contributions",
     "tamper_score",
     "tamper_update",
@@ -39,6 +40,7 @@ _LAZY = {
     "near_duplicates": "detection",
     "poison_labels": "labels",
     "skips_training": "updates",
+    "submission_bytes": "updates",
     "tamper_update": "updates",
 }
 

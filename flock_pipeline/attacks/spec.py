@@ -22,6 +22,10 @@ AttackKind = Literal[
     "free_rider",
     "copier",
     "dishonest_voter",
+    "corrupt_update",
+    "nan_update",
+    "wrong_shape",
+    "inflated_samples",
 ]
 ATTACK_KINDS: tuple[str, ...] = get_args(AttackKind)
 
@@ -39,6 +43,14 @@ class AttackSpec(BaseModel):
     - ``copier``: submits the weights of ``copy_from`` (None: the first other proposer in the
       canonical order, by content hash then id), with its own id and sample count.
     - ``dishonest_voter``: trains honestly, votes against its measurement.
+    - ``corrupt_update``: uploads bytes that are not safetensors (its honest file, truncated).
+    - ``nan_update``: its honest update with one coordinate set to NaN (seeded position).
+    - ``wrong_shape``: its honest update with one tensor grown by a row (another architecture).
+    - ``inflated_samples``: its honest update, claiming ``factor`` x its real sample count.
+
+    The first three are invalid updates (``flock_pipeline.validity``): flagged and penalized.
+    An inflated claim is bounded by ``aggregation.max_weight_share`` (and refused outright
+    where the chain knows the registered count).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -52,6 +64,7 @@ class AttackSpec(BaseModel):
     copy_from: str | None = Field(
         None, description="copier: participant id to copy; None: first other proposer"
     )
+    factor: float = Field(1e6, ge=1, description="inflated_samples: claimed / real sample count")
 
 
 Attacks = dict[str, AttackSpec]

@@ -2,7 +2,8 @@
 
 Deltas are computed in float64 and rounded once to each tensor's dtype. Non-floating tensors
 (counters) keep the update's own values, except for the free rider, which submits the global
-model as is.
+model as is. ``submission_bytes`` is what a participant uploads: the canonical file of its
+update, or, for ``corrupt_update``, bytes that are not safetensors.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 from flock_pipeline.aggregation.base import ordered
 from flock_pipeline.attacks.spec import AttackSpec
 from flock_pipeline.errors import AggregationError, ConfigError
-from flock_pipeline.serialization import Weights
+from flock_pipeline.serialization import Weights, canonical_bytes
 from flock_pipeline.update import Update
 
-__all__ = ["skips_training", "tamper_update"]
+__all__ = ["skips_training", "submission_bytes", "tamper_update"]
 
 
 def skips_training(spec: AttackSpec | None) -> bool:
@@ -73,6 +74,41 @@ def _gaussian(
     return out
 
 
+def _with_nan(weights: Weights, seed: int) -> Weights:
+    """``weights`` with one coordinate of one floating tensor set to NaN, both drawn from
+    ``seed``: the rest of the update stays honest, so only a check of every value finds it."""
+    out = _clone(weights)
+    names = sorted(n for n, t in out.items() if t.is_floating_point() and t.numel())
+    if not names:
+        raise ConfigError("nan_update: the model has no floating-point tensor to poison")
+    gen = torch.Generator().manual_seed(seed)
+    name = names[int(torch.randint(len(names), (1,), generator=gen))]
+    flat = out[name].view(-1)
+    flat[int(torch.randint(flat.numel(), (1,), generator=gen))] = float("nan")
+    return out
+
+
+def _grown(weights: Weights) -> Weights:
+    """``weights`` with the first floating tensor (by name) one zero row longer along dim 0."""
+    out = _clone(weights)
+    name = next((n for n in sorted(out) if out[n].is_floating_point()), None)
+    if name is None:
+        raise ConfigError("wrong_shape: the model has no floating-point tensor to reshape")
+    t = out[name].reshape(-1) if out[name].dim() == 0 else out[name]
+    out[name] = torch.cat([t, torch.zeros_like(t[:1])]).contiguous()
+    return out
+
+
+def submission_bytes(update: Update, spec: AttackSpec | None) -> bytes:
+    """The bytes a participant uploads and commits the hash of: its update's canonical file, or
+    for ``corrupt_update`` that file cut in half (its header promises tensors the bytes do not
+    hold, so no safetensors reader accepts it)."""
+    data = canonical_bytes(update.weights)
+    if spec is not None and spec.kind == "corrupt_update":
+        return data[: len(data) // 2]
+    return data
+
+
 def _copy_source(update: Update, spec: AttackSpec, others: Sequence[Update]) -> Update:
     candidates = [u for u in others if u.participant != update.participant]
     if spec.copy_from is not None:
@@ -100,13 +136,18 @@ def tamper_update(
 ) -> Update:
     """The update the attacker submits instead of ``update`` (its honest local training).
 
-    ``seed`` drives the Gaussian noise (``torch.Generator().manual_seed(seed)``); ``others`` are
-    the round's other updates a copier may copy. ``label_flip``, ``dishonest_voter`` and no spec
-    return ``update`` itself. Participant id, sample count, metrics and privacy accounting are
-    always the attacker's own.
+    ``seed`` drives the Gaussian noise (``torch.Generator().manual_seed(seed)``) and the NaN's
+    position; ``others`` are the round's other updates a copier may copy. ``label_flip``,
+    ``dishonest_voter``, ``corrupt_update`` (its bytes are tampered with, see
+    ``submission_bytes``) and no spec return ``update`` itself. Participant id, metrics and
+    privacy accounting are always the attacker's own, and so is the sample count except under
+    ``inflated_samples``.
     """
-    if spec is None or spec.kind in ("label_flip", "dishonest_voter"):
+    if spec is None or spec.kind in ("label_flip", "dishonest_voter", "corrupt_update"):
         return update
+    if spec.kind == "inflated_samples":
+        claimed = max(update.num_samples, round(update.num_samples * spec.factor))
+        return dataclasses.replace(update, num_samples=claimed)
     if spec.kind == "copier":
         source = _copy_source(update, spec, others)
         return dataclasses.replace(update, weights=_clone(source.weights))
@@ -119,6 +160,10 @@ def tamper_update(
         weights = _affine(update, global_weights, spec.scale)
     elif spec.kind == "gaussian_noise":
         weights = _gaussian(update, global_weights, spec.sigma, seed)
+    elif spec.kind == "nan_update":
+        weights = _with_nan(update.weights, seed)
+    elif spec.kind == "wrong_shape":
+        weights = _grown(update.weights)
     else:  # pragma: no cover - AttackKind is exhaustive
         raise ConfigError(f"unknown attack kind {spec.kind!r}")
     return dataclasses.replace(update, weights=weights)

@@ -4,15 +4,19 @@
 is loaded from and dumped to <data>/chain/state.json (also every few seconds while running) and
 consecutive runs continue the same chain. `down` stops it by the PID recorded in
 <data>/chain/anvil.json, letting it dump its state first.
+
+anvil.json also names who started the node. `flock chain up` starts one that runs until
+`flock chain down`; a run that finds none starts its own, bound to the run
+(``processes.bound_to_parent``): it stops at the run's end and dies with the run even on SIGKILL.
+A node whose run ended without stopping it is an orphan, and the next `up` stops it (its state
+saved) before starting afresh.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,6 +27,7 @@ from web3.types import RPCEndpoint
 
 from flock_pipeline.chain.backends import Chain, connect
 from flock_pipeline.chain.errors import ChainSetupError
+from flock_pipeline.processes import alive, bound_to_parent, start_ticks, stop_process
 
 __all__ = ["ANVIL_CHAIN_ID", "AnvilNode", "AnvilStatus", "find_anvil"]
 
@@ -31,6 +36,8 @@ GENESIS_TIMESTAMP = 1_767_225_600  # 2026-01-01T00:00:00Z
 BLOCK_INTERVAL = 2  # seconds of chain time per block, as on Base
 _NPM_BIN = Path("node_modules") / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+USER_OWNER = "flock chain up"
+"""The owner of a node that runs until `flock chain down`."""
 
 
 def find_anvil() -> Path:
@@ -62,16 +69,6 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class AnvilStatus:
     """What `flock chain status` reports."""
@@ -82,6 +79,13 @@ class AnvilStatus:
     state_file: str
     block_number: int | None = None
     chain_id: int | None = None
+    port: int | None = None
+    owner: str | None = None
+    """Who started it: `flock chain up` (runs until `flock chain down`) or a run."""
+    owner_pid: int | None = None
+    """The run that owns it (None for `flock chain up`): the node stops when that run ends."""
+    orphaned: bool = False
+    """Its run ended without stopping it: the next `up` or `flock chain down` stops it."""
 
 
 class AnvilNode:
@@ -106,15 +110,30 @@ class AnvilNode:
         if not self.info_file.exists():
             return None
         info: dict[str, object] = json.loads(self.info_file.read_text())
-        pid = info.get("pid")
-        if isinstance(pid, int) and _alive(pid):
+        pid, ticks = info.get("pid"), info.get("ticks")
+        if isinstance(pid, int) and alive(pid, ticks if isinstance(ticks, int) else None):
             return info
         self.info_file.unlink(missing_ok=True)
         return None
 
-    def up(self, timeout: float = 15.0) -> AnvilStatus:
-        """Start anvil unless it already runs for this data folder; wait until it answers."""
-        if self._info() is not None:
+    @staticmethod
+    def _orphaned(info: dict[str, object]) -> bool:
+        owner_pid, owner_ticks = info.get("owner_pid"), info.get("owner_ticks")
+        if not isinstance(owner_pid, int):
+            return False
+        return not alive(owner_pid, owner_ticks if isinstance(owner_ticks, int) else None)
+
+    def up(
+        self, timeout: float = 15.0, owner: str = USER_OWNER, bound: bool = False
+    ) -> AnvilStatus:
+        """Start anvil unless it already runs for this data folder; wait until it answers.
+
+        ``bound``: the node belongs to this process (``owner`` names it) and dies with it;
+        otherwise it runs until `down`. A running node is reused, unless it is an orphan."""
+        running = self._info()
+        if running is not None and self._orphaned(running):
+            self.down()
+        elif running is not None:
             return self.status()
         self.dir.mkdir(parents=True, exist_ok=True)
         port = self.port if self.port and _port_free(self.port) else _free_port()
@@ -129,6 +148,7 @@ class AnvilNode:
         restart = self.state_file.exists()
         if not restart:
             command += ["--timestamp", str(GENESIS_TIMESTAMP)]
+        preexec = bound_to_parent() if bound else None
         with (self.dir / "anvil.log").open("ab") as log:
             process = subprocess.Popen(
                 command,
@@ -136,9 +156,16 @@ class AnvilNode:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         url = f"http://127.0.0.1:{port}"
-        self.info_file.write_text(json.dumps({"pid": process.pid, "url": url, "port": port}))
+        info: dict[str, object] = {"pid": process.pid, "url": url, "port": port,
+                                   "ticks": start_ticks(process.pid), "owner": owner}  # fmt: skip
+        if bound:
+            # Also when the binding cannot hold (preexec None): the record lets the next `up`
+            # find the node an ended run left behind.
+            info |= {"owner_pid": os.getpid(), "owner_ticks": start_ticks(os.getpid())}
+        self.info_file.write_text(json.dumps(info))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -170,15 +197,8 @@ class AnvilNode:
         info = self._info()
         if info is None:
             return False
-        pid = int(str(info["pid"]))
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reap it if we started it
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        ticks = info.get("ticks")
+        stop_process(int(str(info["pid"])), ticks if isinstance(ticks, int) else None, timeout)
         self.info_file.unlink(missing_ok=True)
         return True
 
@@ -195,7 +215,14 @@ class AnvilNode:
             block, chain_id = int(chain.w3.eth.block_number), chain.chain_id
         except ChainSetupError:
             pass
-        return AnvilStatus(True, int(str(info["pid"])), url, str(self.state_file), block, chain_id)
+        port, owner, owner_pid = info.get("port"), info.get("owner"), info.get("owner_pid")
+        return AnvilStatus(
+            True, int(str(info["pid"])), url, str(self.state_file), block, chain_id,
+            port=port if isinstance(port, int) else None,
+            owner=str(owner) if owner is not None else USER_OWNER,
+            owner_pid=owner_pid if isinstance(owner_pid, int) else None,
+            orphaned=self._orphaned(info),
+        )  # fmt: skip
 
     def chain(self) -> Chain:
         """A connection to the running node (start it first with up)."""

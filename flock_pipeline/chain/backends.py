@@ -74,6 +74,16 @@ class Chain:
         """advance_to(latest timestamp + seconds)."""
         self.advance_to(self.timestamp() + seconds)
 
+    def mine(self, blocks: int = 1) -> None:
+        """Mine `blocks` empty blocks on a dev chain (they mine only on demand); a public chain
+        mines on its own and is left alone."""
+        if blocks <= 0:
+            return
+        if self.kind == "py-evm":
+            self.tester.mine_blocks(blocks)
+        elif self.kind == "anvil":
+            self.w3.provider.make_request(RPCEndpoint("anvil_mine"), [hex(blocks)])
+
     def balance(self, address: str) -> int:
         """Native balance in wei."""
         return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))

@@ -1,4 +1,5 @@
-"""`flock chain up | down | status | deploy`: the managed local anvil and its contracts."""
+"""`flock chain up | down | status | deploy`: the managed local anvil and its contracts, and
+whatever server a run left running in the data folder."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Annotated
 
 import typer
 
-from flock_pipeline.chain.anvil import AnvilNode
+from flock_pipeline.chain.anvil import AnvilNode, AnvilStatus
 from flock_pipeline.chain.backends import dev_signers
 from flock_pipeline.chain.client import load_or_deploy
+from flock_pipeline.processes import ServerRegistry
 
-__all__ = ["chain_app"]
+__all__ = ["chain_app", "reap_leftovers"]
 
 chain_app = typer.Typer(
     help="The local chain: a managed anvil on 127.0.0.1, its state kept under the data folder.",
@@ -26,6 +28,25 @@ DataDirOpt = Annotated[
 ]
 
 
+def _anvil(status: AnvilStatus) -> str:
+    owner = f"`{status.owner}`" + (f" pid {status.owner_pid}" if status.owner_pid else "")
+    if status.orphaned:
+        owner += " (ended)"
+    return f"anvil (pid {status.pid}, port {status.port}) started by {owner}"
+
+
+def reap_leftovers(data_dir: Path) -> list[str]:
+    """Stop what an ended run left running in ``data_dir`` (its anvil, its Prefect temporary
+    server); one line naming each."""
+    lines = []
+    node = AnvilNode(data_dir)
+    status = node.status()
+    if status.orphaned and node.down():
+        lines.append(f"stopped {_anvil(status)}, state saved")
+    lines += [f"stopped {r.describe()}" for r in ServerRegistry(data_dir).reap()]
+    return lines
+
+
 @chain_app.command()
 def up(
     data_dir: DataDirOpt = Path(".flock"),
@@ -34,13 +55,25 @@ def up(
     """Start the local chain (or report the one already running), continuing its saved state."""
     status = AnvilNode(data_dir, port=port).up()
     typer.echo(f"anvil running at {status.url} (pid {status.pid}, block {status.block_number})")
+    if status.owner_pid is not None:
+        typer.echo(f"started by `{status.owner}` pid {status.owner_pid}, which stops it at its end")
 
 
 @chain_app.command()
 def down(data_dir: DataDirOpt = Path(".flock")) -> None:
-    """Stop the local chain by its recorded PID; its state is saved for the next `up`."""
-    stopped = AnvilNode(data_dir).down()
-    typer.echo("anvil stopped, state saved" if stopped else "anvil was not running")
+    """Stop the local chain by its recorded PID (its state is saved for the next `up`), and
+    any server an ended run left behind; name each, and any a running run still uses."""
+    node = AnvilNode(data_dir)
+    status = node.status()
+    if node.down():
+        typer.echo(f"anvil stopped, state saved: {_anvil(status)}")
+    else:
+        typer.echo("anvil was not running")
+    registry = ServerRegistry(data_dir)
+    for record in registry.reap():
+        typer.echo(f"stopped {record.describe()}")
+    for record in registry.records():
+        typer.echo(f"left running {record.describe()}: that run stops it when it ends")
 
 
 @chain_app.command()
@@ -48,11 +81,17 @@ def status(
     data_dir: DataDirOpt = Path(".flock"),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Whether the local chain runs, where, how far it is, and the deployed contracts."""
+    """Whether the local chain runs, where, how far it is, who started it, the deployed
+    contracts, and the other servers runs started in this data folder."""
     node = AnvilNode(data_dir)
     report: dict[str, object] = asdict(node.status())
     deployment = node.dir / "deployment.json"
     report["deployment"] = json.loads(deployment.read_text()) if deployment.exists() else None
+    records = ServerRegistry(data_dir).records()
+    if as_json:
+        report["servers"] = [asdict(r) | {"orphaned": r.orphaned} for r in records]
+    else:
+        report["servers"] = "; ".join(r.describe() for r in records) or None
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -1,10 +1,16 @@
-"""Typed client of FlockToken and FlockAlliance: deploy, tasks, stake, rounds, votes, claims."""
+"""Typed client of FlockToken and FlockAlliance: deploy, tasks, stake, rounds, votes, claims.
+
+A deployment is the token, the StakeVault holding every token, a seed source (FutureBlockSeed
+unless one is given), the AllianceLogic library and FlockAlliance linked to it. Participants
+approve the alliance, which moves their tokens into the vault.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -13,7 +19,7 @@ from eth_utils.address import to_checksum_address
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from flock_pipeline.chain.artifacts import load_artifact
+from flock_pipeline.chain.artifacts import CONTRACT_NAMES, load_artifact
 from flock_pipeline.chain.backends import Chain
 from flock_pipeline.chain.errors import ChainSetupError
 from flock_pipeline.chain.structs import (
@@ -23,6 +29,7 @@ from flock_pipeline.chain.structs import (
     Record,
     Role,
     RoundInfo,
+    SeedState,
     Tally,
     TaskConfig,
     TaskState,
@@ -32,6 +39,7 @@ from flock_pipeline.chain.structs import (
 )
 from flock_pipeline.chain.transactions import RevertDecoder, Signer, Transactor
 from flock_pipeline.errors import ConfigError
+from flock_pipeline.protocol.settlement import default_deadline
 from flock_pipeline.protocol.vote import (
     new_salt,
     validate_contributions,
@@ -39,21 +47,35 @@ from flock_pipeline.protocol.vote import (
     vote_commitment,
 )
 
-__all__ = ["DEFAULT_CAP", "AllianceClient", "Deployment", "Vote", "deploy", "load_or_deploy"]
+__all__ = [
+    "DEFAULT_CAP",
+    "DEFAULT_SEED_DELAY",
+    "AllianceClient",
+    "Deployment",
+    "Vote",
+    "deploy",
+    "load_or_deploy",
+]
 
 DEFAULT_CAP = 1_000_000_000 * 10**18
+DEFAULT_SEED_DELAY = 2
+"""Blocks from startRound to the block whose hash seeds the round (FutureBlockSeed)."""
 _ENUMS: dict[str, type[IntEnum]] = {"outcome": Outcome, "vote": VoteState}
 _Struct = TypeVar("_Struct")
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """Where the contracts live on one chain."""
+    """Where the contracts live on one chain, and the sources they were compiled from."""
 
     chain_id: int
     token: str
     alliance: str
     deployer: str
+    vault: str = ""
+    seed_source: str = ""
+    logic: str = ""
+    source_hash: str = ""
 
     def save(self, path: Path) -> None:
         """Write as JSON (e.g. .flock/chain/deployment.json)."""
@@ -62,8 +84,14 @@ class Deployment:
 
     @classmethod
     def load(cls, path: Path) -> Deployment:
-        """Read what save wrote."""
-        return cls(**json.loads(path.read_text()))
+        """Read what save wrote (a record from before a field existed leaves it empty)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+
+    @property
+    def current(self) -> bool:
+        """Whether these contracts are the ones the packaged artifacts describe."""
+        return bool(self.vault) and self.source_hash == load_artifact("FlockAlliance").source_hash
 
 
 @dataclass(frozen=True)
@@ -87,28 +115,68 @@ class Vote:
 
 
 def _decoder() -> RevertDecoder:
-    return RevertDecoder(load_artifact(n).abi for n in ("FlockToken", "FlockAlliance"))
+    return RevertDecoder(load_artifact(n).abi for n in CONTRACT_NAMES)
 
 
-def deploy(chain: Chain, deployer: Signer, cap: int = DEFAULT_CAP) -> Deployment:
-    """Deploy FlockToken (deployer is admin and minter) and FlockAlliance."""
+def _create(
+    transactor: Transactor,
+    chain: Chain,
+    deployer: Signer,
+    name: str,
+    *args: Any,
+    libraries: dict[str, str] | None = None,
+) -> str:
+    artifact = load_artifact(name)
+    code = artifact.linked(libraries or {})
+    factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=code)
+    result = transactor.send(factory.constructor(*args), deployer)
+    return str(transactor.receipt(result.tx_hash)["contractAddress"])
+
+
+def deploy(
+    chain: Chain,
+    deployer: Signer,
+    cap: int = DEFAULT_CAP,
+    seed_delay: int = DEFAULT_SEED_DELAY,
+    seed_source: str | None = None,
+) -> Deployment:
+    """Deploy FlockToken (deployer is admin and minter), the StakeVault, a FutureBlockSeed of
+    `seed_delay` blocks (unless `seed_source` names another ISeedSource, e.g. a bound
+    VRFSeedSource), AllianceLogic and FlockAlliance, and bind the vault to the alliance."""
     transactor = Transactor(chain.w3, _decoder())
-    addresses: list[str] = []
-    for name, args in (("FlockToken", (cap, deployer.address)), ("FlockAlliance", None)):
-        artifact = load_artifact(name)
-        factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        result = transactor.send(factory.constructor(*(args or (addresses[0],))), deployer)
-        receipt = transactor.receipt(result.tx_hash)
-        addresses.append(str(receipt["contractAddress"]))
-    return Deployment(chain.chain_id, addresses[0], addresses[1], deployer.address)
+    token = _create(transactor, chain, deployer, "FlockToken", cap, deployer.address)
+    vault = _create(transactor, chain, deployer, "StakeVault", token)
+    seeds = seed_source or _create(transactor, chain, deployer, "FutureBlockSeed", seed_delay)
+    logic = _create(transactor, chain, deployer, "AllianceLogic")
+    alliance = _create(
+        transactor, chain, deployer, "FlockAlliance", token, vault,
+        to_checksum_address(seeds), libraries={"AllianceLogic": logic},
+    )  # fmt: skip
+    bound = chain.w3.eth.contract(
+        address=to_checksum_address(vault), abi=load_artifact("StakeVault").abi
+    )
+    transactor.send(bound.functions.bind(alliance), deployer)
+    return Deployment(
+        chain_id=chain.chain_id,
+        token=token,
+        alliance=alliance,
+        deployer=deployer.address,
+        vault=vault,
+        seed_source=str(to_checksum_address(seeds)),
+        logic=logic,
+        source_hash=load_artifact("FlockAlliance").source_hash,
+    )
 
 
 def load_or_deploy(chain: Chain, deployer: Signer, path: Path) -> Deployment:
-    """Reuse the deployment recorded at `path` if its code is on this chain, else deploy anew."""
+    """Reuse the deployment recorded at `path` if its code is on this chain and is the current
+    contracts' (same sources), else deploy anew."""
     if path.exists():
         known = Deployment.load(path)
-        if known.chain_id == chain.chain_id and chain.w3.eth.get_code(
-            to_checksum_address(known.alliance)
+        if (
+            known.current
+            and known.chain_id == chain.chain_id
+            and chain.w3.eth.get_code(to_checksum_address(known.alliance))
         ):
             return known
     fresh = deploy(chain, deployer)
@@ -128,6 +196,11 @@ class AllianceClient:
             raise ChainSetupError(
                 f"deployment is for chain {deployment.chain_id}, connected to {chain.chain_id}"
             )
+        if not deployment.seed_source:
+            raise ChainSetupError(
+                "the deployment record predates the stake vault and the seed source: "
+                "deploy the contracts anew (load_or_deploy does)"
+            )
         self.chain = chain
         self.deployment = deployment
         self.signer = signer
@@ -137,6 +210,11 @@ class AllianceClient:
         self.alliance: Contract = chain.w3.eth.contract(
             address=to_checksum_address(deployment.alliance),
             abi=load_artifact("FlockAlliance").abi,
+        )
+        # Every ISeedSource answers seedOf alike; FutureBlockSeed's ABI has it.
+        self.seeds: Contract = chain.w3.eth.contract(
+            address=to_checksum_address(deployment.seed_source),
+            abi=load_artifact("FutureBlockSeed").abi,
         )
         self.tx = Transactor(chain.w3, _decoder())
 
@@ -183,16 +261,35 @@ class AllianceClient:
     # -------------------------------------------------------------- tasks and stake
 
     def create_task(self, config: TaskConfig) -> tuple[int, TxResult]:
-        """Create a task, funding its reward pool from the signer; returns (task id, tx)."""
+        """Create a task, funding its reward pool from the signer; returns (task id, tx). A
+        deadline of 0 becomes protocol.default_deadline from the latest block's timestamp."""
+        if config.deadline == 0:
+            config = replace(
+                config,
+                deadline=default_deadline(
+                    self.chain.timestamp(), config.rounds, config.training_duration,
+                    config.commit_duration, config.reveal_duration,
+                ),
+            )  # fmt: skip
         self._approve(config.reward_pool)
         result = self._send(self.alliance.functions.createTask(config.as_abi()))
         (event,) = self.events(result, "TaskCreated")
         return int(event["taskId"]), result
 
-    def stake(self, task_id: int, amount: int) -> TxResult:
-        """Approve and stake `amount` in a task."""
+    def stake(
+        self, task_id: int, amount: int, num_samples: int = 0, data_hash: bytes = bytes(32)
+    ) -> TxResult:
+        """Approve and stake `amount` in a task, registering the dataset behind it: its
+        number of training samples (the most any of the signer's updates may claim) and its
+        hash (protocol.params.dataset_hash of the DVC hash). The first stake must register;
+        later ones may pass zeros (keep) or the same values."""
         self._approve(amount)
-        return self._send(self.alliance.functions.stake(task_id, amount))
+        return self._send(self.alliance.functions.stake(task_id, amount, num_samples, data_hash))
+
+    def cancel_task(self, task_id: int) -> TxResult:
+        """End the task now (its creator, between rounds): no stake or round from here, the
+        pool can be reclaimed."""
+        return self._send(self.alliance.functions.cancelTask(task_id))
 
     def request_unstake(self, task_id: int, amount: int) -> TxResult:
         """Start unbonding `amount` of active stake."""
@@ -204,11 +301,76 @@ class AllianceClient:
 
     # -------------------------------------------------------------- rounds
 
-    def start_round(self, task_id: int) -> tuple[int, TxResult]:
-        """Start the next round; returns (round index, tx)."""
+    def start_round(self, task_id: int, draw: bool = True) -> tuple[int, TxResult]:
+        """Start the next round and, unless `draw` is False, wait for its seed and draw it;
+        returns (round index, the draw's tx, or the start's without `draw`)."""
         result = self._send(self.alliance.functions.startRound(task_id))
-        (event,) = self.events(result, "RoundStarted")
-        return int(event["round"]), result
+        (event,) = self.events(result, "RoundRequested")
+        round_ = int(event["round"])
+        if not draw:
+            return round_, result
+        return round_, self.draw_round(task_id, round_)
+
+    def seed_state(self, task_id: int, round_: int) -> tuple[SeedState, bytes]:
+        """What the seed source says of a round's seed: its state and, once ready, the seed."""
+        state, seed = self._call(
+            self.seeds.functions.seedOf(self.alliance.address, task_id, round_)
+        )
+        return SeedState(state), bytes(seed)
+
+    def wait_for_seed(
+        self, task_id: int, round_: int, poll: float = 2.0, limit: float = 3_600.0
+    ) -> bytes:
+        """Block until the round's seed is ready and return it: mine blocks on a dev chain,
+        poll on others; renew a lapsed request (a seed past blockhash's reach).
+
+        On a chain that does not mine on its own nothing else makes a future block exist, so
+        the dev-chain branch mines exactly the blocks the source still waits for.
+        """
+        deadline = time.monotonic() + limit
+        while True:
+            state, seed = self.seed_state(task_id, round_)
+            if state is SeedState.READY:
+                return seed
+            if state is SeedState.LAPSED:
+                self._send(self.alliance.functions.renewSeed(task_id, round_))
+            elif state is SeedState.NONE:
+                raise ChainSetupError(
+                    f"round {round_ + 1} of task {task_id} has no seed request; start it first"
+                )
+            elif self.chain.kind != "rpc":
+                self.chain.mine(self._blocks_to_seed(task_id, round_))
+            elif time.monotonic() > deadline:
+                raise ChainSetupError(f"no seed for round {round_ + 1} within {limit:.0f} s")
+            else:
+                time.sleep(poll)
+
+    def _blocks_to_seed(self, task_id: int, round_: int) -> int:
+        """Blocks to mine until a FutureBlockSeed request is ready (1 for another source)."""
+        try:
+            target = int(
+                self.seeds.functions.targetOf(self.alliance.address, task_id, round_).call()
+            )
+        except self.tx._reverts:
+            return 1
+        return max(target - int(self.chain.w3.eth.block_number), 1)
+
+    def draw_round(self, task_id: int, round_: int) -> TxResult:
+        """Wait for the round's seed (wait_for_seed) and draw it: roles and deadlines exist
+        from this transaction."""
+        self.wait_for_seed(task_id, round_)
+        return self._send(self.alliance.functions.drawRound(task_id, round_))
+
+    def open_round(self, task_id: int, round_: int) -> RoundInfo:
+        """Round `round_` drawn, whatever was done before (crash-safe): started if it was not,
+        drawn if it waits for its seed. Returns its info."""
+        if self.task_state(task_id).rounds_started <= round_:
+            started, _ = self.start_round(task_id, draw=False)
+            if started != round_:
+                raise ChainSetupError(f"chain started round {started}, expected {round_}")
+        if self.phase_of(task_id, round_) is Phase.WAITING_FOR_SEED:
+            self.draw_round(task_id, round_)
+        return self.round_info(task_id, round_)
 
     def submit_update(
         self, task_id: int, round_: int, update_hash: bytes, num_samples: int
@@ -358,14 +520,13 @@ class AllianceClient:
         return cast(list[dict[str, Any]], entry["outputs"][0]["components"])
 
     def participant_of(self, task_id: int, account: str | None = None) -> ParticipantStake:
-        """`account`'s stake in a task."""
-        return ParticipantStake(
-            *self._call(
-                self.alliance.functions.participantOf(
-                    task_id, to_checksum_address(account or self.address)
-                )
+        """`account`'s stake in a task and its registered dataset."""
+        values = self._call(
+            self.alliance.functions.participantOf(
+                task_id, to_checksum_address(account or self.address)
             )
         )
+        return self._struct(ParticipantStake, "participantOf", values)
 
     def role_of(self, task_id: int, round_: int, account: str | None = None) -> Role:
         """The role sortition gives `account` in a started round."""

@@ -17,9 +17,13 @@ from typing import Any
 from flock_pipeline.chain.artifacts import ARTIFACTS_DIR, CONTRACT_NAMES
 from flock_pipeline.chain.errors import ChainSetupError
 
-__all__ = ["REPO_ROOT", "compile_contracts", "source_hash"]
+__all__ = ["EIP170_LIMIT", "MIN_MARGIN", "REPO_ROOT", "compile_contracts", "source_hash"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+EIP170_LIMIT = 24_576
+"""EIP-170: the most runtime bytecode a contract may have."""
+MIN_MARGIN = 4_096
+"""Room every deployed contract keeps under EIP170_LIMIT, for the changes still to come."""
 SOURCES_DIR = Path("contracts") / "src"
 WRAPPER = Path("contracts") / "solc-wrapper.js"
 SETTINGS: dict[str, Any] = {
@@ -27,7 +31,16 @@ SETTINGS: dict[str, Any] = {
     # solcjs 0.8.37 defaults to Osaka; py-evm runs Prague, so pin the fork for both backends.
     "evmVersion": "prague",
     "remappings": ["@openzeppelin/=node_modules/@openzeppelin/"],
-    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+    "outputSelection": {
+        "*": {
+            "*": [
+                "abi",
+                "evm.bytecode.object",
+                "evm.bytecode.linkReferences",
+                "evm.deployedBytecode.object",
+            ]
+        }
+    },
 }
 
 
@@ -103,6 +116,7 @@ def compile_contracts(root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
                     "abi": out["abi"],
                     "bytecode": "0x" + out["evm"]["bytecode"]["object"],
                     "deployedBytecode": "0x" + out["evm"]["deployedBytecode"]["object"],
+                    "linkReferences": out["evm"]["bytecode"]["linkReferences"],
                 }
     return artifacts
 
@@ -128,7 +142,10 @@ def main() -> None:
         path = ARTIFACTS_DIR / f"{name}.json"
         path.write_text(json.dumps(artifact, indent=1, sort_keys=True) + "\n")
         size = (len(artifact["deployedBytecode"]) - 2) // 2
-        print(f"wrote {path.relative_to(REPO_ROOT)} ({size} bytes deployed)")
+        print(
+            f"wrote {path.relative_to(REPO_ROOT)} ({size} bytes deployed, "
+            f"{EIP170_LIMIT - size} under EIP-170)"
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from flock_pipeline.chain.structs import Phase, Role
+from flock_pipeline.chain.structs import Phase, Role, SeedState
 from flock_pipeline.errors import FlockError
 
 __all__ = [
@@ -27,10 +27,16 @@ __all__ = [
     "PendingSettlement",
     "RevealMismatch",
     "RoundFull",
+    "RoundInProgress",
     "ScoreOutOfRange",
+    "SeedAlreadyRequested",
+    "SeedNotLapsed",
+    "SeedNotReady",
     "StillUnbonding",
     "TaskClosed",
+    "TaskEnded",
     "TaskFull",
+    "TooManySamples",
     "TransactionFailed",
     "UnknownTask",
     "WrongPhase",
@@ -118,6 +124,36 @@ class TaskClosed(ContractRevert):
     hint = "every round of this task has already started"
 
 
+class TaskEnded(ContractRevert):
+    error = "TaskEnded"
+    hint = (
+        "the task's deadline has passed or its creator cancelled it: no new stake or round; "
+        "claim rewards and unstake"
+    )
+
+
+class RoundInProgress(ContractRevert):
+    error = "RoundInProgress"
+    hint = "a round of this task is under way; finalize it first"
+
+
+class SeedNotReady(ContractRevert):
+    error = "SeedNotReady"
+    enums: ClassVar[dict[str, type[IntEnum]]] = {"state": SeedState}
+    hint = "the round's seed is not ready yet; wait for it (AllianceClient.wait_for_seed)"
+
+
+class SeedNotLapsed(ContractRevert):
+    error = "SeedNotLapsed"
+    enums: ClassVar[dict[str, type[IntEnum]]] = {"state": SeedState}
+    hint = "the round's seed request is still live; only a lapsed one can be renewed"
+
+
+class SeedAlreadyRequested(ContractRevert):
+    error = "SeedAlreadyRequested"
+    hint = "a seed request for this round is outstanding and has not lapsed"
+
+
 class NotSelected(ContractRevert):
     error = "NotSelected"
     enums: ClassVar[dict[str, type[IntEnum]]] = {"required": Role}
@@ -127,6 +163,14 @@ class NotSelected(ContractRevert):
 class DuplicateSubmission(ContractRevert):
     error = "DuplicateSubmission"
     hint = "this account already submitted an update in this round"
+
+
+class TooManySamples(ContractRevert):
+    error = "TooManySamples"
+    hint = (
+        "an update may claim at most the samples its proposer registered when it staked; "
+        "claim the real count (or re-register between rounds)"
+    )
 
 
 class DuplicateVote(ContractRevert):

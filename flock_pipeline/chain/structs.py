@@ -8,7 +8,7 @@ from typing import Any
 # The enums are the protocol model's own, so a value read from the chain and one computed by
 # the model are the same type.
 from flock_pipeline.protocol.roles import Role
-from flock_pipeline.protocol.settlement import Phase, VoteState
+from flock_pipeline.protocol.settlement import Phase, SeedState, VoteState
 from flock_pipeline.protocol.tally import Outcome
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Record",
     "Role",
     "RoundInfo",
+    "SeedState",
     "Tally",
     "TaskConfig",
     "TaskState",
@@ -50,6 +51,9 @@ class TaskConfig:
     commit_duration: int = 600
     reveal_duration: int = 600
     unbonding_delay: int = 86_400
+    deadline: int = 0
+    """Timestamp from which no stake is taken and no round starts; 0: create_task picks
+    protocol.default_deadline from the chain's clock."""
     metadata_uri: str = ""
 
     def as_abi(self) -> tuple[Any, ...]:
@@ -71,6 +75,7 @@ class TaskConfig:
             self.commit_duration,
             self.reveal_duration,
             self.unbonding_delay,
+            self.deadline,
             self.min_stake,
             self.reward_pool,
         )
@@ -79,14 +84,14 @@ class TaskConfig:
     def from_abi(cls, values: tuple[Any, ...]) -> TaskConfig:
         """Build from the TaskParams tuple the contract returns."""
         (uri, model, rounds, min_p, max_p, props, voters, slash, penalty, voter_slash, fin,
-         prop_bps, train, commit, reveal, unbond, min_stake, pool) = values  # fmt: skip
+         prop_bps, train, commit, reveal, unbond, deadline, min_stake, pool) = values  # fmt: skip
         return cls(
             model_hash=bytes(model), rounds=rounds, reward_pool=pool, min_stake=min_stake,
             min_participants=min_p, max_participants=max_p, proposers_per_round=props,
             voters_per_round=voters, slash_bps=slash, penalty_bps=penalty,
             voter_slash_bps=voter_slash, finalizer_share_bps=fin,
             proposer_reward_bps=prop_bps, training_duration=train, commit_duration=commit,
-            reveal_duration=reveal, unbonding_delay=unbond, metadata_uri=uri,
+            reveal_duration=reveal, unbonding_delay=unbond, deadline=deadline, metadata_uri=uri,
         )  # fmt: skip
 
 
@@ -107,6 +112,9 @@ class TaskState:
 @dataclass(frozen=True)
 class RoundInfo:
     """A round's seed, deadlines, accumulators and settlement (FlockAlliance.Round).
+
+    total_stake is fixed when the round starts; seed and the deadlines when it is drawn (zero
+    while it waits for its seed).
 
     aggregate_hash is the leading revealed hash and, once finalized, the round's aggregate
     (meaningful unless the outcome is Void). revealed_weight is the stake of every revealed
@@ -188,12 +196,16 @@ class UpdateView:
 
 @dataclass(frozen=True)
 class ParticipantStake:
-    """A participant's stake in a task; pending_round is 1-based (0: nothing to settle)."""
+    """A participant's stake in a task and its registered dataset; pending_round is 1-based
+    (0: nothing to settle), num_samples bounds its updates' sample counts, data_hash is
+    keccak256 of its dataset's DVC hash string (see data_hash)."""
 
     active: int
     unbonding: int
     release_at: int
     pending_round: int
+    num_samples: int = 0
+    data_hash: bytes = bytes(32)
 
 
 @dataclass(frozen=True)

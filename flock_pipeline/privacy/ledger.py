@@ -24,8 +24,10 @@ __all__ = ["LedgerStore", "PrivacyLedger", "Spend"]
 class Spend:
     """One run of the subsampled Gaussian mechanism: Opacus' (noise, sample rate, steps).
 
-    ``label`` (e.g. ``task/round``) makes recording idempotent: a flow that crashed and re-runs
-    the same round with the same seed releases the same output again, which costs nothing more.
+    ``label`` (e.g. ``task/round``) makes recording idempotent. The noise is secret and fresh
+    on every run, so a re-run releases a *different* output; that costs nothing more only
+    because at most one output per label is ever released (a flow that crashed re-submits the
+    update it kept, and retrains only if none left the participant).
     """
 
     noise_multiplier: float

@@ -14,7 +14,14 @@ from eth_utils.crypto import keccak
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.protocol.settlement import TaskParams
 
-__all__ = ["TOKEN", "dev_address", "dev_key", "simulation_seed", "task_params"]
+__all__ = [
+    "TOKEN",
+    "dataset_hash",
+    "dev_address",
+    "dev_key",
+    "simulation_seed",
+    "task_params",
+]
 
 TOKEN = 10**18
 
@@ -44,6 +51,13 @@ def task_params(cfg: FlockConfig, model_hash: bytes, metadata_uri: str = "") -> 
         unbonding_delay=2 * phases,
         metadata_uri=metadata_uri,
     )
+
+
+def dataset_hash(dvc_hash: str) -> bytes:
+    """What a participant registers on chain for its dataset when it stakes: keccak256 of the
+    UTF-8 DVC hash string (DVC 3's directory md5, ``<md5>.dir``) that the task's metadata
+    records, so anyone holding the data can check the registration."""
+    return keccak(dvc_hash.encode())
 
 
 def dev_key(label: str, index: int) -> bytes:

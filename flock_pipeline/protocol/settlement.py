@@ -4,8 +4,9 @@ The simulation runs its rounds on it instead of a chain, and the differential te
 equal to the contract call by call: the same checks in the same order (a refused call raises
 ProtocolRevert with the contract's error name and arguments and changes nothing), the same
 integer arithmetic, the same four token buckets. Time is whatever the driver sets `now` to
-(the block timestamp); round seeds are given to start_round (the chain's, or one the
-simulation derives).
+(the block timestamp). The seed source is outside the model: request_round starts a round
+(the contract's startRound), draw_round takes what the source answers (the chain's seed and
+state, or one the simulation derives); start_round does both at once.
 """
 
 from __future__ import annotations
@@ -44,17 +45,22 @@ __all__ = [
     "Record",
     "Round",
     "RoundFinalized",
+    "SeedState",
     "Settled",
     "Slashed",
     "TaskParams",
     "TaskState",
     "Update",
     "VoteState",
+    "default_deadline",
+    "role_weight",
 ]
 
 BPS = 10_000
 MAX_UPDATES = 256
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+DEADLINE_SLACK = 30 * 86_400
+"""What a default deadline adds to four times the rounds' phases: a month of waiting."""
 
 
 class ProtocolRevert(FlockError):
@@ -71,14 +77,24 @@ class ProtocolRevert(FlockError):
 
 
 class Phase(IntEnum):
-    """Where a round stands (FlockAlliance.Phase)."""
+    """Where a round stands (FlockAlliance.Phase); WAITING_FOR_SEED: started, no roles yet."""
 
     NOT_STARTED = 0
-    TRAINING = 1
-    COMMITTING = 2
-    REVEALING = 3
-    FINALIZABLE = 4
-    FINALIZED = 5
+    WAITING_FOR_SEED = 1
+    TRAINING = 2
+    COMMITTING = 3
+    REVEALING = 4
+    FINALIZABLE = 5
+    FINALIZED = 6
+
+
+class SeedState(IntEnum):
+    """Where a round's seed request stands at its source (ISeedSource.SeedState)."""
+
+    NONE = 0
+    PENDING = 1
+    READY = 2
+    LAPSED = 3
 
 
 class VoteState(IntEnum):
@@ -111,6 +127,8 @@ class TaskParams:
     commit_duration: int = 600
     reveal_duration: int = 600
     unbonding_delay: int = 86_400
+    deadline: int = 0
+    """Timestamp from which no stake is taken and no round starts; 0: default_deadline."""
     metadata_uri: str = ""
 
     def as_abi(self) -> tuple[Any, ...]:
@@ -120,11 +138,12 @@ class TaskParams:
             self.max_participants, self.proposers_per_round, self.voters_per_round,
             self.slash_bps, self.penalty_bps, self.voter_slash_bps, self.finalizer_share_bps,
             self.proposer_reward_bps, self.training_duration, self.commit_duration,
-            self.reveal_duration, self.unbonding_delay, self.min_stake, self.reward_pool,
+            self.reveal_duration, self.unbonding_delay, self.deadline, self.min_stake,
+            self.reward_pool,
         )  # fmt: skip
 
-    def invalid(self) -> str | None:
-        """The first parameter createTask refuses (its camelCase name), or None."""
+    def invalid(self, now: int = 0) -> str | None:
+        """The first parameter createTask refuses at time `now` (its camelCase name), or None."""
         p = self
         checks = (
             ("rounds", p.rounds == 0),
@@ -144,9 +163,18 @@ class TaskParams:
                 "unbondingDelay",
                 p.unbonding_delay < p.training_duration + p.commit_duration + p.reveal_duration,
             ),
+            ("deadline", p.deadline <= now),
             ("minStake", p.min_stake == 0),
         )
         return next((name for name, bad in checks if bad), None)
+
+
+def default_deadline(
+    now: int, rounds: int, training_duration: int, commit_duration: int, reveal_duration: int
+) -> int:
+    """A deadline that leaves every round four times its phases, plus DEADLINE_SLACK."""
+    phases = training_duration + commit_duration + reveal_duration
+    return now + 4 * rounds * phases + DEADLINE_SLACK
 
 
 @dataclass
@@ -204,17 +232,22 @@ class Record:
 
 @dataclass
 class Participant:
-    """An account's stake (FlockAlliance.Participant); pending_round is 1-based, 0: none."""
+    """An account's stake and registered dataset (FlockAlliance.Participant); pending_round is
+    1-based, 0: none; num_samples bounds its updates' sample counts, data_hash is keccak256 of
+    its dataset's DVC hash string."""
 
     active: int = 0
     unbonding: int = 0
     release_at: int = 0
     pending_round: int = 0
+    num_samples: int = 0
+    data_hash: bytes = ZERO_HASH
 
 
 @dataclass(frozen=True)
 class Update:
-    """One submitted update: its proposer and the proposer's round weight."""
+    """One submitted update: its proposer and the proposer's round weight (role_weight with
+    proposers_per_round)."""
 
     proposer: str
     weight: int
@@ -268,6 +301,15 @@ def _address(account: str) -> str:
     return str(to_checksum_address(account))
 
 
+def role_weight(stake: int, total_stake: int, count: int) -> int:
+    """A selected role's weight, Sortition.weight: max(stake, ceil(total_stake / count)).
+
+    Selection odds are min(1, count * stake / total_stake), so the expected weight of an account
+    in a role is its stake (up to a wei of rounding): stake counts once, not twice.
+    """
+    return max(stake, -(-total_stake // count))
+
+
 def _push(trace: list[tuple[int, int]], key: int, value: int) -> None:
     """Checkpoints.push: a checkpoint per key, the latest write of a key wins."""
     if trace and trace[-1][0] == key:
@@ -293,7 +335,15 @@ class Alliance:
     """
 
     def __init__(self, params: TaskParams, creator: str, task_id: int = 1, now: int = 0) -> None:
-        bad = params.invalid()
+        if params.deadline == 0:
+            params = replace(
+                params,
+                deadline=default_deadline(
+                    now, params.rounds, params.training_duration, params.commit_duration,
+                    params.reveal_duration,
+                ),
+            )  # fmt: skip
+        bad = params.invalid(now)
         if bad is not None:
             raise ProtocolRevert("InvalidTaskParameter", (bad.encode().ljust(32, b"\0"),))
         self.params = params
@@ -321,15 +371,32 @@ class Alliance:
 
     # ------------------------------------------------------------------ stake
 
-    def stake(self, account: str, amount: int) -> None:
-        """Add to the account's active stake; it counts for roles from the next round."""
+    def stake(
+        self, account: str, amount: int, num_samples: int = 0, data_hash: bytes = ZERO_HASH
+    ) -> None:
+        """Add to the account's active stake; it counts for roles from the next round. The
+        first stake registers the dataset (size, hash); a later one keeps it (zeros, or the
+        same values) or replaces it while the account has no unsettled round."""
         account = _address(account)
         p = self.params
         if amount == 0:
             self._revert("ZeroValue")
         if self.task.rounds_started >= p.rounds:
             self._revert("TaskClosed", self.task_id)
+        if self.now >= p.deadline:
+            self._revert("TaskEnded", self.task_id, p.deadline)
         me = self._participant(account)
+        data_hash = bytes(data_hash)
+        change = (num_samples != 0 or data_hash != ZERO_HASH) and (
+            num_samples != me.num_samples or data_hash != me.data_hash
+        )
+        if change:
+            if num_samples == 0 or data_hash == ZERO_HASH:
+                self._revert("ZeroValue")
+            if me.pending_round != 0:
+                self._revert("PendingSettlement", self.task_id, me.pending_round - 1, account)
+        elif me.num_samples == 0:
+            self._revert("ZeroValue")  # nothing registered yet
         active = me.active + amount
         if active < p.min_stake:
             self._revert("InsufficientStake", p.min_stake, active)
@@ -337,6 +404,8 @@ class Alliance:
             if self.task.participants >= p.max_participants:
                 self._revert("TaskFull", self.task_id, p.max_participants)
             self.task.participants += 1
+        if change:
+            me.num_samples, me.data_hash = num_samples, data_hash
         self._set_active(account, me, active)
         self.task.staked += amount
         self._transfer(account, -amount)
@@ -378,12 +447,15 @@ class Alliance:
 
     # ------------------------------------------------------------------ rounds
 
-    def start_round(self, seed: bytes) -> int:
-        """Start the next round with this seed (the chain's, or one derived for a simulation)."""
+    def request_round(self) -> int:
+        """Start the next round (startRound): fix its stakes and ask for its seed; no roles
+        until draw_round."""
         p = self.params
         index = self.task.rounds_started
         if index >= p.rounds:
             self._revert("TaskClosed", self.task_id)
+        if self.now >= p.deadline:
+            self._revert("TaskEnded", self.task_id, p.deadline)
         if index > 0 and not self.rounds[index - 1].finalized:
             self._revert(
                 "WrongPhase", self.task_id, index - 1, Phase.FINALIZED, self.phase_of(index - 1)
@@ -393,21 +465,52 @@ class Alliance:
                 "NotEnoughParticipants", self.task_id, self.task.participants, p.min_participants
             )
         self.task.rounds_started = index + 1
-        training_ends = self.now + p.training_duration
-        commit_ends = training_ends + p.commit_duration
-        self.rounds.append(
-            Round(
-                seed=bytes(seed),
-                training_ends=training_ends,
-                commit_ends=commit_ends,
-                reveal_ends=commit_ends + p.reveal_duration,
-                total_stake=self.total_stake(),
-            )
-        )
+        self.rounds.append(Round(total_stake=self.total_stake()))
         self._updates.append([])
         self._tallies.append(RoundTally())
         self._records.append({})
         return index
+
+    def draw_round(self, round_: int, seed: bytes, state: SeedState = SeedState.READY) -> None:
+        """Draw a round waiting for its seed (drawRound), given what the seed source answers:
+        the roles follow from `seed`, the phase deadlines count from now."""
+        self._require_phase(round_, Phase.WAITING_FOR_SEED)
+        p = self.params
+        if self.now >= p.deadline:
+            self._revert("TaskEnded", self.task_id, p.deadline)
+        if state is not SeedState.READY:
+            self._revert("SeedNotReady", self.task_id, round_, int(state))
+        r = self.rounds[round_]
+        r.seed = bytes(seed)
+        r.training_ends = self.now + p.training_duration
+        r.commit_ends = r.training_ends + p.commit_duration
+        r.reveal_ends = r.commit_ends + p.reveal_duration
+
+    def renew_seed(self, round_: int, state: SeedState) -> None:
+        """Ask the seed source again for a round whose request lapsed (renewSeed); `state` is
+        the source's answer before."""
+        self._require_phase(round_, Phase.WAITING_FOR_SEED)
+        if state is not SeedState.LAPSED:
+            self._revert("SeedNotLapsed", self.task_id, round_, int(state))
+
+    def start_round(self, seed: bytes) -> int:
+        """request_round then draw_round with `seed` at once: for a driver whose seed source
+        answers immediately (the simulation derives its seeds)."""
+        index = self.request_round()
+        self.draw_round(index, seed)
+        return index
+
+    def cancel_task(self, caller: str) -> None:
+        """The creator ends the task now (cancelTask): before its deadline, while no round is
+        drawn and unfinalized; the deadline becomes now."""
+        caller = _address(caller)
+        p = self.params
+        if caller != self.task.creator:
+            self._revert("NotCreator", self.task_id, caller)
+        if self.now >= p.deadline:
+            self._revert("TaskEnded", self.task_id, p.deadline)
+        self._require_idle()
+        self.params = replace(p, deadline=self.now)
 
     def submit_update(self, account: str, round_: int, update_hash: bytes, num_samples: int) -> int:
         """A selected proposer commits to its update; returns its submission index."""
@@ -419,11 +522,15 @@ class Alliance:
             self._revert("DuplicateSubmission", self.task_id, round_, account)
         if update_hash == ZERO_HASH or num_samples == 0:
             self._revert("ZeroValue")
+        registered = self._participant(account).num_samples
+        if num_samples > registered:
+            self._revert("TooManySamples", num_samples, registered)
         r = self.rounds[round_]
         index = r.updates
         if index >= MAX_UPDATES:
             self._revert("RoundFull", self.task_id, round_, MAX_UPDATES)
-        weight = self._enter(account, round_, rec)
+        stake = self._enter(account, round_, rec)
+        weight = role_weight(stake, r.total_stake, self.params.proposers_per_round)
         rec.submitted = True
         rec.update_index = index
         self._updates[round_].append(Update(account, weight))
@@ -482,7 +589,8 @@ class Alliance:
         rec.scored = bool(values)
         tally = self._tallies[round_]
         own = rec.update_index if rec.submitted else None
-        tally.add(RevealedVote(account, rec.weight, bytes(aggregate_hash), score, values, own))
+        weight = self.voter_weight(round_, rec)
+        tally.add(RevealedVote(account, weight, bytes(aggregate_hash), score, values, own))
         r.revealed_weight = tally.revealed_weight
         r.aggregate_hash = tally.leading
 
@@ -504,20 +612,8 @@ class Alliance:
         allotted = 0
         if outcome is not Outcome.VOID:
             accepted = outcome is Outcome.ACCEPTED
-            proposer_part = reward * p.proposer_reward_bps // BPS
-            if accepted:
-                total = sum(u.part for u in tally.results(self._update_pairs(round_), outcome))
-                r.contribution_total = total
-                if total > 0:
-                    r.proposer_reward_left = proposer_part
-                    r.contribution_left = total
-                    allotted = proposer_part
-                self.task.global_model_hash = h
-            r.voter_reward_left = reward - proposer_part
-            r.voter_weight_left = leading.accept_weight if accepted else leading.reject_weight
-            allotted += reward - proposer_part
-            self.task.pool -= allotted
-            self.task.allotted += allotted
+            winners = leading.accept_weight if accepted else leading.reject_weight
+            allotted = self._allot(round_, reward, winners)
         self.finalizations.append(
             RoundFinalized(
                 round_, outcome, h, self.task.global_model_hash, reward, allotted,
@@ -525,6 +621,39 @@ class Alliance:
             )
         )  # fmt: skip
         return outcome
+
+    def _allot(self, round_: int, reward: int, winners: int) -> int:
+        """A decided round's allotments: each role's pot times its paid holders' weight over
+        the round's total stake (the expected total weight of a role's holders), so expected
+        pay is linear in stake; the pool covers more holders than expected, and both shrink in
+        proportion when it falls short. Returns what left the pool."""
+        p = self.params
+        r = self.rounds[round_]
+        tally = self._tallies[round_]
+        stake = r.total_stake
+        proposer_part = reward * p.proposer_reward_bps // BPS
+        proposer_allot = 0
+        if r.outcome is Outcome.ACCEPTED:
+            results = tally.results(self._update_pairs(round_), r.outcome)
+            total = sum(u.part for u in results)
+            paid_weight = sum(u.weight for u in results if u.part > 0)
+            r.contribution_total = total
+            if total > 0:
+                proposer_allot = mul_div(proposer_part, paid_weight, stake)
+                r.contribution_left = total
+            self.task.global_model_hash = r.aggregate_hash
+        voter_allot = mul_div(reward - proposer_part, winners, stake)
+        pool = self.task.pool
+        if proposer_allot + voter_allot > pool:
+            proposer_allot = mul_div(proposer_allot, pool, proposer_allot + voter_allot)
+            voter_allot = pool - proposer_allot
+        r.proposer_reward_left = proposer_allot
+        r.voter_reward_left = voter_allot
+        r.voter_weight_left = winners
+        allotted = proposer_allot + voter_allot
+        self.task.pool = pool - allotted
+        self.task.allotted += allotted
+        return allotted
 
     def report_no_show(self, reporter: str, round_: int, account: str) -> int:
         """Slash an account selected in a finalized round that did not do what its role asks;
@@ -565,12 +694,16 @@ class Alliance:
         return amount
 
     def reclaim_pool(self, caller: str) -> int:
-        """The creator takes what is left in the pool once the last round is finalized."""
+        """The creator takes what is left in the pool once the last round is finalized, or
+        once the task has ended (deadline, cancel) and no round is drawn and unfinalized."""
         caller = _address(caller)
         last = self.params.rounds - 1
         if caller != self.task.creator:
             self._revert("NotCreator", self.task_id, caller)
-        self._require_phase(last, Phase.FINALIZED)
+        if self.now < self.params.deadline:
+            self._require_phase(last, Phase.FINALIZED)
+        else:
+            self._require_idle()
         amount = self.task.pool
         self.task.pool = 0
         self._transfer(caller, amount)
@@ -585,6 +718,8 @@ class Alliance:
         r = self.rounds[round_]
         if r.finalized:
             return Phase.FINALIZED
+        if r.seed == ZERO_HASH:
+            return Phase.WAITING_FOR_SEED
         if self.now < r.training_ends:
             return Phase.TRAINING
         if self.now < r.commit_ends:
@@ -658,6 +793,15 @@ class Alliance:
             r.seed, account, weight, r.total_stake, p.proposers_per_round, p.voters_per_round
         )
 
+    def voter_weight(self, round_: int, record: Record) -> int:
+        """The weight of a record's vote: role_weight with voters_per_round."""
+        r = self.rounds[round_]
+        return role_weight(record.weight, r.total_stake, self.params.voters_per_round)
+
+    def ended(self) -> bool:
+        """Whether the task's deadline has passed (or it was cancelled)."""
+        return self.now >= self.params.deadline
+
     def total_stake(self) -> int:
         """The task's total active stake now: the next round's totalStake."""
         return self._total[-1][1] if self._total else 0
@@ -713,6 +857,14 @@ class Alliance:
         actual = self.phase_of(round_)
         if actual is not expected:
             self._revert("WrongPhase", self.task_id, round_, expected, actual)
+
+    def _require_idle(self) -> None:
+        """RoundInProgress if the last started round is drawn and not finalized."""
+        started = self.task.rounds_started
+        if started:
+            r = self.rounds[started - 1]
+            if not r.finalized and r.seed != ZERO_HASH:
+                self._revert("RoundInProgress", self.task_id, started - 1)
 
     def _require_role(self, account: str, round_: int, required: Role) -> None:
         actual = self.role_of(round_, account)
@@ -797,9 +949,10 @@ class Alliance:
                 r.outcome is Outcome.ACCEPTED
             )
             if won:
-                amount = r.voter_reward_left * rec.weight // r.voter_weight_left
+                weight = self.voter_weight(round_, rec)
+                amount = r.voter_reward_left * weight // r.voter_weight_left
                 r.voter_reward_left -= amount
-                r.voter_weight_left -= rec.weight
+                r.voter_weight_left -= weight
                 reward += amount
             elif rec.aggregate_hash != r.aggregate_hash or r.outcome is Outcome.REJECTED:
                 # Another hash than the round's, or an accept of what most of the stake judged

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shlex
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -42,10 +43,17 @@ class DataChangedError(DataError):
         self.recorded, self.current = recorded, current
         super().__init__(
             f"data of participant {participant!r} in {folder} changed after its snapshot: "
-            f"recorded {recorded}, current {current}. Fix: take a new snapshot if the change is "
-            f"intended, or restore the snapshot with `dvc checkout {folder.name}.dvc` "
-            f"in {folder.parent}."
+            f"recorded {recorded}, current {current}. Fix: restore the snapshot with "
+            f"`{self.restore_command}` (it discards the changes), or take a new snapshot if "
+            "the change is intended (a new task takes its own)."
         )
+
+    @property
+    def restore_command(self) -> str:
+        """The shell command that puts the snapshot's bytes back. ``--force``: DVC refuses to
+        overwrite changed files without it."""
+        root = shlex.quote(str(self.folder.parent))
+        return f"cd {root} && dvc checkout --force {shlex.quote(self.folder.name + '.dvc')}"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,11 @@ class BlobStore(Protocol):
         """Where the blob lives: a ``file://`` URI or ``s3://bucket/key``."""
         ...
 
+    def check_writable(self) -> None:
+        """Write and remove a probe, so an unwritable store fails before a task starts, not
+        after its contracts and data sets exist; StorageError naming the place otherwise."""
+        ...
+
 
 def digest_of(data: bytes) -> str:
     """``0x`` + sha256 hex of ``data``: the same form as ``serialization.content_hash``."""

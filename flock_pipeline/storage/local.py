@@ -68,6 +68,23 @@ class LocalBlobStore:
     def uri(self, digest: str) -> str:
         return self.path(digest).as_uri()
 
+    def check_writable(self) -> None:
+        # The folders the probe creates go again with it: a check leaves nothing behind.
+        created = [p for p in (self.root, *self.root.parents) if not p.exists()]
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+            for folder in created:
+                folder.rmdir()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StorageError(
+                f"the blob store folder {self.root} is not writable ({reason}): set storage.url "
+                "to a folder this user can create and write"
+            ) from None
+
     def _intact(self, target: Path, digest: str) -> bool:
         """An existing blob is kept only if its content still matches (repairs corrupt files)."""
         try:

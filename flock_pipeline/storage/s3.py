@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 import boto3
@@ -123,6 +124,18 @@ class S3BlobStore:
 
     def uri(self, digest: str) -> str:
         return f"s3://{self.bucket}/{self.key(digest)}"
+
+    def check_writable(self) -> None:
+        name = f".probe-{secrets.token_hex(8)}"
+        key = f"{self.prefix}/{name}" if self.prefix else name
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=b"")
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"cannot write to {self._location()} ({exc}): check that the credentials may "
+                "write this bucket"
+            ) from None
 
     def _location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"

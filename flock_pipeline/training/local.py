@@ -22,6 +22,7 @@ from flock_pipeline.config import PrivacyConfig, TrainingConfig
 from flock_pipeline.errors import LocalTrainingTimeout
 from flock_pipeline.models import Classifier
 from flock_pipeline.privacy import PrivacyLedger, Spend
+from flock_pipeline.seeding import secret_generator
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
 
@@ -65,6 +66,23 @@ def plan_spend(
     return Spend(noise, sample_rate, steps, label)
 
 
+def _secure_engine() -> PrivacyEngine:
+    """An Opacus engine in secure mode whose generator is :func:`secret_generator`.
+
+    Secure mode draws the noise from a generator nobody else can seed (Opacus refuses a seeded
+    one there) and sums several Gaussians per draw, against the floating-point attack on
+    Gaussian noise (Jin et al. 2021). Opacus builds that generator with ``torchcsprng``, which
+    has no build for current torch; the two attributes its constructor would set are set here
+    instead, so Opacus' own secure code paths run unchanged.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its "secure RNG turned off" notice: turned on below
+        engine = PrivacyEngine(accountant="rdp")
+    engine.secure_mode = True
+    engine.secure_rng = secret_generator()
+    return engine
+
+
 def _quiet_trainer(epochs: int, max_seconds: float | None) -> L.Trainer:
     # Orchestrators (Prefect) reconfigure logging after import; silence the trainer's banners
     # ("GPU available ...") again right before each trainer is built.
@@ -101,8 +119,12 @@ def train_local(
     """Train ``network`` from ``global_weights`` on (x, y) and return the participant's update.
 
     With privacy enabled, ``ledger`` is required: the round is refused (PrivacyBudgetExceeded)
-    before any training if it would cross the budget, and recorded in the ledger after it.
-    ``spend_label`` names the spend so that re-running the same (task, round) is not counted twice.
+    before any training if it would cross the budget, and recorded in the ledger after it. The
+    DP-SGD noise and the Poisson sampling then come from a fresh secret generator, so two runs
+    never give the same update; without DP, ``seed`` alone fixes the result, bit for bit.
+    ``spend_label`` names the spend so that re-running the same (task, round) is not counted
+    twice: the caller must never release more than one update per label (the flow keeps the
+    first one it uploads and reuses it on resume).
     ``max_seconds`` stops training at that wall-clock limit and raises LocalTrainingTimeout: a
     partial update is not submitted (and, since noise was already drawn, its spend is recorded).
     """
@@ -116,20 +138,22 @@ def train_local(
         )  # refuse before any training
     network.load_state_dict(global_weights)
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
     loader: DataLoader[Any] = DataLoader(
-        dataset, batch_size=training.batch_size, shuffle=True, generator=generator
+        dataset,
+        batch_size=training.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
     )
 
     spend: Spend | None = None
     privatize = None
     if privacy.enabled:
         spend = plan_spend(n, training, privacy, spend_label)
-        loader = DPDataLoader.from_data_loader(loader, generator=generator)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # secure_mode off: seeded noise keeps runs reproducible
-            engine = PrivacyEngine(accountant="rdp")
+        engine = _secure_engine()
+        # Which examples each step used is part of the secret too: the amplification by
+        # subsampling the accountant counts on holds only if nobody can replay the draw.
+        loader = DPDataLoader.from_data_loader(loader, generator=engine.secure_rng)
         noise, clip = spend.noise_multiplier, privacy.max_grad_norm
 
         def privatize(

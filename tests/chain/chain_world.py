@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flock_pipeline.chain import AllianceClient, Chain, Phase, Role, TaskConfig, Vote, to_fixed
+from flock_pipeline.protocol.params import dataset_hash
 
 TOKEN = 10**18
 FULL = 10**18  # a contribution of 1.0
@@ -17,6 +18,8 @@ AGGREGATE = b"\x22" * 32
 BOGUS = b"\x66" * 32
 GOOD = to_fixed(0.05)
 BAD = to_fixed(-0.02)
+SAMPLES = 1_000
+"""Each participant's registered dataset size: the most samples an update of its may claim."""
 EVERYONE = {"proposers_per_round": 64, "voters_per_round": 64}
 """Odds 64 * stake / total stake: every one of four participants proposes and votes."""
 
@@ -136,7 +139,7 @@ class World:
         """A new task with every participant staked."""
         task_id, _ = self.creator.create_task(TaskConfig(model_hash=MODEL, **config))
         for person, amount in zip(self.people, stakes or [STAKE] * len(self.people), strict=True):
-            person.stake(task_id, amount)
+            person.stake(task_id, amount, SAMPLES, dataset_hash(f"{person.address}.dir"))
         return task_id
 
     def start(self, task_id: int) -> RoundUnderTest:
@@ -166,8 +169,9 @@ class World:
         assert set(r.roles.values()) == {Role.BOTH}
         return r
 
-    def alliance_balance(self) -> int:
-        return self.keeper.balance_of(self.keeper.deployment.alliance)
+    def vault_balance(self) -> int:
+        """The tokens the StakeVault holds: every task's tokens."""
+        return self.keeper.balance_of(self.keeper.deployment.vault)
 
     def bucket_total(self) -> int:
         """stakes + pool + allotted + claimable over every task: must equal the balance."""

@@ -88,7 +88,7 @@ def test_an_all_honest_round_pays_everyone_and_slashes_nobody(world: World) -> N
     assert settled(world, r) == {a: (amount, 0) for a, amount in paid.items()}
     assert state.pool == pool - info.reward
     assert state.allotted == 0 and state.claimable == 0
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
     submitted = world.keeper.round_events(r.task_id, r.round, "UpdateSubmitted", r.block)
     assert [e["proposer"] for e in submitted] == [p.address for p in world.people]
     assert all(len(e["updateHash"]) == 32 and e["numSamples"] == 100 for e in submitted)
@@ -118,7 +118,7 @@ def test_a_rejected_round_slashes_no_honest_proposer(world: World) -> None:
     assert all(u.part == 0 and not u.flagged for u in updates)
     assert world.keeper.tally_of(r.task_id, r.round, AGGREGATE).flag_voter_weight == 0
     assert state.pool == pool - voter_pot  # the proposers' pot stays in the pool
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 VOID_ROUNDS = {
@@ -147,7 +147,7 @@ def test_a_void_round_slashes_nobody_and_its_pot_carries_over(world: World, case
     assert set(settled(world, r).values()) == {(0, 0)}
     assert world.keeper.round_info(r.task_id, follow.round).reward == pool // 2
     assert world.keeper.task_state(r.task_id).global_model_hash == AGGREGATE
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 def test_a_bogus_minority_hash_loses(world: World) -> None:
@@ -176,7 +176,7 @@ def test_a_bogus_minority_hash_loses(world: World) -> None:
     assert_shares({a: paid[a] for a in honest}, pots, tolerance=8)
     assert paid.pop(world.keeper.address) == slash * 1_000 // BPS
     assert sum(paid.values()) == info.reward
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 @pytest.mark.parametrize("revealed", [3, 0], ids=["others reveal", "nobody reveals"])
@@ -199,7 +199,7 @@ def test_a_vote_committed_and_not_revealed_is_slashed(world: World, revealed: in
     assert all(r.active(p) == STAKE for p in revealers)
     assert all(paid[p.address] > 0 for p in revealers)
     assert paid[world.keeper.address] == len(silent) * slash * 1_000 // BPS
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 def test_every_token_paid_out_comes_from_the_pool_or_a_slash(world: World) -> None:
@@ -220,7 +220,7 @@ def test_every_token_paid_out_comes_from_the_pool_or_a_slash(world: World) -> No
     assert sum(paid.values()) == state.pool - after.pool + slashed
     assert after.allotted == 0 and after.claimable == 0
     assert info.proposer_reward_left == 0 and info.voter_reward_left == 0
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 def test_finalize_and_claim_run_twice_do_nothing_the_second_time(world: World) -> None:
@@ -265,7 +265,7 @@ def test_a_selected_participant_who_does_nothing_is_slashed_when_reported(world:
         world.keeper.report_no_show(r.task_id, r.round, absent.address)
     with pytest.raises(NotANoShow):
         world.keeper.report_no_show(r.task_id, r.round, present[0].address)
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 def test_unbonding_stake_stays_slashable_and_leaves_after_the_delay(world: World) -> None:
@@ -287,7 +287,7 @@ def test_unbonding_stake_stays_slashable_and_leaves_after_the_delay(world: World
     leaver.withdraw(r.task_id)
     assert leaver.balance_of() - before == STAKE - STAKE * 7_000 // BPS
     assert world.keeper.participant_of(r.task_id, leaver.address).unbonding == 0
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 def test_anyone_can_check_roles_from_seed_address_and_stake(world: World) -> None:
@@ -355,7 +355,7 @@ def test_proposers_are_paid_by_weight_times_mean_contribution(world: World) -> N
     after = world.keeper.round_info(r.task_id, r.round)
     assert after.proposer_reward_left == 0 and after.contribution_left == 0
     assert all(r.active(p) == amount for p, amount in zip(world.people, UNEVEN, strict=True))
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 @pytest.mark.parametrize("score", [GOOD, BAD], ids=["accepted", "rejected"])
@@ -382,7 +382,7 @@ def test_a_proposer_flagged_by_the_voters_is_slashed_at_penalty_bps(
     assert all(r.active(p) == STAKE for p in honest)
     assert settled(world, r)[flagged.address][1] == penalty
     assert paid[world.keeper.address] == penalty * 1_000 // BPS
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 def test_a_voter_that_rejects_an_accepted_round_is_unpaid_but_keeps_its_stake(
@@ -405,7 +405,7 @@ def test_a_voter_that_rejects_an_accepted_round_is_unpaid_but_keeps_its_stake(
     assert r.active(liar) == STAKE
     assert all(r.active(p) == STAKE for p in honest)
     assert all(paid[p.address] > paid[liar.address] for p in honest)
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()
 
 
 def test_a_voter_that_accepts_a_rejected_round_is_slashed(world: World) -> None:
@@ -424,4 +424,4 @@ def test_a_voter_that_accepts_a_rejected_round_is_slashed(world: World) -> None:
     *honest, liar = world.people
     assert r.active(liar) == STAKE * 6 // 10
     assert all(r.active(p) == STAKE for p in honest)
-    assert world.alliance_balance() == world.bucket_total()
+    assert world.vault_balance() == world.bucket_total()

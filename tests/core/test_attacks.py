@@ -20,7 +20,7 @@ from flock_pipeline.attacks import (
     tamper_update,
 )
 from flock_pipeline.errors import ConfigError, DataError
-from flock_pipeline.serialization import Weights
+from flock_pipeline.serialization import Weights, canonical_bytes
 from flock_pipeline.update import Update
 
 GLOBAL: Weights = {
@@ -69,6 +69,7 @@ def test_unknown_kind_is_a_validation_error_naming_it():
         {"kind": "gaussian_noise", "sigma": -1.0},
         {"kind": "label_flip", "flip_to": "random"},
         {"kind": "copier", "copy_form": "p1"},
+        {"kind": "inflated_samples", "factor": 0.5},
     ],
 )
 def test_bad_parameters_and_unknown_keys_are_refused(values):
@@ -201,7 +202,8 @@ def test_non_update_attacks_return_the_update_unchanged(spec):
 
 def test_tampering_keeps_dtypes_and_leaves_the_inputs_alone():
     before = {k: v.clone() for k, v in HONEST.weights.items()}
-    for kind in ("sign_flip", "boosted", "gaussian_noise", "free_rider"):
+    for kind in ("sign_flip", "boosted", "gaussian_noise", "free_rider", "nan_update",
+                 "wrong_shape", "inflated_samples"):  # fmt: skip
         out = tamper_update(HONEST, GLOBAL, AttackSpec(kind=kind), seed=1)
         assert {k: v.dtype for k, v in out.weights.items()} == {k: torch.float32 for k in GLOBAL}
     assert all(torch.equal(HONEST.weights[k], before[k]) for k in before)
@@ -296,3 +298,56 @@ def test_free_rider_relative_tolerance_scales_with_the_global_model():
     assert not is_free_rider(nudged, GLOBAL)  # exact by default
     assert is_free_rider(nudged, GLOBAL, rtol=1e-7)
     assert not is_free_rider(HONEST, GLOBAL, rtol=1e-7)
+
+
+# ---------------------------------------------------------------- invalid updates
+
+
+def test_corrupt_update_uploads_bytes_no_safetensors_reader_accepts():
+    from flock_pipeline.attacks import submission_bytes
+    from flock_pipeline.validity import Invalid, check_update
+
+    spec = AttackSpec(kind="corrupt_update")
+    update = tamper_update(HONEST, GLOBAL, spec, seed=0)
+    blob = submission_bytes(update, spec)
+
+    assert update is HONEST  # the weights stay honest: only the upload is tampered with
+    assert submission_bytes(HONEST, None) == canonical_bytes(HONEST.weights)
+    verdict = check_update(blob, GLOBAL, HONEST.num_samples)
+    assert isinstance(verdict, Invalid) and verdict.reason == "not_safetensors"
+
+
+def test_nan_update_hides_exactly_one_nan_in_the_honest_update_at_a_seeded_place():
+    spec = AttackSpec(kind="nan_update")
+    a = tamper_update(HONEST, GLOBAL, spec, seed=3)
+    b = tamper_update(HONEST, GLOBAL, spec, seed=3)
+
+    flat = torch.cat([a.weights[k].reshape(-1) for k in sorted(a.weights)])
+    honest = torch.cat([HONEST.weights[k].reshape(-1) for k in sorted(a.weights)])
+    assert int(flat.isnan().sum()) == 1
+    assert torch.equal(flat[~flat.isnan()], honest[~flat.isnan()])
+    assert canonical_bytes(a.weights) == canonical_bytes(b.weights)
+    places = {
+        int(torch.cat([tamper_update(HONEST, GLOBAL, spec, seed=s).weights[k].reshape(-1)
+                       for k in sorted(GLOBAL)]).isnan().nonzero())
+        for s in range(20)
+    }  # fmt: skip
+    assert len(places) > 1  # the seed moves it
+
+
+def test_wrong_shape_grows_one_tensor_by_a_row():
+    out = tamper_update(HONEST, GLOBAL, AttackSpec(kind="wrong_shape"), seed=0)
+
+    shapes = {k: tuple(v.shape) for k, v in out.weights.items()}
+    assert shapes == {"b": (3,), "w": (2, 2)}  # "b" sorts first
+    assert torch.equal(out.weights["b"][:2], HONEST.weights["b"])
+
+
+@pytest.mark.parametrize("factor", [1e6, 3.0])
+def test_inflated_samples_claims_factor_times_the_real_count_with_the_honest_weights(factor):
+    spec = AttackSpec(kind="inflated_samples", factor=factor)
+    out = tamper_update(HONEST, GLOBAL, spec, seed=0)
+
+    assert out.num_samples == round(HONEST.num_samples * factor)
+    assert out.weights is HONEST.weights
+    assert AttackSpec(kind="inflated_samples").factor == 1e6

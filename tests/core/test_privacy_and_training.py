@@ -12,7 +12,7 @@ from flock_pipeline.data import load_dataset
 from flock_pipeline.errors import PrivacyBudgetExceeded
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import LedgerStore, PrivacyLedger
-from flock_pipeline.training import plan_spend, train_local
+from flock_pipeline.training import local, plan_spend, train_local
 
 
 @pytest.fixture(scope="module")
@@ -125,17 +125,62 @@ def test_ledger_at_another_delta_is_refused(tmp_path):
         store.load("p0", 1e-6, None)
 
 
-def test_same_seed_gives_identical_weights_with_dp(digits):
+def _train_twice(digits, privacy, epochs=1):
+    """Two trainings of the same config and seed from the same start; their updates, ledgers."""
     x, y, shape = digits
-    outs = []
+    out = []
     for _ in range(2):
         net, w = _fresh(shape)
-        ledger = PrivacyLedger("p0", delta=1e-5)
+        ledger = PrivacyLedger("p0", delta=1e-5) if privacy.enabled else None
         u = train_local(
-            "p0", net, w, x, y, TrainingConfig(local_epochs=1), PrivacyConfig(), ledger, seed=5
+            "p0", net, w, x, y, TrainingConfig(local_epochs=epochs), privacy, ledger, seed=5
         )
-        outs.append(u.weights)
-    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+        out.append((u, ledger))
+    return out
+
+
+def test_same_seed_gives_different_weights_with_dp(digits):
+    # The noise and the Poisson draw are secret: nobody who knows the config and the seed can
+    # regenerate them, so two runs of the same config never give the same update.
+    privacy = PrivacyConfig(noise_multiplier=0.8)
+    (a, ledger_a), (b, ledger_b) = _train_twice(digits, privacy, epochs=3)
+    assert a.hash != b.hash
+    assert any(not torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    # ... while everything that is not random is the same: shapes, budget spent, progress
+    assert {k: v.shape for k, v in a.weights.items()} == {k: v.shape for k, v in b.weights.items()}
+    assert all(bool(torch.isfinite(v).all()) for u in (a, b) for v in u.weights.values())
+    assert a.epsilon == b.epsilon and ledger_a.history == ledger_b.history
+    for u in (a, b):
+        assert u.metrics["train_loss_last"] < u.metrics["train_loss_first"]
+
+
+def test_same_seed_gives_identical_weights_without_dp(digits):
+    (a, _), (b, _) = _train_twice(digits, PrivacyConfig(enabled=False))
+    assert a.hash == b.hash
+
+
+def test_every_random_draw_of_dp_training_comes_from_the_secret_generator(digits, monkeypatch):
+    # With the secret generator pinned, two DP runs agree bit for bit: the noise and the
+    # sampling come from it alone, not from torch's global generator or the task seed.
+    calls = []
+
+    def pinned():
+        calls.append(1)
+        return torch.Generator().manual_seed(1234)
+
+    monkeypatch.setattr(local, "secret_generator", pinned)
+    (a, _), (b, _) = _train_twice(digits, PrivacyConfig())
+    assert a.hash == b.hash and len(calls) == 2
+    _train_twice(digits, PrivacyConfig(enabled=False))
+    assert len(calls) == 2  # without DP nothing secret is drawn
+
+
+def test_dp_training_runs_opacus_in_secure_mode():
+    engine = local._secure_engine()
+    assert engine.secure_mode is True
+    assert isinstance(engine.secure_rng, torch.Generator)
+    # a fresh seed from the OS each time, never a fixed one
+    assert engine.secure_rng.initial_seed() != local._secure_engine().secure_rng.initial_seed()
 
 
 def test_fedprox_keeps_weights_closer_to_the_global_model(digits):

@@ -67,9 +67,10 @@ def test_flock_simulate_learns_mnist_with_dp_and_writes_its_report(tmp_path):
         summary["final"]["accuracy"]
     )
 
-    # Execute again through the API: same config and seed, bit-identical models every round
+    # Execute again through the API: same config and seed, but DP noise is drawn from a secret
+    # generator, so no aggregate repeats; the run's shape and its privacy accounting do.
     again = run_simulation(load_config(overrides={"data_dir": str(tmp_path / "flock")}))
-    assert [r["aggregate_hash"] for r in again.summary["rounds"]] == [
-        r.aggregate_hash for r in report.rounds
-    ]
-    assert again.summary["final"]["model_hash"] == report.final.model_hash
+    first_hashes = {r.aggregate_hash for r in report.rounds} - {None}
+    assert first_hashes
+    assert first_hashes.isdisjoint(r["aggregate_hash"] for r in again.summary["rounds"])
+    assert len(again.summary["rounds"]) == len(report.rounds)

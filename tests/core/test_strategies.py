@@ -378,3 +378,103 @@ def test_unknown_strategy_is_a_config_error_listing_the_valid_ones():
 def test_bad_parameters_are_config_errors_naming_the_parameter(name, params, message):
     with pytest.raises(ConfigError, match=message):
         build_strategy(name, **params)
+
+
+# --- bounded sample weights ---------------------------------------------------------------------
+
+SAMPLE_WEIGHTED = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "multikrum")
+
+
+def test_capped_shares_cap_the_largest_and_give_the_rest_to_the_others_by_their_counts():
+    from flock_pipeline.aggregation.base import capped_shares
+
+    assert capped_shares([10, 20, 30], 0.5) is None  # 30/60 is at the cap: nothing to do
+    assert capped_shares([1, 1, 10**30], 0.5) == [0.25, 0.25, 0.5]
+    assert capped_shares([1, 3, 10**30], 0.5) == [0.125, 0.375, 0.5]
+    # two inflated claims: both capped, the remainder to the honest ones
+    shares = capped_shares([1, 1, 10**6, 10**9], 0.3)
+    assert shares is not None
+    assert shares[2:] == [0.3, 0.3] and math.isclose(sum(shares), 1.0)
+    assert shares[0] == shares[1] == pytest.approx(0.2)
+    # a cap below 1/n cannot hold: equal shares, the closest any split gets
+    assert capped_shares([1, 2, 3], 0.2) == [1 / 3] * 3
+
+
+@given(
+    counts=st.lists(st.integers(1, 10**12), min_size=1, max_size=8),
+    cap=st.floats(0.05, 1.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_capped_shares_sum_to_one_respect_the_cap_and_keep_the_order_of_the_counts(counts, cap):
+    from flock_pipeline.aggregation.base import capped_shares
+
+    shares = capped_shares(counts, cap)
+    if shares is None:
+        assert max(counts) <= cap * sum(counts)
+        return
+    assert math.isclose(sum(shares), 1.0, rel_tol=1e-9)
+    bound = max(cap, 1 / len(counts))
+    assert all(s <= bound * (1 + 1e-12) for s in shares)
+    for (a, sa), (b, sb) in itertools.combinations(zip(counts, shares, strict=True), 2):
+        if a <= b:
+            assert sa <= sb * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name", SAMPLE_WEIGHTED)
+def test_an_inflated_sample_count_cannot_take_over_a_sample_weighted_rule(name):
+    # p2 claims 1e30 samples for an update that pulls the first coordinate the other way
+    g = _w([0.0, 0.0])
+    honest = [_u("p0", [1.0, 0.0], 10), _u("p1", [1.0, 0.2], 10)]
+    inflated = _u("p2", [-1.0, 1.0], 10**30)
+    plain = build_strategy(name).aggregate([*honest, inflated], g).weights["w"]
+    capped = build_strategy(name, max_weight_share=0.5).aggregate([*honest, inflated], g)
+    fair = build_strategy(name, max_weight_share=0.5).aggregate(
+        [*honest, _u("p2", [-1.0, 1.0], 20)], g
+    )
+
+    # without the cap the claim makes it the mean; with it, the claim counts as if it held
+    # exactly the others' total (half of the weight) and no more
+    if name in ("fedavg", "multikrum"):
+        _close(plain, [-1.0, 1.0])
+        _close(capped.weights["w"], [0.0, 0.55])
+    torch.testing.assert_close(capped.weights["w"], fair.weights["w"])
+    assert not torch.allclose(capped.weights["w"], plain)
+
+
+def test_the_uncapped_path_is_byte_identical_to_plain_sample_weighting():
+    # a cap that does not bind must not change a single bit (reproducible runs stay so)
+    ups = [_u("a", [0.1, 0.7], 3), _u("b", [0.3, -0.2], 5), _u("c", [0.9, 0.4], 4)]
+    g = _w([0.0, 0.0])
+    for name in SAMPLE_WEIGHTED:
+        plain = build_strategy(name).aggregate(ups, g).weights
+        loose = build_strategy(name, max_weight_share=0.5).aggregate(ups, g).weights
+        assert canonical_bytes(plain) == canonical_bytes(loose), name
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, 1.5, float("nan")])
+def test_a_weight_cap_outside_zero_one_is_refused_naming_the_range(value):
+    with pytest.raises(ConfigError, match=r"max_weight_share must be in \(0, 1\]"):
+        FedAvg(max_weight_share=value)
+    with pytest.raises(ConfigError, match=r"max_weight_share.*\(0, 1\]"):
+        from flock_pipeline.config import load_config
+
+        load_config(overrides={"aggregation.max_weight_share": value})
+
+
+def test_the_engines_give_every_sample_weighted_rule_the_configured_cap():
+    from flock_pipeline.config import load_config
+    from flock_pipeline.round import build_aggregator
+
+    for name in STRATEGIES:
+        cfg = load_config(
+            overrides={"aggregation.strategy": name, "aggregation.max_weight_share": 0.4}
+        )
+        rule = build_aggregator(cfg)
+        assert getattr(rule, "max_weight_share", None) == (0.4 if rule.sample_weighted else None)
+    dp = load_config(
+        overrides={"aggregation.central_dp": {"noise_multiplier": 0.5},
+                   "aggregation.max_weight_share": 0.4}
+    )  # fmt: skip
+    assert build_aggregator(dp).inner.max_weight_share == 0.4
+    with pytest.raises(ConfigError, match="set aggregation.max_weight_share instead"):
+        build_aggregator(load_config(overrides={"aggregation.params": {"max_weight_share": 0.4}}))

@@ -1,0 +1,183 @@
+"""Whether a committed update can enter its round: one check that anyone can rerun.
+
+A proposer controls everything it commits: the bytes behind its hash (or whether there are
+any) and the sample count it claims. None of that may halt a round. An update that fails
+:func:`check_update` is a protocol outcome, not an error: every voter flags it
+``invalid:<reason>`` (contribution exactly -1, which the contract turns into the penalty at
+``penaltyBps``), it never reaches the screen or the strategy, and the round goes on with the
+rest. The check is a pure function of the bytes, the round's global model and the claim, so all
+honest voters reach the same verdict and the aggregate hash keeps its majority.
+
+Reasons, in the order they are checked:
+
+- ``unavailable``: no bytes behind the committed hash (never uploaded, lost from the store, or
+  stored bytes that do not hash to it);
+- ``too_many_samples``: more samples claimed than the proposer registered (only when the
+  registered count is known);
+- ``not_safetensors``: the bytes do not parse as a safetensors file;
+- ``wrong_tensors``: other tensor names than the global model's (another architecture);
+- ``wrong_shape``, ``wrong_dtype``: a tensor's shape or dtype differs from the global model's;
+- ``not_finite``: a floating-point tensor holds a NaN or an infinity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, get_args
+
+import torch
+
+from flock_pipeline.errors import SerializationError
+from flock_pipeline.serialization import Weights, from_bytes
+from flock_pipeline.storage.errors import StorageError
+from flock_pipeline.update import Update
+
+if TYPE_CHECKING:
+    from flock_pipeline.storage import BlobStore
+
+__all__ = [
+    "INVALID_PREFIX",
+    "INVALID_REASONS",
+    "Checked",
+    "Invalid",
+    "InvalidReason",
+    "Valid",
+    "check_submissions",
+    "check_update",
+    "fetch_blob",
+    "is_invalid",
+]
+
+InvalidReason = Literal[
+    "unavailable",
+    "too_many_samples",
+    "not_safetensors",
+    "wrong_tensors",
+    "wrong_shape",
+    "wrong_dtype",
+    "not_finite",
+]
+INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
+
+INVALID_PREFIX = "invalid:"
+"""How an invalid update's reason reads among the screen's flags: ``invalid:not_finite``."""
+
+
+@dataclass(frozen=True)
+class Valid:
+    """The update's weights, as the bytes hold them."""
+
+    weights: Weights
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Why the update cannot enter the round: a reason every voter agrees on, and details for
+    the log (the details may differ between library versions; the reason does not)."""
+
+    reason: InvalidReason
+    detail: str
+
+    @property
+    def flag(self) -> str:
+        return INVALID_PREFIX + self.reason
+
+
+def is_invalid(reason: str | None) -> bool:
+    """Whether a screen flag is an invalid update's."""
+    return reason is not None and reason.startswith(INVALID_PREFIX)
+
+
+def check_update(
+    blob: bytes | None,
+    reference: Mapping[str, torch.Tensor],
+    num_samples: int,
+    registered_samples: int | None = None,
+) -> Valid | Invalid:
+    """The verdict on one committed update: ``blob`` is the bytes behind its hash (None when
+    there are none), ``reference`` the round's global model, ``num_samples`` the claimed count
+    and ``registered_samples`` the proposer's registered data set size, if known."""
+    if blob is None:
+        return Invalid("unavailable", "no bytes behind the committed hash")
+    if registered_samples is not None and num_samples > registered_samples:
+        return Invalid(
+            "too_many_samples",
+            f"claims {num_samples} samples, registered {registered_samples}",
+        )
+    try:
+        weights = from_bytes(blob, "the update")
+    except SerializationError as exc:
+        return Invalid("not_safetensors", str(exc))
+    missing, extra = sorted(set(reference) - set(weights)), sorted(set(weights) - set(reference))
+    if missing or extra:
+        return Invalid("wrong_tensors", f"missing {missing[:3]}, unexpected {extra[:3]}")
+    for name in sorted(reference):
+        got, want = weights[name], reference[name]
+        if got.shape != want.shape:
+            return Invalid(
+                "wrong_shape",
+                f"tensor {name!r} has shape {tuple(got.shape)}, expected {tuple(want.shape)}",
+            )
+    for name in sorted(reference):
+        got, want = weights[name], reference[name]
+        if got.dtype != want.dtype:
+            return Invalid(
+                "wrong_dtype", f"tensor {name!r} has dtype {got.dtype}, expected {want.dtype}"
+            )
+    for name in sorted(reference):
+        got = weights[name]
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            return Invalid("not_finite", f"tensor {name!r} holds NaN or infinity")
+    return Valid(weights)
+
+
+def fetch_blob(store: BlobStore, digest: str) -> bytes | None:
+    """The bytes behind a committed hash, or None when the store has none that hash to it.
+
+    A store that cannot be reached raises (StorageError): an outage is not the proposer's fault
+    and must not flag its update. A blob that is there but cannot be read back intact (bytes
+    that do not hash to their address) is the proposer's: it counts as unavailable."""
+    if not store.exists(digest):
+        return None
+    try:
+        return store.get(digest)
+    except StorageError:
+        store.exists(digest)  # raises if the store itself has become unreachable
+        return None  # corrupt, unreadable, or removed since: not the bytes committed
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A round's committed updates after :func:`check_update`."""
+
+    updates: list[Update]
+    """The valid ones, in submission order."""
+    invalid: dict[str, str] = field(default_factory=dict)
+    """Proposer -> its flag (``invalid:<reason>``), in submission order."""
+    order: list[str] = field(default_factory=list)
+    """Every proposer, in submission order (the contract's update index)."""
+    details: dict[str, str] = field(default_factory=dict)
+    """Proposer -> what made its update invalid, for the log."""
+
+
+def check_submissions(
+    submissions: Iterable[tuple[str, bytes | None, int]],
+    reference: Mapping[str, torch.Tensor],
+    registered_samples: Mapping[str, int] | None = None,
+) -> Checked:
+    """:func:`check_update` over ``(proposer, blob, num_samples)`` in submission order."""
+    updates: list[Update] = []
+    invalid: dict[str, str] = {}
+    details: dict[str, str] = {}
+    order: list[str] = []
+    for pid, blob, num_samples in submissions:
+        order.append(pid)
+        registered = None if registered_samples is None else registered_samples.get(pid)
+        verdict = check_update(blob, reference, num_samples, registered)
+        if isinstance(verdict, Invalid):
+            invalid[pid] = verdict.flag
+            details[pid] = verdict.detail
+        else:
+            updates.append(Update(pid, verdict.weights, num_samples))
+    return Checked(updates, invalid, order, details)
