@@ -23,9 +23,14 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   30% of the participants contribute nothing honest.
 - rewards: the real flow (``flows.federated.federated_task``: on-chain sortition, commit-reveal
   votes with contribution scores, settlement and pull claims on a managed local anvil, a fresh
-  ``data_dir`` per run) with FedAvg x each attack x task seeds 0, 1, 2 (``--reward-seeds``;
-  --quick: seed 0), on the accuracy part's data (Fashion-MNIST 12k; --quick: MNIST 5k and only
-  free_rider, sign_flip, dishonest_voter), 5 rounds (--quick 3). The seed moves the sortition,
+  ``data_dir`` per run) with FedAvg x all-honest (``none``) and each attack x task seeds 0, 1,
+  2 (``--reward-seeds``; --quick: seed 0), on the accuracy part's data (Fashion-MNIST 12k;
+  --quick: MNIST 5k and only none, free_rider, sign_flip, dishonest_voter and the four hostile
+  updates), 5 rounds (--quick 3). The hostile updates: ``corrupt_update``, ``nan_update`` and
+  ``wrong_shape`` are invalid (``flock_pipeline.validity``: flagged ``invalid:<reason>`` and
+  penalized like a free rider); ``inflated_samples`` claims 1e6 x its samples, which the chain
+  refuses against the registered data set size (and ``aggregation.max_weight_share`` bounds
+  where it does not). The seed moves the sortition,
   the partition and the training, so three seeds give three different games. Proposers are paid
   stake x contribution (relative leave-one-out held-out loss gain, stake-weighted mean over the
   accepting voters); a free rider or copy (flagged by more than half of the scoring voter
@@ -34,7 +39,8 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   slashed at ``chain.voter_slash_bps``. Net reward per participant = sum of rewards - sum of
   slashes over the rounds, in FLOCK; the table also splits out the net of the rounds in which
   the participant held the role the attack acts in (proposals, or votes for a dishonest voter;
-  a round with both roles counts for either, since its one settlement sums both).
+  a round with both roles counts for either, since its one settlement sums both, except when
+  it submitted nothing in it: then it counts as a vote).
 - voter_slash (only with ``--parts voter_slash``): the rewards part's dishonest-voter flow at
   ``chain.voter_slash_bps`` 10%, 50%, 70% and 100%, same seeds: what voting nets a voter that
   reverses its measurement, and an honest one.
@@ -47,7 +53,7 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   seeds and data: what each participant's data is worth to each rule, with no attack at all.
 
     .venv/bin/python bench/robustness.py            # Fashion-MNIST x 3 seeds + 21 flow runs
-    .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 3 flow runs, < 8 min
+    .venv/bin/python bench/robustness.py --quick    # MNIST 5k + 8 flow runs
     .venv/bin/python bench/robustness.py --parts rewards   # one part; the other keeps its figures
     .venv/bin/python bench/robustness.py --parts voter_slash   # the dishonest voter at 4 rates
     .venv/bin/python bench/robustness.py --parts trust_cost    # the trust check on and off
@@ -58,10 +64,13 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
 task's class-balanced validation set instead of their own held-out splits) and writes
 ``robustness[_quick][_noscreen]_shared.json``.
 
-The last stdout line is one JSON object with the headline metric: the worst accuracy drop (in
-points, mean over the seeds) of a robust strategy (median, trimmed mean, Krum, Multi-Krum,
-Bulyan) under any attack, against the same strategy's all-honest run (goal <= 3.0); it also
-carries the worst drop against the honest-only reference.
+The last stdout line is one JSON object with the headline: ``tasks_halted`` (simulations and
+flow runs an attack made fail; goal 0), ``attackers_positive_from_attack`` (attackers whose
+attacking role netted > 0 in a flow run; goal 0), ``honest_slashes_all_honest`` (honest
+participant-rounds slashed in the all-honest flow runs; goal 0) and ``trust_goal_pass`` (all
+three met); and the worst accuracy drop (in points, mean over the seeds) of a robust strategy
+(median, trimmed mean, Krum, Multi-Krum, Bulyan) under any attack, against the same strategy's
+all-honest run (goal <= 3.0), with the worst drop against the honest-only reference.
 """
 
 from __future__ import annotations
@@ -99,7 +108,6 @@ from rich.console import Console  # noqa: E402
 from flock_pipeline.aggregation.registry import STRATEGIES  # noqa: E402
 from flock_pipeline.attacks.spec import ATTACK_KINDS  # noqa: E402
 from flock_pipeline.config import ChainConfig, FlockConfig, load_config  # noqa: E402
-from flock_pipeline.errors import AggregationError  # noqa: E402
 from flock_pipeline.round import initial_weights, prepare_federation, train_participant  # noqa: E402
 from flock_pipeline.simulation import run_simulation  # noqa: E402
 
@@ -109,7 +117,11 @@ ROBUST = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 VOTE_ONLY = ("dishonest_voter",)  # attacks only the votes: the rewards part measures it
 PROPOSES = ("proposer", "both")  # RunReport roles that submit an update
 VOTES = ("voter", "both")  # RunReport roles that vote
-QUICK_REWARD_ATTACKS = ("free_rider", "sign_flip", "dishonest_voter")
+QUICK_REWARD_ATTACKS = (
+    "none", "free_rider", "sign_flip", "dishonest_voter", "corrupt_update", "nan_update",
+    "wrong_shape", "inflated_samples",
+)  # fmt: skip
+INVALID = ("corrupt_update", "nan_update", "wrong_shape")  # flagged invalid, never aggregated
 TOKEN = 10**18
 
 # num_malicious is f. Bulyan needs n >= 4f + 3 updates: with n = 10 that allows f = 1 only.
@@ -124,6 +136,7 @@ ATTACK_PARAMS: dict[str, dict[str, Any]] = {
     "gaussian_noise": {"sigma": 1.0},
     "label_flip": {"flip_to": "reverse"},
     "copier": {"copy_from": "p0"},  # p0 is honest
+    "inflated_samples": {"factor": 1e6},
 }
 FLOW_ATTACK_PARAMS: dict[str, dict[str, Any]] = {"copier": {"copy_from": None}}
 
@@ -300,8 +313,9 @@ def _accuracy_cell(job: _Cell) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         result = run_simulation(cfg, None, Console(stderr=True, quiet=True), fed=_FEDS[seed])
-    except AggregationError as exc:  # the attack blew the model up: a NaN or infinite update
-        return {"accuracy": None, "diverged": str(exc), "flagged_per_round": [],
+    except Exception as exc:  # the attack halted the task: what the headline counts
+        return {"accuracy": None, "diverged": f"{type(exc).__name__}: {exc}",
+                "halted": True, "flagged_per_round": [],
                 "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     wall = time.perf_counter() - t0
     rounds_out = result.summary["rounds"]
@@ -447,9 +461,17 @@ def summarize_accuracy(
         [{"strategy": s, "attack": a, "drop": v} for v, s, a in alone_drops if v > GOAL],
         key=lambda x: -x["drop"],
     )
+    halted = [
+        {"seed": k, "strategy": strategy, "attack": attack, "error": cell.get("diverged")}
+        for k, run in runs.items()
+        for strategy, row in run.items()
+        for attack, cell in row.items()
+        if cell.get("halted")
+    ]
     return {
         "cells": cells,
         "attacks": attacks,
+        "halted": halted,
         "honest_fedavg_accuracy": honest_fedavg,
         "worst_robust_drop": {"value": worst, "strategy": worst_s, "attack": worst_a},
         "honest_only_accuracy": honest_only,
@@ -672,10 +694,15 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 row["screened"].append(p.get("screened"))  # the screen's reason, if any
                 row["contribution"].append(p.get("contribution"))
                 row["trust_score"].append(p.get("trust_score"))
-            # One settlement per round sums both roles' outcomes: a round with both stays apart.
+            # One settlement per round sums both roles' outcomes: a round with both stays apart,
+            # unless it submitted nothing (it abstained, or the chain refused its claim): then
+            # what it earned it earned voting.
             role_net = {"proposer": "proposal_net", "voter": "vote_net", "both": "both_net"}
-            if p["role"] in role_net:
-                row[role_net[p["role"]]] += net
+            role = p["role"]
+            if role == "both" and p.get("update_hash") is None:
+                role = "voter"
+            if role in role_net:
+                row[role_net[role]] += net
             row["reward"] += int(p["reward"])
             row["slashed"] += int(p["slashed"])
             row["roles"].append(p["role"])
@@ -721,6 +748,9 @@ def _reward_run(
                     "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
         wall = time.perf_counter() - t0
     per = _net_rewards(summary)
+    if attack == "none":  # an all-honest run: nobody is malicious
+        for row in per.values():
+            row["malicious"] = False
     for r in summary["rounds"]:
         for p in r["participants"]:
             vote = p.get("vote")
@@ -742,6 +772,8 @@ def _reward_run(
         "accuracy_per_round": [r["global"]["accuracy"] for r in summary["rounds"]],
         "malicious_positive": sorted(p for p in mal if per[p]["net_flock"] > 0),
         "malicious_positive_from_attack": sorted(p for p in mal if per[p][f"{role}_net_flock"] > 0),
+        "honest_slashes": int(summary["final"]["honest_slashes"]),
+        "screened_per_round": [r["screened"] for r in summary["rounds"]],
         "seconds": round(wall, 3),
     }
 
@@ -800,6 +832,7 @@ def rewards_part(
                 f"{pid}@{k}" for k, pid, row in mal if row[f"{role}_net_flock"] > 0
             ],
             "failed_seeds": sorted(k for k, r in by_seed.items() if "error" in r),
+            "honest_slashes_by_seed": {k: r["honest_slashes"] for k, r in ok.items()},
         }
     chain = ChainConfig()
     positive = {a: r["malicious_positive"] for a, r in runs.items() if r.get("malicious_positive")}
@@ -846,6 +879,10 @@ def rewards_part(
         and all(not r["failed_seeds"] for r in runs.values()),
         "malicious_with_positive_net_from_attack": from_attack,
         "failed_runs": sorted(f"{a}@{k}" for a, r in runs.items() for k in r["failed_seeds"]),
+        # participant-rounds of honest participants slashed in the all-honest runs
+        "honest_slashes_all_honest": sum(
+            runs["none"]["honest_slashes_by_seed"].values() if "none" in runs else ()
+        ),
         "seconds": round(time.perf_counter() - t_all, 3),
     }
 
@@ -993,7 +1030,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="MNIST 5k, 3 flow runs (< 8 min)")
+    parser.add_argument("--quick", action="store_true", help="MNIST 5k, 8 flow runs")
     parser.add_argument("--parts", nargs="+", default=["accuracy", "rewards"],
                         choices=["accuracy", "rewards", "voter_slash", "trust_cost",
                                  "data_loss"],
@@ -1009,7 +1046,9 @@ def main(argv: list[str] | None = None) -> None:
         "--reward-max-samples", type=int, default=None,
         help="rewards part data cap (default: as the accuracy part)",
     )  # fmt: skip
-    parser.add_argument("--reward-attacks", nargs="+", default=None, choices=list(ATTACK_KINDS))
+    parser.add_argument(
+        "--reward-attacks", nargs="+", default=None, choices=["none", *ATTACK_KINDS]
+    )
     parser.add_argument(
         "--reward-seeds", type=int, default=None, help="flow runs per attack (default 3; quick 1)"
     )
@@ -1069,7 +1108,7 @@ def _run(args: argparse.Namespace) -> None:
     )  # fmt: skip
     reward_seeds = list(range(args.reward_seeds or (1 if args.quick else 3)))
     reward_attacks = args.reward_attacks or list(
-        QUICK_REWARD_ATTACKS if args.quick else ATTACK_KINDS
+        QUICK_REWARD_ATTACKS if args.quick else ("none", *ATTACK_KINDS)
     )
     load_before = os.getloadavg()
     t_start = time.perf_counter()
@@ -1112,6 +1151,9 @@ def _run(args: argparse.Namespace) -> None:
         "accuracy": f"robust strategies {list(ROBUST)} within {GOAL} accuracy points of their "
         "all-honest run under every attack",
         "rewards": "no malicious participant ends with a positive net reward",
+        "headline": "no attack halts a task (simulation or flow), every attacker nets <= 0 "
+        "from its attacking role in every flow run, and no honest participant is slashed in "
+        "any all-honest flow run",
     }
 
     _write(payload, args)
@@ -1188,6 +1230,20 @@ def _run(args: argparse.Namespace) -> None:
         print(f"\nvote net of reversed (dishonest) and honest voters by chain.voter_slash_bps "
               f"(FedAvg, real flow, seeds {vs['settings']['seeds']}):")  # fmt: skip
         print(_table_voter_slash(vs))
+    halted = len(payload.get("accuracy", {}).get("halted", [])) + len(
+        payload.get("rewards", {}).get("failed_runs", [])
+    )
+    rewards = payload.get("rewards")
+    positive = None if rewards is None else sum(
+        len(v) for v in rewards["malicious_with_positive_net_from_attack"].values()
+    )  # fmt: skip
+    honest_slashed = None if rewards is None else rewards.get("honest_slashes_all_honest")
+    headline.update(
+        tasks_halted=halted,
+        attackers_positive_from_attack=positive,
+        honest_slashes_all_honest=honest_slashed,
+        trust_goal_pass=halted == 0 and positive == 0 and honest_slashed == 0,
+    )
     headline["seconds_total"] = round(total, 1)
     print(json.dumps(headline))
 

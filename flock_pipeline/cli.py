@@ -245,7 +245,8 @@ def main() -> None:
     try:
         app()
     except FlockError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # No hard wraps: a path or a command in the message must stay one piece to copy.
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -100,12 +100,14 @@ def _overflow_odds(participants: int, expected: int, cap: int) -> float:
         return 1.0 if participants > cap else 0.0
     log_p, log_q = math.log(p), math.log1p(-p)
     lgn = math.lgamma(participants + 1)
-    inside = sum(
-        math.exp(lgn - math.lgamma(k + 1) - math.lgamma(participants - k + 1)
-                 + k * log_p + (participants - k) * log_q)
-        for k in range(cap + 1)
-    )  # fmt: skip
-    return max(0.0, 1.0 - inside)
+    tail = 0.0
+    for k in range(cap + 1, participants + 1):  # the upper tail itself: no 1 - cdf cancellation
+        term = math.exp(lgn - math.lgamma(k + 1) - math.lgamma(participants - k + 1)
+                        + k * log_p + (participants - k) * log_q)  # fmt: skip
+        tail += term
+        if k > expected and term < tail * 1e-17:
+            break
+    return min(tail, 1.0)
 
 
 def max_proposers_per_round(participants: int, cap: int) -> int:

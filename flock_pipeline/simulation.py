@@ -41,7 +41,7 @@ from flock_pipeline.protocol.params import (
     simulation_seed,
     task_params,
 )
-from flock_pipeline.protocol.settlement import Alliance
+from flock_pipeline.protocol.settlement import Alliance, ProtocolRevert
 from flock_pipeline.protocol.tally import RevealedVote
 from flock_pipeline.protocol.view import RoundView
 from flock_pipeline.report import (
@@ -127,8 +127,8 @@ def run_simulation(
     chain = Alliance(params, creator)
     for pid in ids:  # no DVC snapshot here: the registration names the arrays' sha256
         data = fed.participants[index_of[pid]]
-        digest = hashlib.sha256(data.x_train.tobytes() + data.y_train.tobytes()).hexdigest()
-        chain.stake(address[pid], cfg.chain.stake * TOKEN, len(data.y_train), dataset_hash(digest))
+        arrays = hashlib.sha256(data.x_train.tobytes() + data.y_train.tobytes()).hexdigest()
+        chain.stake(address[pid], cfg.chain.stake * TOKEN, len(data.y_train), dataset_hash(arrays))
 
     strategy = build_aggregator(cfg)
     screen = build_screen(cfg)
@@ -184,9 +184,20 @@ def run_simulation(
             blobs = {u.participant: submission_bytes(u, cfg.attacks.get(u.participant))
                      for u in updates}  # fmt: skip
             digests = {pid: hashlib.sha256(b).hexdigest() for pid, b in blobs.items()}
+            refused = set()
             for u in updates:
                 committed = bytes.fromhex(digests[u.participant])
-                chain.submit_update(address[u.participant], r, committed, u.num_samples)
+                try:
+                    chain.submit_update(address[u.participant], r, committed, u.num_samples)
+                except ProtocolRevert as exc:
+                    if exc.name != "TooManySamples":
+                        raise
+                    # More samples than it registered: the chain refuses the claim outright.
+                    console.print(f"[yellow]warning:[/] round {r + 1}: the update of "
+                                  f"{u.participant} is refused: {exc.error_args[0]} samples "
+                                  f"claimed, {exc.error_args[1]} registered")  # fmt: skip
+                    refused.add(u.participant)
+            updates = [u for u in updates if u.participant not in refused]
 
             chain.now = info.training_ends
             votes: dict[str, VoteRecord] = {}
@@ -197,6 +208,7 @@ def run_simulation(
                 submitted = check_submissions(
                     [(u.participant, blobs[u.participant], u.num_samples) for u in updates],
                     weights,
+                    {pid: chain.participant_of(address[pid]).num_samples for pid in blobs},
                 )
                 for pid, flag in submitted.invalid.items():
                     console.print(f"round {r + 1}: the voters flag the update of {pid} as "

@@ -140,12 +140,13 @@ def _committed(w: World, r: int, reference: Weights) -> Checked:
     index), fetched by hash and checked against the global model ``reference``
     (``flock_pipeline.validity``): an update that is missing, unreadable or malformed is
     flagged invalid, never raised. One event query for the round."""
-    entries = []
+    entries, registered = [], {}
     for ev in w.submissions(r):
-        pid = w.by_address(str(ev["proposer"])).id
+        member = w.by_address(str(ev["proposer"]))
         blob = fetch_blob(w.store, _hex(ev["updateHash"]))
-        entries.append((pid, blob, int(ev["numSamples"])))
-    return check_submissions(entries, reference)
+        entries.append((member.id, blob, int(ev["numSamples"])))
+        registered[member.id] = w.creator.participant_of(w.task_id, member.address).num_samples
+    return check_submissions(entries, reference, registered)
 
 
 def _previous_state_hash(w: World, r: int) -> str | None:
@@ -322,6 +323,11 @@ def _submit_kept(w: World, r: int, m: Member, kept: Path, blob: Path) -> dict[st
     try:
         m.client.submit_update(w.task_id, r, bytes.fromhex(digest[2:]), saved["num_samples"])
     except ContractRevert as exc:
+        if exc.name == "TooManySamples":  # more than it registered: refused outright
+            get_run_logger().warning(
+                "%s: the chain refuses its update of round %d (%s)", m.id, r + 1, exc
+            )
+            return {}
         if exc.name != "InsufficientStake":
             raise
         # Drawn from its stake at the round's start, then slashed to nothing when its last

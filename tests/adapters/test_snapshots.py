@@ -4,6 +4,7 @@ changed after its snapshot is refused until it is snapshotted again or restored.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -131,6 +132,35 @@ def test_changed_data_is_refused_naming_participant_folder_hashes_and_fix(
     assert isinstance(caught.value, DataError)
     with pytest.raises(DataChangedError):
         store.load("p0", snap)
+
+
+def test_the_restore_command_the_error_gives_works_with_the_real_dvc(
+    store: DatasetSnapshots, tmp_path: Path
+) -> None:
+    # Prepare: a snapshot, then a changed file and an extra one (what DVC refuses to overwrite
+    # or remove without --force)
+    data = arrays()
+    folder = store.write("p0", data)
+    snap = store.snapshot("p0")
+    (folder / "x_train.npy").write_bytes(b"edited by hand")
+    (folder / "notes.npy").write_bytes(b"not part of the snapshot")
+    with pytest.raises(DataChangedError) as caught:
+        store.verify(snap)
+    command = re.search(r"restore the snapshot with `([^`]+)`", str(caught.value))
+    assert command is not None, str(caught.value)
+    # Execute: the command as printed, in a shell elsewhere, with the venv's dvc on PATH
+    env = dict(os.environ, PATH=f"{Path(DVC).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(
+        ["bash", "-c", command.group(1)], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    # Assert
+    assert done.returncode == 0, done.stdout + done.stderr
+    store.verify(snap)
+    restored = store.load("p0", snap)
+    assert set(restored) == set(data)
+    for name, array in data.items():
+        np.testing.assert_array_equal(restored[name], array)
 
 
 def test_dvc_status_cli_agrees_about_changes(store: DatasetSnapshots) -> None:

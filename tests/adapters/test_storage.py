@@ -7,6 +7,7 @@ this module on a free loopback port with its config inside the temp folder (noth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -134,15 +135,15 @@ def _rclone() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    base = tmp_path_factory.mktemp("rclone")
+@contextlib.contextmanager
+def _serve_s3(base: Path, *flags: str) -> Iterator[S3Server]:
+    """``rclone serve s3`` of a fresh folder under ``base`` (extra ``flags``), until the end."""
     root = base / "served"
     root.mkdir()
     port = free_port()
     env = {**os.environ, "RCLONE_CONFIG": str(base / "rclone.conf"), "HOME": str(base)}
     command = [str(_rclone()), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}"]
-    command += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"]
+    command += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", *flags]
     process = subprocess.Popen(
         command,
         env=env,
@@ -167,6 +168,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with _serve_s3(tmp_path_factory.mktemp("rclone")) as server:
+        yield server
 
 
 @pytest.fixture()
@@ -240,3 +247,42 @@ def test_s3_unreachable_endpoint_fails_fast_at_open(s3_credentials: None) -> Non
     with pytest.raises(StorageError, match=f"cannot reach the S3 endpoint {endpoint}"):
         open_store("s3://flock-blobs", Path("unused"), endpoint)
     assert time.monotonic() - started < 5
+
+
+# --- the write probe run before a task starts -----------------------------------------------
+
+
+def test_a_writable_local_store_passes_the_probe_and_keeps_no_trace(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "new" / "blobs")
+    store.check_writable()
+    assert not (tmp_path / "new").exists()  # the folders it made for the probe went with it
+    (tmp_path / "kept").mkdir()
+    LocalBlobStore(tmp_path / "kept").check_writable()
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["proc", "under_a_file"])
+def test_an_unwritable_local_store_fails_the_probe_naming_its_folder(
+    tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    root = Path("/proc/flock-blobs") if where == "proc" else tmp_path / "a_file" / "blobs"
+    with pytest.raises(StorageError, match=f"{root} is not writable.*set storage.url"):
+        LocalBlobStore(root).check_writable()
+
+
+def test_the_s3_probe_writes_and_removes_an_object(
+    s3_store: BlobStore, s3_server: S3Server
+) -> None:
+    before = {p for p in (s3_server.root / "flock-blobs").rglob("*") if p.is_file()}
+    s3_store.check_writable()
+    assert {p for p in (s3_server.root / "flock-blobs").rglob("*") if p.is_file()} == before
+
+
+def test_a_read_only_s3_store_fails_the_probe(tmp_path: Path, s3_credentials: None) -> None:
+    (tmp_path / "ro").mkdir()
+    with _serve_s3(tmp_path / "ro", "--read-only") as server:
+        (server.root / "flock-blobs").mkdir()  # the bucket exists; only writes are refused
+        store = open_store("s3://flock-blobs/p", Path("unused"), server.endpoint_url)
+        with pytest.raises(StorageError, match="cannot write to s3://flock-blobs/p"):
+            store.check_writable()

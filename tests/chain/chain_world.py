@@ -20,6 +20,8 @@ GOOD = to_fixed(0.05)
 BAD = to_fixed(-0.02)
 SAMPLES = 1_000
 """Each participant's registered dataset size: the most samples an update of its may claim."""
+DATA = dataset_hash("0123456789abcdef0123456789abcdef.dir")
+"""A registered dataset hash (keccak256 of a DVC directory hash)."""
 EVERYONE = {"proposers_per_round": 64, "voters_per_round": 64}
 """Odds 64 * stake / total stake: every one of four participants proposes and votes."""
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from chain_world import AGGREGATE, BOGUS, FULL, GOOD, STAKE, TOKEN, RoundUnderTest, World
+from chain_world import (
+    AGGREGATE,
+    BOGUS,
+    DATA,
+    FULL,
+    GOOD,
+    SAMPLES,
+    STAKE,
+    TOKEN,
+    RoundUnderTest,
+    World,
+)
 
 from flock_pipeline.chain import (
     AllianceClient,
@@ -72,7 +83,7 @@ def test_calls_out_of_phase_raise_wrong_phase_naming_both_phases(world: World) -
 def test_staking_below_the_minimum_raises_insufficient_stake(world: World) -> None:
     task_id, _ = world.creator.create_task(TaskConfig(model_hash=b"\x01" * 32))
     with pytest.raises(InsufficientStake) as raised:
-        world.people[0].stake(task_id, 10 * TOKEN - 1)
+        world.people[0].stake(task_id, 10 * TOKEN - 1, SAMPLES, DATA)
     assert raised.value.args_by_name == {"required": 10 * TOKEN, "actual": 10 * TOKEN - 1}
 
 

@@ -172,10 +172,11 @@ def test_a_bogus_minority_hash_loses(world: World) -> None:
     # the liar's update was still scored by the honest voters: it keeps its proposer share
     assert abs(paid[liar.address] - Fraction(proposer_pot, 4)) <= 4
     honest = {p.address: STAKE for p in world.people[:3]}
-    pots = [(Fraction(proposer_pot * 3, 4), honest), (Fraction(voter_pot), honest)]
+    # the voters' pot is budgeted for the whole stake: the liar's quarter stays in the pool
+    pots = [(Fraction(proposer_pot * 3, 4), honest), (Fraction(voter_pot * 3, 4), honest)]
     assert_shares({a: paid[a] for a in honest}, pots, tolerance=8)
     assert paid.pop(world.keeper.address) == slash * 1_000 // BPS
-    assert sum(paid.values()) == info.reward
+    assert sum(paid.values()) == proposer_pot + voter_pot * 3 // 4
     assert world.vault_balance() == world.bucket_total()
 
 
@@ -350,8 +351,11 @@ def test_proposers_are_paid_by_weight_times_mean_contribution(world: World) -> N
     assert info.contribution_total == sum(u.part for u in updates)
     proposer_pot, voter_pot = split(info.reward)
     parts = {u.proposer: u.part for u in updates}
-    assert_shares(paid, [(proposer_pot, parts), (voter_pot, weights)], tolerance=8)
-    assert sum(paid.values()) == info.reward
+    # the pot is budgeted for the whole stake; the weight of update 3 (no part) goes unpaid
+    paid_weight = sum(weights[u.proposer] for u in updates if u.part > 0)
+    pot = Fraction(proposer_pot * paid_weight, sum(weights.values()))
+    assert_shares(paid, [(pot, parts), (voter_pot, weights)], tolerance=8)
+    assert abs(sum(paid.values()) - (pot + voter_pot)) <= 1
     after = world.keeper.round_info(r.task_id, r.round)
     assert after.proposer_reward_left == 0 and after.contribution_left == 0
     assert all(r.active(p) == amount for p, amount in zip(world.people, UNEVEN, strict=True))

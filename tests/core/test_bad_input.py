@@ -32,7 +32,7 @@ from flock_pipeline.limits import (
 )
 from flock_pipeline.protocol.settlement import MAX_UPDATES
 
-HEAVY = {"torch", "web3", "prefect", "flows", "mlflow", "dvc"}
+HEAVY = {"torch", "lightning", "prefect", "flows", "mlflow", "dvc"}
 """Packages whose import alone takes seconds: a refusal from the configuration needs none."""
 
 SMALL = {

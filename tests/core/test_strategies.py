@@ -476,5 +476,5 @@ def test_the_engines_give_every_sample_weighted_rule_the_configured_cap():
                    "aggregation.max_weight_share": 0.4}
     )  # fmt: skip
     assert build_aggregator(dp).inner.max_weight_share == 0.4
-    with pytest.raises(ConfigError, match="set aggregation.max_weight_share instead"):
+    with pytest.raises(ConfigError, match=r"set aggregation\.max_weight_share instead"):
         build_aggregator(load_config(overrides={"aggregation.params": {"max_weight_share": 0.4}}))

@@ -172,8 +172,8 @@ def test_invalid_updates_are_flagged_left_out_of_the_aggregate_and_scored_as_a_p
 def test_an_invalid_update_counts_against_a_robust_rules_expected_attackers() -> None:
     # Krum braced for one attacker, of which the validity check already removed one: it
     # averages nothing away from the three valid updates it has left.
-    checked = check_submissions(_submissions() + [("p4", canonical_bytes(_weights(0.05)), 10)],
-                                GLOBAL)  # fmt: skip
+    more = [*_submissions(), ("p4", canonical_bytes(_weights(0.05)), 10)]
+    checked = check_submissions(more, GLOBAL)
 
     full = aggregate(Krum(num_malicious=1), checked.updates, GLOBAL, None, 0, None, None,
                      checked.invalid)  # fmt: skip
@@ -258,12 +258,23 @@ def test_a_participant_over_its_training_time_abstains_and_the_run_completes() -
 
 
 def test_a_participant_past_its_privacy_budget_abstains_and_the_run_completes() -> None:
-    cfg = load_config(
-        overrides={**SMALL, "privacy.enabled": True, "privacy.epsilon_budget": 1e-6}
-    )
+    cfg = load_config(overrides={**SMALL, "privacy.enabled": True, "privacy.epsilon_budget": 1e-6})
 
     summary = run_simulation(cfg).summary
 
     assert [r["outcome"] for r in summary["rounds"]] == ["void", "void"]
     assert all(p["update_hash"] is None for r in summary["rounds"] for p in r["participants"])
     assert summary["final"]["honest_slashes"] == 0
+
+
+def test_the_simulation_refuses_an_inflated_claim_and_nobody_is_slashed() -> None:
+    cfg = load_config(overrides={**SMALL, "attacks": {"p1": {"kind": "inflated_samples"}}})
+
+    summary = run_simulation(cfg).summary
+
+    for r in summary["rounds"]:
+        people = {p["id"]: p for p in r["participants"]}
+        assert people["p1"]["update_hash"] is None  # above its registered size: refused
+        assert all(people[pid]["update_hash"] for pid in ("p0", "p2", "p3"))
+        assert r["outcome"] != "void" and r["screened"] == {}
+        assert all(p["slashed"] == "0" for p in r["participants"])

@@ -1,5 +1,6 @@
 """FlockAlliance on the in-process py-evm chain, driven at the eth-tester level for the
 differential test: one task, a creator and a few funded participants, reset between examples.
+The deployment is the real one (token, vault, FutureBlockSeed, AllianceLogic, alliance).
 
 Reproducible: the genesis block is dated 2100-01-01, ahead of any wall clock, so every block
 is exactly one second after its parent, and each block's prevrandao comes from a counter
@@ -99,12 +100,15 @@ class EvmTask:
             self.tester.add_account(encode_hex(signer.account.key))
         alliance_abi = load_artifact("FlockAlliance").abi
         token_abi = load_artifact("FlockToken").abi
+        seed_abi = load_artifact("FutureBlockSeed").abi
         self.alliance = chain.w3.eth.contract(address=deployment.alliance, abi=alliance_abi)
         self.token = chain.w3.eth.contract(address=deployment.token, abi=token_abi)
+        self.seeds = chain.w3.eth.contract(address=deployment.seed_source, abi=seed_abi)
         self.address = deployment.alliance
+        self.vault = deployment.vault
         self._outputs = {
             e["name"]: [_abi_type(o) for o in e["outputs"]]
-            for abi in (alliance_abi, token_abi)
+            for abi in (alliance_abi, token_abi, seed_abi)
             for e in abi
             if e["type"] == "function"
         }
@@ -166,16 +170,31 @@ class EvmTask:
         assert receipt["status"] == 1, f"{function} passed the pending call but failed mined"
         return [self._decode_log(log) for log in receipt["logs"] if log["address"] == self.address]
 
-    def view(self, function: str, *args: Any, contract: Any = None) -> Any:
-        """A view's decoded result (a tuple for a struct, a list for an array)."""
+    def view(
+        self, function: str, *args: Any, contract: Any = None, block: str = "latest"
+    ) -> Any:
+        """A view's decoded result (a tuple for a struct, a list for an array; a tuple of all
+        outputs for a function with several)."""
         target = self.alliance if contract is None else contract
         tx = {
             "from": self.creator,
             "to": target.address,
             "data": target.encode_abi(function, list(args)),
         }
-        (value,) = decode(self._outputs[function], to_bytes(hexstr=self.tester.call(tx, "latest")))
-        return _checksummed(value)
+        values = decode(self._outputs[function], to_bytes(hexstr=self.tester.call(tx, block)))
+        return _checksummed(values[0] if len(values) == 1 else tuple(values))
+
+    def seed_of(self, round_: int) -> tuple[int, bytes]:
+        """The seed source's (state, seed) for the task's round as the next transaction sees
+        it (in the pending block)."""
+        state, seed = self.view(
+            "seedOf", self.address, 1, round_, contract=self.seeds, block="pending"
+        )
+        return int(state), bytes(seed)
+
+    def mine(self, blocks: int) -> None:
+        """Mine empty blocks (a second apart): what a future-block seed waits for."""
+        self.tester.mine_blocks(blocks)
 
     def balance_of(self, account: str) -> int:
         return int(self.view("balanceOf", account, contract=self.token))

@@ -30,6 +30,8 @@ TOKEN = 10**18
 FULL = SCORE_SCALE  # a contribution of 1.0
 FLAG = -SCORE_SCALE  # the flag: a contribution of exactly -1.0
 STAKE = 100 * TOKEN
+SAMPLES = 1_000  # every account's registered dataset size
+DATA = keccak(b"dataset.dir")  # and its registered dataset hash
 MODEL = b"\x11" * 32
 H = b"\xaa" * 32  # the aggregate most voters compute
 H2 = b"\xbb" * 32  # another aggregate
@@ -87,13 +89,14 @@ class Play:
     alliance: Alliance
     ballots: dict[tuple[int, str], Ballot] = field(default_factory=dict)
     round: int = -1
+    allotment: tuple[int, int] = (0, 0)
 
     @classmethod
     def open(cls, count: int = 5, stakes: Sequence[int] | None = None, **params: Any) -> Play:
         people = addresses(count)
         play = cls(people, Alliance(make_params(**params), CREATOR, now=1_000))
         for account, amount in zip(people, stakes or [STAKE] * count, strict=True):
-            play.call("stake", account, amount)
+            play.call("stake", account, amount, SAMPLES, DATA)
         return play
 
     def call(self, name: str, *args: Any) -> Any:
@@ -178,9 +181,12 @@ class Play:
             )
 
     def finalize(self) -> Outcome:
+        """Finalize the round; `allotment` keeps what it allotted (proposers, voters)."""
         if self.alliance.phase_of(self.round) is not Phase.FINALIZABLE:
             self.enter(Phase.FINALIZABLE)
         outcome: Outcome = self.call("finalize_round", FINALIZER, self.round)
+        r = self.alliance.rounds[self.round]
+        self.allotment = (r.proposer_reward_left, r.voter_reward_left)
         return outcome
 
     def settle_all(self) -> dict[str, Settled]:
@@ -190,4 +196,9 @@ class Play:
         return {s.account: s for s in self.alliance.settlements if s.round == self.round}
 
     def weight(self, account: str) -> int:
+        """The account's stake in the round (the base of its slashes)."""
         return self.alliance.record_of(self.round, account).weight
+
+    def voter_weight(self, account: str) -> int:
+        """The weight of the account's vote in the round."""
+        return self.alliance.voter_weight(self.round, self.alliance.record_of(self.round, account))

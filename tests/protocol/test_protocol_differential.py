@@ -1,11 +1,13 @@
 """The Python model and the contract take the same decisions: the differential test.
 
 A hypothesis state machine sends the same random calls to FlockAlliance on the in-process
-py-evm chain and to protocol.Alliance: stakes, unstakes and withdrawals, round starts (the model
-takes the chain's seed), submissions, commits and reveals of random hashes, scores and
-contributions (out of range ones and flags included), skipped reveals, clock jumps to and
-around each deadline, finalizations, no-show reports, settlements, claims and the pool's
-reclaim. Single calls probe the refusals; `play_round` drives a whole round with random
+py-evm chain and to protocol.Alliance: stakes (registering, keeping or changing the dataset),
+unstakes and withdrawals, round starts, blocks mined and draws of the seed (the model takes
+what the chain's FutureBlockSeed answers, lapsed requests and their renewal included),
+submissions (more samples than registered included), commits and reveals of random hashes,
+scores and contributions (out of range ones and flags included), skipped reveals, clock jumps
+to and around each deadline and the task's, finalizations, no-show reports, settlements,
+claims, the creator's cancel and the pool's reclaim. Single calls probe the refusals; `play_round` drives a whole round with random
 choices so that runs reach settled rounds and the last round.
 
 After every call both must agree on success or on the revert's error name and arguments, and
@@ -33,7 +35,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from protocol_chain import TOKEN, EvmTask, Reverted
+from eth_utils.crypto import keccak
+from protocol_chain import GENESIS_TIME, TOKEN, EvmTask, Reverted
 
 from flock_pipeline.protocol import (
     SCORE_SCALE,
@@ -41,6 +44,7 @@ from flock_pipeline.protocol import (
     Outcome,
     Phase,
     ProtocolRevert,
+    SeedState,
     TaskParams,
     vote_commitment,
 )
@@ -64,6 +68,7 @@ PARAMS = TaskParams(
     commit_duration=30,
     reveal_duration=30,
     unbonding_delay=150,
+    deadline=GENESIS_TIME + 2_000,  # within reach: `advance` jumps to it, some runs end by it
 )
 A, B, C = b"\xa1" * 32, b"\xb2" * 32, b"\xc3" * 32
 HASHES = [A, A, A, A, B, B, C, bytes(32)]
@@ -72,12 +77,22 @@ SCORES = [S, S // 3, S // 3, 0, -1, -S // 2, -S, S + 1, -S - 1]
 CONTRIBUTIONS = [S, S, S // 2, S // 7, 0, -S // 4, -S, -S, S + 1, -S - 1]
 COUNTS = ["all"] * 6 + ["none", "short", "long"]
 AMOUNTS = [25 * TOKEN + 3, 60 * TOKEN, 10 * TOKEN, 5 * TOKEN, 0]
-
+REGISTRATIONS = ["keep", "keep", "keep", "same", "new", "no hash"]
+MINED = [2, 0, 1, 2, 3]  # blocks mined before a draw: the seed waits for 2
+LAPSE = 300  # blocks past blockhash's reach: the seed request lapses
 people = st.integers(0, PEOPLE - 1)
 anyone = st.integers(-1, PEOPLE - 1)  # -1: the creator
 offsets = st.sampled_from([0, 0, 0, 0, -1, 1])
 
-_ROUND_CALLS = ("submitUpdate", "commitVote", "revealVote", "finalizeRound", "reportNoShow")
+_ROUND_CALLS = (
+    "drawRound",
+    "renewSeed",
+    "submitUpdate",
+    "commitVote",
+    "revealVote",
+    "finalizeRound",
+    "reportNoShow",
+)
 _PAYING_CALLS = ("stake", "withdraw", "claim", "reclaimPool")
 _EVENTS = {
     "Settled": ("settlements", ("round", "account", "reward", "slashed")),
@@ -131,6 +146,9 @@ class AllianceMachine(RuleBasedStateMachine):
     def started(self) -> bool:
         return self.model.task.rounds_started > 0
 
+    def waiting(self) -> bool:
+        return self.started() and self.model.phase_of(self.current()) is Phase.WAITING_FOR_SEED
+
     def anyone_active(self) -> bool:
         return any(self.model.participant_of(a).active for a in self.evm.people)
 
@@ -179,7 +197,9 @@ class AllianceMachine(RuleBasedStateMachine):
     def compare_task(self) -> None:
         self.task_seen = astuple(self.model.task_state())
         assert tuple(self.evm.view("taskState", 1)) == self.task_seen
-        assert self.evm.balance_of(self.evm.address) == self.model.balance()
+        assert tuple(self.evm.view("taskParams", 1)) == self.model.params.as_abi()
+        assert self.evm.balance_of(self.evm.vault) == self.model.balance()
+        assert self.evm.balance_of(self.evm.address) == 0  # the vault holds every token
 
     def compare_accounts(self, accounts: set[str], tokens: bool = True) -> None:
         m, evm = self.model, self.evm
@@ -221,12 +241,24 @@ class AllianceMachine(RuleBasedStateMachine):
     def stake_first(self, stakes: list[int]) -> None:
         for index, amount in enumerate(stakes):
             if amount:
-                self.stake(index, amount)
+                self.stake(index, amount, "same")
 
-    @rule(who=people, amount=st.sampled_from(AMOUNTS))
-    def stake(self, who: int, amount: int) -> None:
+    def registration(self, who: int, kind: str) -> tuple[int, bytes]:
+        """(samples, dataset hash) a stake passes: zeros to keep, the account's own, another
+        (larger) one, or a half-empty one."""
+        own = (1_000 + who, keccak(f"data/{who}".encode()))
+        return {
+            "keep": (0, bytes(32)),
+            "same": own,
+            "new": (own[0] + 7, keccak(f"other/{who}".encode())),
+            "no hash": (own[0], bytes(32)),
+        }[kind]
+
+    @rule(who=people, amount=st.sampled_from(AMOUNTS), kind=st.sampled_from(REGISTRATIONS))
+    def stake(self, who: int, amount: int, kind: str) -> None:
         a = self.account(who)
-        self.act(a, "stake", (1, amount), lambda: self.model.stake(a, amount))
+        n, h = self.registration(who, kind)
+        self.act(a, "stake", (1, amount, n, h), lambda: self.model.stake(a, amount, n, h))
 
     @precondition(lambda self: self.anyone_active())
     @rule(who=people, amount=st.sampled_from([*AMOUNTS, -1]))
@@ -244,20 +276,58 @@ class AllianceMachine(RuleBasedStateMachine):
 
     @rule(who=anyone)
     def start_round(self, who: int) -> None:
-        started = self.model.task.rounds_started
+        self.act(self.account(who), "startRound", (1,), self.model.request_round)
 
-        def model() -> None:  # the chain's seed: the call runs after the chain's
-            self.model.start_round(bytes(self.evm.view("roundInfo", 1, started)[0]))
-
-        if self.act(self.account(who), "startRound", (1,), model):
+    @precondition(lambda self: self.started())
+    @rule(
+        who=anyone,
+        mined=st.sampled_from(MINED),
+        offset=st.sampled_from([0, 0, 0, -1]),
+        lapse=st.booleans(),
+    )
+    def draw(self, who: int, mined: int, offset: int, lapse: bool = False) -> None:
+        """Mine some blocks (or enough for the request to lapse), then draw the round with
+        what the seed source answers; renew a lapsed request."""
+        self.evm.mine(LAPSE if lapse else mined)
+        r = self.current(offset)
+        state, seed = self.evm.seed_of(r)
+        if self.act(
+            self.account(who),
+            "drawRound",
+            (1, r),
+            lambda: self.model.draw_round(r, seed, SeedState(state)),
+        ):
             for account in self.evm.people:
-                role = self.evm.view("roleOf", 1, started, account)
-                assert role == self.model.role_of(started, account), account
+                role = self.evm.view("roleOf", 1, r, account)
+                assert role == self.model.role_of(r, account), account
+        elif state == SeedState.LAPSED:
+            self.renew(who, False)
+
+    @precondition(lambda self: self.started())
+    @rule(who=anyone, lapse=st.booleans())
+    def renew(self, who: int, lapse: bool) -> None:
+        self.evm.mine(LAPSE if lapse else 0)
+        r = self.current()
+        state, _ = self.evm.seed_of(r)
+        self.act(
+            self.account(who),
+            "renewSeed",
+            (1, r),
+            lambda: self.model.renew_seed(r, SeedState(state)),
+        )
+
+    @rule(who=st.sampled_from([-1, -1, 0]), now=st.sampled_from([False] * 5 + [True]))
+    def cancel(self, who: int, now: bool) -> None:
+        """The creator (or not) cancels, now and then: a cancel ends the run's task."""
+        if now:
+            a = self.account(who)
+            self.act(a, "cancelTask", (1,), lambda: self.model.cancel_task(a))
 
     def submit_one(self, who: int, r: int, kind: str) -> None:
         a = self.account(who)
         update = bytes(32) if kind == "no hash" else bytes([who + 1, r + 1]) * 16
-        samples = 0 if kind == "no samples" else 100 + who
+        registered = self.model.participant_of(a).num_samples
+        samples = {"no samples": 0, "too many": registered + 1}.get(kind, 100 + who)
         self.act(
             a,
             "submitUpdate",
@@ -266,7 +336,11 @@ class AllianceMachine(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: self.started())
-    @rule(who=people, offset=offsets, kind=st.sampled_from(["ok", "no hash", "no samples"]))
+    @rule(
+        who=people,
+        offset=offsets,
+        kind=st.sampled_from(["ok", "ok", "no hash", "no samples", "too many"]),
+    )
     def submit(self, who: int, offset: int, kind: str) -> None:
         self.submit_one(who, self.current(offset), kind)
 
@@ -344,7 +418,7 @@ class AllianceMachine(RuleBasedStateMachine):
         a = self.account(who)
         self.act(a, "claim", (1,), lambda: self.model.claim(a))
 
-    @precondition(lambda self: self.started() and self.model.task.pool > 0)
+    @precondition(lambda self: self.model.task.pool > 0)
     @rule(who=st.sampled_from([-1, -1, 0]))
     def reclaim_pool(self, who: int) -> None:
         a = self.account(who)
@@ -352,12 +426,15 @@ class AllianceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started())
     @rule(
-        to=st.sampled_from(["next", "next", "training", "commit", "reveal", "release", "+1"]),
+        to=st.sampled_from(
+            ["next", "next", "training", "commit", "reveal", "release", "+1", "deadline"]
+        ),
         early=st.sampled_from([0, 0, 0, 1]),
     )
     def advance(self, to: str, early: int) -> None:
         """Jump the clock to a deadline of the current round (the next one by preference), to
-        the latest unbonding release, or by a second; `early` stops a second short."""
+        the latest unbonding release, to the task's deadline, or by a second; `early` stops a
+        second short."""
         info = self.model.round_info(self.current())
         now = self.evm.timestamp() + 1
         deadlines = [t for t in (info.training_ends, info.commit_ends, info.reveal_ends) if t > now]
@@ -368,6 +445,7 @@ class AllianceMachine(RuleBasedStateMachine):
             "reveal": info.reveal_ends,
             "release": max(self.model.participant_of(a).release_at for a in self.evm.people),
             "+1": now + 1,
+            "deadline": self.model.params.deadline,
         }
         self.evm.next_at(targets[to] - early)
         self.model.now = self.evm.timestamp() + 1
@@ -382,17 +460,31 @@ class AllianceMachine(RuleBasedStateMachine):
         for _ in range(6):
             r = self.current()
             phase = self.model.phase_of(r)
+            if phase is Phase.WAITING_FOR_SEED:
+                lapse = data.draw(st.sampled_from([False] * 5 + [True]))
+                self.draw(data.draw(anyone), data.draw(st.sampled_from(MINED)), 0, lapse)
+                if self.waiting():
+                    self.draw(data.draw(anyone), 2, 0)
+                if self.model.phase_of(r) is not Phase.TRAINING:
+                    break
+                continue
             if phase in (Phase.NOT_STARTED, Phase.FINALIZED):
                 if phase is Phase.FINALIZED and r == self.params.rounds - 1:
                     self.reclaim_pool(-1)
                     break
                 self.start_round(data.draw(anyone))
+                if self.waiting():
+                    self.draw(data.draw(anyone), data.draw(st.sampled_from(MINED)), 0)
+                if self.waiting():
+                    self.draw(data.draw(anyone), 2, 0)
                 if self.model.phase_of(self.current()) is not Phase.TRAINING:
                     break
                 continue
             if phase is Phase.TRAINING:
                 for who in range(PEOPLE):
-                    kind = data.draw(st.sampled_from(["ok"] * 6 + ["skip", "no hash"]))
+                    kind = data.draw(
+                        st.sampled_from(["ok"] * 6 + ["skip", "no hash", "too many"])
+                    )
                     if kind != "skip":
                         self.submit_one(who, r, kind)
             elif phase is Phase.COMMITTING:
@@ -476,11 +568,12 @@ def test_the_edge_rules_agree_on_scripted_rounds(monkeypatch: pytest.MonkeyPatch
     m = Machine()
     a, b, c, d = range(4)
     for who in (a, b, c, d):
-        m.stake(who, 40 * TOKEN)
+        m.stake(who, 40 * TOKEN, "same")
 
     def play(votes: list[tuple[int, bytes, int, list[int]]], reveal_order: list[int]) -> None:
         m.start_round(-1)
         r = m.current()
+        m.draw(-1, 2, 0, False)
         for who in (a, b, c, d):
             m.submit_one(who, r, "ok")
         m.advance("next", 0)

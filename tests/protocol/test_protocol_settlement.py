@@ -8,7 +8,19 @@ after every call.
 from __future__ import annotations
 
 import pytest
-from protocol_helpers import FLAG, FULL, H2, STAKE, TOKEN, H, Play, addresses, make_params
+from protocol_helpers import (
+    DATA,
+    FLAG,
+    FULL,
+    H2,
+    SAMPLES,
+    STAKE,
+    TOKEN,
+    H,
+    Play,
+    addresses,
+    make_params,
+)
 
 from flock_pipeline.protocol import (
     BPS,
@@ -55,13 +67,21 @@ def test_an_honest_accepted_round_pays_everyone_and_slashes_nobody() -> None:
     paid = play.settle_all()
     proposer_pot, voter_pot = pots(play)
     assert all(s.slashed == 0 for s in paid.values())
-    # parts: a is scored 1.0 by all, b 0.5, 0.5, 0: b's mean is 1/3 of a's
+    # weights: each role's stake over its odds, max(stake, ceil(S / k)), with S = 5 * STAKE
     (ua, ub) = play.alliance.round_updates(play.round)
-    assert ua.part == STAKE * FULL and ub.part == STAKE * (FULL // 2 * 2) // 3
-    assert paid[a].reward == proposer_pot * ua.part // (ua.part + ub.part)
-    assert paid[b].reward == proposer_pot - paid[a].reward  # the last settler takes the rest
-    assert [paid[v].reward for v in (c, d)] == [voter_pot // 3, (voter_pot - voter_pot // 3) // 2]
-    assert sum(s.reward for s in paid.values()) == proposer_pot + voter_pot
+    assert ua.weight == ub.weight == 5 * STAKE // 2
+    assert play.voter_weight(c) == -(-5 * STAKE // 3)
+    # each pot is budgeted for S: two proposers of weight S / 2 take all of theirs, three
+    # voters of weight ceil(S / 3) a wei more than all of theirs
+    proposers, voters = play.allotment
+    assert proposers == proposer_pot
+    assert voters == voter_pot * 3 * play.voter_weight(c) // (5 * STAKE)
+    # parts: a is scored 1.0 by all, b 0.5, 0.5, 0: b's mean is 1/3 of a's
+    assert ua.part == ua.weight * FULL and ub.part == ub.weight * FULL // 3
+    assert paid[a].reward == proposers * ua.part // (ua.part + ub.part)
+    assert paid[b].reward == proposers - paid[a].reward  # the last settler takes the rest
+    assert [paid[v].reward for v in (c, d)] == [voters // 3, (voters - voters // 3) // 2]
+    assert sum(s.reward for s in paid.values()) == proposers + voters
     state = play.alliance.task_state()
     assert state.allotted == 0 and state.global_model_hash == H
     assert state.staked == 5 * STAKE
@@ -79,13 +99,16 @@ def test_a_rejected_round_pays_the_rejecting_voters_and_slashes_only_the_losers(
     pool_before = play.alliance.task.pool
     assert play.finalize() is Outcome.REJECTED
     _, voter_pot = pots(play)
-    # the proposers' part stays in the pool; the rejecting voters share theirs
-    assert play.alliance.task.pool == pool_before - voter_pot
+    # the proposers' part stays in the pool; the two rejecting voters share theirs, budgeted
+    # for the whole stake
+    winners = play.voter_weight(d) + play.voter_weight(e)
+    assert play.allotment == (0, voter_pot * winners // (5 * STAKE))
+    assert play.alliance.task.pool == pool_before - play.allotment[1]
     paid = play.settle_all()
     for proposer in (a, b):
         assert (paid[proposer].reward, paid[proposer].slashed) == (0, 0)
     assert paid[c].slashed == STAKE * 3_000 // BPS and paid[c].reward == 0
-    assert paid[d].reward + paid[e].reward == voter_pot
+    assert paid[d].reward + paid[e].reward == play.allotment[1]
     assert paid[d].slashed == paid[e].slashed == 0
     assert play.alliance.round_updates(play.round)[0].part == 0
     assert play.alliance.task.global_model_hash != H
@@ -107,8 +130,7 @@ def test_a_reject_of_an_accepted_round_is_unpaid_but_not_slashed() -> None:
     assert play.finalize() is Outcome.ACCEPTED
     paid = play.settle_all()
     assert (paid[e].reward, paid[e].slashed) == (0, 0)
-    _, voter_pot = pots(play)
-    assert paid[c].reward + paid[d].reward == voter_pot
+    assert paid[c].reward + paid[d].reward == play.allotment[1] > 0
 
 
 @pytest.mark.parametrize("case", ["no reveals", "tie", "no majority hash"])
@@ -154,12 +176,12 @@ def test_the_minority_hash_loses_and_its_contributions_do_not_count() -> None:
     play.reveal()
     assert play.finalize() is Outcome.ACCEPTED
     ua, ub = play.alliance.round_updates(play.round)
-    assert (ua.flag_weight, ua.contribution, ub.contribution) == (0, 2 * STAKE * FULL, STAKE * FULL)
-    assert (ua.part, ub.part) == (STAKE * FULL, STAKE * (FULL // 2))
+    w = play.voter_weight(c)
+    assert (ua.flag_weight, ua.contribution, ub.contribution) == (0, 2 * w * FULL, w * FULL)
+    assert (ua.part, ub.part) == (ua.weight * FULL, ub.weight * (FULL // 2))
     paid = play.settle_all()
     assert paid[e].slashed == STAKE * 3_000 // BPS and paid[e].reward == 0
-    _, voter_pot = pots(play)
-    assert paid[c].reward + paid[d].reward == voter_pot
+    assert paid[c].reward + paid[d].reward == play.allotment[1]
     assert paid[a].slashed == paid[b].slashed == 0
 
 
@@ -181,7 +203,8 @@ def test_a_flagged_proposer_is_slashed_at_penalty_bps_in_either_outcome(score: i
     assert (paid[a].reward, paid[a].slashed) == (0, STAKE * 5_000 // BPS)
     assert paid[b].slashed == 0
     if expected is Outcome.ACCEPTED:
-        assert paid[b].reward == pots(play)[0]  # the only part left takes the whole pot
+        # the only part left takes the proposers' allotment: its share of the whole stake
+        assert paid[b].reward == play.allotment[0] == pots(play)[0] * ub.weight // (5 * STAKE)
     else:
         assert paid[b].reward == 0
 
@@ -197,13 +220,15 @@ def test_a_proposer_that_also_votes_does_not_score_itself() -> None:
     assert play.finalize() is Outcome.ACCEPTED
     ua, ub = play.alliance.round_updates(play.round)
     # a's own 1.0 is skipped and a leaves its own pay denominator: only c's 0.5 counts
-    assert ua.contribution == STAKE * (FULL // 2) and ua.part == STAKE * (FULL // 2)
+    w = play.voter_weight(c)
+    assert play.voter_weight(a) == w
+    assert ua.contribution == w * (FULL // 2) and ua.part == ua.weight * (FULL // 2)
     # b is scored by both accepting voters: (0 + 1.0) / 2
-    assert ub.contribution == STAKE * FULL and ub.part == STAKE * (FULL // 2)
+    assert ub.contribution == w * FULL and ub.part == ub.weight * (FULL // 2)
     paid = play.settle_all()
-    proposer_pot, voter_pot = pots(play)
+    proposers, voters = play.allotment
     # a's settlement sums both roles: its proposer share and its voter share
-    assert paid[a].reward == proposer_pot * ua.part // (ua.part + ub.part) + voter_pot // 2
+    assert paid[a].reward == proposers * ua.part // (ua.part + ub.part) + voters // 2
     assert paid[a].slashed == 0
     assert play.alliance.record_of(play.round, a).vote is VoteState.REVEALED
 
@@ -219,7 +244,7 @@ def test_a_flag_of_itself_does_not_count() -> None:
     play.reveal()
     play.finalize()
     (ua,) = play.alliance.round_updates(play.round)
-    assert ua.flag_weight == 0 and not ua.flagged and ua.part == STAKE * FULL
+    assert ua.flag_weight == 0 and not ua.flagged and ua.part == ua.weight * FULL
 
 
 def test_no_shows_are_slashed_at_slash_bps_once_and_only_when_they_were_needed() -> None:
@@ -347,12 +372,15 @@ def test_stake_rules() -> None:
     play = Play.open(2, max_participants=3, rounds=1)
     a, b = play.people
     c, d = addresses(2, "late")
-    reverts(play, "ZeroValue", "stake", c, 0)
-    assert reverts(play, "InsufficientStake", "stake", c, TOKEN).error_args == (10 * TOKEN, TOKEN)
-    play.call("stake", c, 10 * TOKEN)
-    assert reverts(play, "TaskFull", "stake", d, STAKE).error_args == (1, 3)
+    reverts(play, "ZeroValue", "stake", c, 0, SAMPLES, DATA)
+    reverts(play, "ZeroValue", "stake", c, STAKE)  # a first stake registers its dataset
+    reverts(play, "ZeroValue", "stake", c, STAKE, SAMPLES, bytes(32))
+    err = reverts(play, "InsufficientStake", "stake", c, TOKEN, SAMPLES, DATA)
+    assert err.error_args == (10 * TOKEN, TOKEN)
+    play.call("stake", c, 10 * TOKEN, SAMPLES, DATA)
+    assert reverts(play, "TaskFull", "stake", d, STAKE, SAMPLES, DATA).error_args == (1, 3)
     play.call("request_unstake", c, 10 * TOKEN)  # leaves: a seat is free again
-    play.call("stake", d, STAKE)
+    play.call("stake", d, STAKE, SAMPLES, DATA)
     assert reverts(play, "InsufficientStake", "request_unstake", a, STAKE + 1).error_args == (
         STAKE + 1,
         STAKE,
