@@ -39,8 +39,9 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   slashed at ``chain.voter_slash_bps``. Net reward per participant = sum of rewards - sum of
   slashes over the rounds, in FLOCK; the table also splits out the net of the rounds in which
   the participant held the role the attack acts in (proposals, or votes for a dishonest voter;
-  a round with both roles counts for either, since its one settlement sums both, except when
-  it submitted nothing in it: then it counts as a vote).
+  a round with both roles counts for the votes, since its one settlement sums both, and for
+  the proposals unless the proposal provably netted 0 there: not flagged, and not paid (no
+  update, a score <= 0, or a round not accepted), so what the round paid was its vote's).
 - voter_slash (only with ``--parts voter_slash``): the rewards part's dishonest-voter flow at
   ``chain.voter_slash_bps`` 10%, 50%, 70% and 100%, same seeds: what voting nets a voter that
   reverses its measurement, and an honest one.
@@ -686,7 +687,7 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 p["id"],
                 {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0,
                  "flagged": [], "screened": [], "contribution": [], "trust_score": [],
-                 "proposal_net": 0, "vote_net": 0, "both_net": 0},
+                 "proposal_net": 0, "vote_net": 0, "both_net": 0, "both_proposal_net": 0},
             )  # fmt: skip
             net = int(p["reward"]) - int(p["slashed"])
             if p["role"] in PROPOSES:
@@ -694,15 +695,16 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 row["screened"].append(p.get("screened"))  # the screen's reason, if any
                 row["contribution"].append(p.get("contribution"))
                 row["trust_score"].append(p.get("trust_score"))
-            # One settlement per round sums both roles' outcomes: a round with both stays apart,
-            # unless it submitted nothing (it abstained, or the chain refused its claim): then
-            # what it earned it earned voting.
+            # One settlement per round sums both roles' outcomes: a round with both stays apart.
             role_net = {"proposer": "proposal_net", "voter": "vote_net", "both": "both_net"}
-            role = p["role"]
-            if role == "both" and p.get("update_hash") is None:
-                role = "voter"
-            if role in role_net:
-                row[role_net[role]] += net
+            if p["role"] in role_net:
+                row[role_net[p["role"]]] += net
+            # Its proposal is provably worth 0 there unless it was flagged (penalized) or scored
+            # > 0 in an accepted round (paid): otherwise what it netted it netted voting.
+            if p["role"] == "both" and (
+                p.get("flagged") or (r["accepted"] and (p.get("contribution") or 0) > 0)
+            ):
+                row["both_proposal_net"] += net
             row["reward"] += int(p["reward"])
             row["slashed"] += int(p["slashed"])
             row["roles"].append(p["role"])
@@ -711,7 +713,7 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for pid, row in out.items():
         row["net_flock"] = (row["reward"] - row["slashed"]) / TOKEN
         both = row.pop("both_net")
-        row["proposal_net_flock"] = (row.pop("proposal_net") + both) / TOKEN
+        row["proposal_net_flock"] = (row.pop("proposal_net") + row.pop("both_proposal_net")) / TOKEN
         row["vote_net_flock"] = (row.pop("vote_net") + both) / TOKEN
         row["both_net_flock"] = both / TOKEN
         row["reward_flock"] = row.pop("reward") / TOKEN

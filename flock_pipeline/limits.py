@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flock_pipeline.errors import ConfigError
+from flock_pipeline.protocol.settlement import MAX_UPDATES
 
 if TYPE_CHECKING:
     from flock_pipeline.config import FlockConfig
@@ -160,8 +161,6 @@ def _data_problems(cfg: FlockConfig) -> list[str]:
 
 
 def _chain_problems(cfg: FlockConfig) -> list[str]:
-    from flock_pipeline.protocol.settlement import MAX_UPDATES
-
     n = cfg.participants
     problems = []
     proposers, voters = cfg.committee

@@ -98,12 +98,13 @@ def _global_weights(w: World) -> Weights:
 
 
 def _model(w: World, digest: str) -> Weights:
-    """A global model by hash, from the blob store; one the store lost is restored (see
-    ``_restored``) and put back, so the task goes on."""
-    if w.store.exists(digest):
-        return from_bytes(w.store.get(digest), digest)
+    """A global model by hash, from the blob store; one the store lost (or holds corrupt) is
+    restored (see ``_restored``) and put back, so the task goes on."""
+    data = fetch_blob(w.store, digest)
+    if data is not None:
+        return from_bytes(data, digest)
     data, source = _restored(w, digest)
-    w.store.put(data)
+    w.store.put(data)  # a corrupt copy in its place is replaced
     get_run_logger().warning(
         "global model %s was missing from the blob store; restored it from %s", digest, source
     )

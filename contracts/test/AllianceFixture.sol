@@ -2,14 +2,24 @@
 pragma solidity 0.8.37;
 
 import {Test} from "./Vm.sol";
+import {MockSeedSource} from "./MockSeedSource.sol";
+import {AllianceTypes} from "../src/AllianceTypes.sol";
 import {FlockToken} from "../src/FlockToken.sol";
 import {FlockAlliance} from "../src/FlockAlliance.sol";
+import {ISeedSource} from "../src/ISeedSource.sol";
 import {Sortition} from "../src/Sortition.sol";
+import {StakeVault} from "../src/StakeVault.sol";
 
-/// @notice Deployed token and alliance, a creator, a keeper and four funded participants.
+/// @notice Deployed token, vault, a test-controlled seed source and the alliance, a creator, a
+///         keeper and four funded participants.
 abstract contract AllianceFixture is Test {
     uint256 internal constant STAKE = 100 ether;
     uint256 internal constant POOL = 1_000 ether;
+    /// @dev Every participant's registered dataset: its size and its hash.
+    uint64 internal constant SAMPLES = 1_000;
+    bytes32 internal constant DATA = keccak256("dataset.dir");
+    /// @dev How long a task runs before its deadline.
+    uint64 internal constant LIFETIME = 30 days;
 
     Sortition.Role internal constant NONE = Sortition.Role.None;
     Sortition.Role internal constant PROPOSER = Sortition.Role.Proposer;
@@ -17,6 +27,8 @@ abstract contract AllianceFixture is Test {
     Sortition.Role internal constant BOTH = Sortition.Role.Both;
 
     FlockToken internal token;
+    StakeVault internal vault;
+    MockSeedSource internal seeds;
     FlockAlliance internal alliance;
     address internal creator = address(0xC0FFEE);
     address internal keeper = address(0xBEEF);
@@ -30,7 +42,10 @@ abstract contract AllianceFixture is Test {
 
     function setUp() public virtual {
         token = new FlockToken(type(uint128).max, address(this));
-        alliance = new FlockAlliance(token);
+        vault = new StakeVault(token);
+        seeds = new MockSeedSource();
+        alliance = new FlockAlliance(token, vault, seeds);
+        vault.bind(address(alliance));
         _fund(creator, 1_000_000 ether);
         _addPeople(4);
         vm.warp(1_000_000);
@@ -51,7 +66,7 @@ abstract contract AllianceFixture is Test {
         }
     }
 
-    function _params(uint32 rounds) internal view returns (FlockAlliance.TaskParams memory p) {
+    function _params(uint32 rounds) internal view returns (AllianceTypes.TaskParams memory p) {
         p.metadataURI = "ipfs://task";
         p.modelHash = keccak256("model");
         p.rounds = rounds;
@@ -68,6 +83,7 @@ abstract contract AllianceFixture is Test {
         p.commitDuration = 300;
         p.revealDuration = 300;
         p.unbondingDelay = 1_200;
+        p.deadline = uint64(block.timestamp) + LIFETIME;
         p.minStake = 10 ether;
         p.rewardPool = uint128(POOL);
     }
@@ -96,50 +112,56 @@ abstract contract AllianceFixture is Test {
 
     /// @dev Creates a 3-round task where people[i] stakes stakes[i] and starts round 0 with a
     ///      seed under which people[i] has roles[i] (people beyond roles.length: any role).
-    ///      Searches prevrandao values for that seed; the contract computes the same one.
+    ///      Searches seeds keccak256(i) for one and has the seed source answer with it.
     ///      Returns the proposers (Proposer or Both) and voters (Voter or Both) in people order.
     function _openRoundAs(uint256[] memory stakes, Sortition.Role[] memory roles)
         internal
         returns (uint256 taskId, address[] memory proposers, address[] memory voters)
     {
-        vm.roll(block.number + 1);
-        taskId = alliance.taskCount() + 1;
         uint256 total;
         for (uint256 i = 0; i < stakes.length; i++) total += stakes[i];
-        uint256 randao = _searchSeed(taskId, stakes, total, roles);
-        vm.prevrandao(bytes32(randao));
+        bytes32 seed = _searchSeed(stakes, total, roles);
         vm.prank(creator);
-        alliance.createTask(_params(3));
+        taskId = alliance.createTask(_params(3));
         for (uint256 i = 0; i < stakes.length; i++) {
             if (stakes[i] == 0) continue;
-            vm.prank(people[i]);
-            alliance.stake(taskId, stakes[i]);
+            _stake(taskId, people[i], stakes[i]);
         }
-        alliance.startRound(taskId);
+        _startAndDraw(taskId, seed);
         for (uint256 i = 0; i < roles.length; i++) {
             assertTrue(alliance.roleOf(taskId, 0, people[i]) == roles[i], "searched roles");
         }
         (proposers, voters) = _roles(taskId, 0);
     }
 
-    function _searchSeed(
-        uint256 taskId,
-        uint256[] memory stakes,
-        uint256 total,
-        Sortition.Role[] memory roles
-    ) internal view returns (uint256) {
-        bytes32 previous = blockhash(block.number - 1);
-        for (uint256 randao = 1; randao < 200_000; randao++) {
-            bytes32 seed =
-                keccak256(abi.encode(randao, previous, address(alliance), taskId, uint256(0)));
+    /// @dev `who` stakes `amount` with the standard registration.
+    function _stake(uint256 taskId, address who, uint256 amount) internal {
+        vm.prank(who);
+        alliance.stake(taskId, amount, SAMPLES, DATA);
+    }
+
+    /// @dev Starts the task's next round and draws it with `seed`; returns the round.
+    function _startAndDraw(uint256 taskId, bytes32 seed) internal returns (uint256 round) {
+        round = alliance.startRound(taskId);
+        seeds.fulfil(address(alliance), taskId, round, seed);
+        alliance.drawRound(taskId, round);
+    }
+
+    function _searchSeed(uint256[] memory stakes, uint256 total, Sortition.Role[] memory roles)
+        internal
+        view
+        returns (bytes32)
+    {
+        for (uint256 i = 1; i < 200_000; i++) {
+            bytes32 seed = keccak256(abi.encode(i));
             bool ok = true;
-            for (uint256 i = 0; ok && i < roles.length; i++) {
+            for (uint256 j = 0; ok && j < roles.length; j++) {
                 Sortition.Role role = Sortition.roleOf(
-                    seed, people[i], stakes[i], total, proposersPerRound, votersPerRound
+                    seed, people[j], stakes[j], total, proposersPerRound, votersPerRound
                 );
-                ok = role == roles[i];
+                ok = role == roles[j];
             }
-            if (ok) return randao;
+            if (ok) return seed;
         }
         revert("no seed gives these roles");
     }
@@ -164,16 +186,16 @@ abstract contract AllianceFixture is Test {
         }
     }
 
-    function _to(uint256 taskId, uint256 round, FlockAlliance.Phase phase) internal {
-        FlockAlliance.Round memory r = alliance.roundInfo(taskId, round);
-        if (phase == FlockAlliance.Phase.Committing) vm.warp(r.trainingEnds);
-        if (phase == FlockAlliance.Phase.Revealing) vm.warp(r.commitEnds);
-        if (phase == FlockAlliance.Phase.Finalizable) vm.warp(r.revealEnds);
+    function _to(uint256 taskId, uint256 round, AllianceTypes.Phase phase) internal {
+        AllianceTypes.Round memory r = alliance.roundInfo(taskId, round);
+        if (phase == AllianceTypes.Phase.Committing) vm.warp(r.trainingEnds);
+        if (phase == AllianceTypes.Phase.Revealing) vm.warp(r.commitEnds);
+        if (phase == AllianceTypes.Phase.Finalizable) vm.warp(r.revealEnds);
     }
 
     function _bucketTotal() internal view returns (uint256 total) {
         for (uint256 id = 1; id <= alliance.taskCount(); id++) {
-            FlockAlliance.TaskState memory t = alliance.taskState(id);
+            AllianceTypes.TaskState memory t = alliance.taskState(id);
             total += uint256(t.staked) + t.pool + t.allotted + t.claimable;
         }
     }

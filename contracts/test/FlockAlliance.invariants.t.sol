@@ -3,7 +3,9 @@ pragma solidity 0.8.37;
 
 import {Cheats} from "./Vm.sol";
 import {AllianceFixture} from "./AllianceFixture.sol";
+import {MockSeedSource} from "./MockSeedSource.sol";
 import {FlockToken} from "../src/FlockToken.sol";
+import {AllianceTypes} from "../src/AllianceTypes.sol";
 import {FlockAlliance} from "../src/FlockAlliance.sol";
 import {Sortition} from "../src/Sortition.sol";
 
@@ -11,6 +13,7 @@ import {Sortition} from "../src/Sortition.sol";
 abstract contract HandlerBase is Cheats {
     FlockToken internal token;
     FlockAlliance internal alliance;
+    MockSeedSource internal seeds;
     uint256 public taskId;
     address[] internal actors;
     address internal keeper;
@@ -32,6 +35,7 @@ abstract contract HandlerBase is Cheats {
     ) {
         token = token_;
         alliance = alliance_;
+        seeds = MockSeedSource(address(alliance_.seeds()));
         taskId = taskId_;
         actors = a;
         keeper = k;
@@ -65,7 +69,7 @@ abstract contract HandlerBase is Cheats {
 
     function _stake(address who, uint256 amount) internal returns (bool) {
         vm.prank(who);
-        try alliance.stake(taskId, amount) {
+        try alliance.stake(taskId, amount, 1_000, keccak256(abi.encode(who))) {
             deposited += amount;
             ledger[who] += amount;
             return true;
@@ -144,11 +148,11 @@ contract AllianceHandler is HandlerBase {
     }
 
     /// @dev Moves the clock forward to `phase` of the current round if it is earlier.
-    function _reach(FlockAlliance.Phase phase) internal {
-        FlockAlliance.Round memory r = alliance.roundInfo(taskId, _round());
-        uint256 end = phase == FlockAlliance.Phase.Committing
+    function _reach(AllianceTypes.Phase phase) internal {
+        AllianceTypes.Round memory r = alliance.roundInfo(taskId, _round());
+        uint256 end = phase == AllianceTypes.Phase.Committing
             ? r.trainingEnds
-            : phase == FlockAlliance.Phase.Revealing ? r.commitEnds : r.revealEnds;
+            : phase == AllianceTypes.Phase.Revealing ? r.commitEnds : r.revealEnds;
         if (block.timestamp < end) vm.warp(end);
     }
 
@@ -161,9 +165,16 @@ contract AllianceHandler is HandlerBase {
             catch {}
     }
 
-    function startRound() external {
-        vm.roll(block.number + 1);
-        try alliance.startRound(taskId) {} catch {}
+    /// @dev Starts a round and, mostly, draws it at once (else a later draw does).
+    function startRound(uint256 seed) external {
+        try alliance.startRound(taskId) returns (uint256 round) {
+            seeds.fulfil(address(alliance), taskId, round, keccak256(abi.encode(seed)));
+            if (seed % 4 != 0) alliance.drawRound(taskId, round);
+        } catch {}
+    }
+
+    function drawRound() external {
+        try alliance.drawRound(taskId, _round()) {} catch {}
     }
 
     function submit(uint256 seed) external {
@@ -214,7 +225,7 @@ contract AllianceHandler is HandlerBase {
     }
 
     function reveal(uint256 seed) external {
-        if (seed % 2 == 0) _reach(FlockAlliance.Phase.Revealing);
+        if (seed % 2 == 0) _reach(AllianceTypes.Phase.Revealing);
         address who = _selected(seed, false);
         uint256 round = _round();
         // One reveal in eight uses a wrong salt: it reverts and the voter is slashed later.
@@ -226,7 +237,7 @@ contract AllianceHandler is HandlerBase {
     }
 
     function finalize(uint256 seed) external {
-        if (seed % 2 == 0) _reach(FlockAlliance.Phase.Finalizable);
+        if (seed % 2 == 0) _reach(AllianceTypes.Phase.Finalizable);
         uint256 round = _round();
         vm.prank(keeper);
         try alliance.finalizeRound(taskId, round) {
@@ -281,13 +292,14 @@ contract HonestHandler is HandlerBase {
 
     /// @dev One whole round, every selected participant doing its part.
     function playRound(uint256 seed) external {
-        vm.roll(block.number + 1);
         uint256 round;
         try alliance.startRound(taskId) returns (uint256 r) {
             round = r;
         } catch {
             return;
         }
+        seeds.fulfil(address(alliance), taskId, round, keccak256(abi.encode(seed)));
+        alliance.drawRound(taskId, round);
         uint256 n;
         for (uint256 i = 0; i < actors.length; i++) {
             if (!_isProposer(round, actors[i])) continue;
@@ -295,7 +307,7 @@ contract HonestHandler is HandlerBase {
             alliance.submitUpdate(taskId, round, keccak256(abi.encode(seed, i)), 10 + i);
             n++;
         }
-        FlockAlliance.Round memory info = alliance.roundInfo(taskId, round);
+        AllianceTypes.Round memory info = alliance.roundInfo(taskId, round);
         int128[] memory cs = new int128[](n);
         for (uint256 i = 0; i < n; i++) {
             cs[i] = int128(int256(uint256(keccak256(abi.encode(seed, "c", i))) % 15e17)) - 5e17;
@@ -325,7 +337,7 @@ contract HonestHandler is HandlerBase {
         vm.prank(keeper);
         alliance.finalizeRound(taskId, round);
         rounds++;
-        if (alliance.roundInfo(taskId, round).outcome == FlockAlliance.Outcome.Accepted) {
+        if (alliance.roundInfo(taskId, round).outcome == AllianceTypes.Outcome.Accepted) {
             acceptedRounds++;
         }
         for (uint256 i = 0; i < actors.length; i++) alliance.settle(taskId, actors[i]);
@@ -353,10 +365,10 @@ contract FlockAllianceInvariants is AllianceFixture {
 
     /// stakes + pool + allotted + claimable = deposited - paid out = the alliance's balance.
     function invariant_TokensAreConserved() public view {
-        FlockAlliance.TaskState memory t = alliance.taskState(handler.taskId());
+        AllianceTypes.TaskState memory t = alliance.taskState(handler.taskId());
         uint256 buckets = uint256(t.staked) + t.pool + t.allotted + t.claimable;
         assertEq(buckets, handler.deposited() - handler.paidOut(), "buckets vs deposits");
-        assertEq(token.balanceOf(address(alliance)), buckets, "balance vs buckets");
+        assertEq(token.balanceOf(address(vault)), buckets, "balance vs buckets");
     }
 
     function invariant_NoDoubleClaim() public view {
@@ -400,16 +412,16 @@ contract FlockAllianceHonestInvariants is AllianceFixture {
         uint256 id = handler.taskId();
         for (uint256 i = 0; i < handler.actorCount(); i++) {
             address who = handler.actorAt(i);
-            FlockAlliance.Participant memory p = alliance.participantOf(id, who);
+            AllianceTypes.Participant memory p = alliance.participantOf(id, who);
             assertEq(uint256(p.active) + p.unbonding, handler.ledger(who), "stake vs ledger");
         }
     }
 
     function invariant_HonestTokensAreConserved() public view {
-        FlockAlliance.TaskState memory t = alliance.taskState(handler.taskId());
+        AllianceTypes.TaskState memory t = alliance.taskState(handler.taskId());
         uint256 buckets = uint256(t.staked) + t.pool + t.allotted + t.claimable;
         assertEq(buckets, handler.deposited() - handler.paidOut(), "buckets vs deposits");
-        assertEq(token.balanceOf(address(alliance)), buckets, "balance vs buckets");
+        assertEq(token.balanceOf(address(vault)), buckets, "balance vs buckets");
     }
 
     function invariant_HonestNoDoubleClaim() public view {

@@ -2,6 +2,7 @@
 pragma solidity 0.8.37;
 
 import {AllianceFixture} from "./AllianceFixture.sol";
+import {AllianceTypes} from "../src/AllianceTypes.sol";
 import {FlockAlliance} from "../src/FlockAlliance.sol";
 import {Sortition} from "../src/Sortition.sol";
 
@@ -74,11 +75,11 @@ contract FlockAllianceTest is AllianceFixture {
     ///      then revealed in the order given, and the keeper finalizes.
     function _play(uint256 id, address[] memory proposers, Vote[] memory votes) internal {
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         for (uint256 i = 0; i < votes.length; i++) _commit(id, votes[i]);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         for (uint256 i = 0; i < votes.length; i++) _reveal(id, votes[i]);
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        _to(id, 0, AllianceTypes.Phase.Finalizable);
         vm.prank(keeper);
         alliance.finalizeRound(id, 0);
     }
@@ -119,7 +120,7 @@ contract FlockAllianceTest is AllianceFixture {
         return alliance.participantOf(id, who).active;
     }
 
-    function _outcome(uint256 id) internal view returns (FlockAlliance.Outcome) {
+    function _outcome(uint256 id) internal view returns (AllianceTypes.Outcome) {
         return alliance.roundInfo(id, 0).outcome;
     }
 
@@ -129,7 +130,7 @@ contract FlockAllianceTest is AllianceFixture {
     }
 
     function _conserved() internal view {
-        assertEq(token.balanceOf(address(alliance)), _bucketTotal(), "conservation");
+        assertEq(token.balanceOf(address(vault)), _bucketTotal(), "conservation");
     }
 
     // ------------------------------------------------------------ roles
@@ -182,8 +183,8 @@ contract FlockAllianceTest is AllianceFixture {
             votes[i] = _v(voters[i], AGGREGATE, 5e16, _same(np, 5e17));
         }
         _play(id, proposers, votes);
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
-        assertTrue(r.outcome == FlockAlliance.Outcome.Accepted, "accepted");
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(r.outcome == AllianceTypes.Outcome.Accepted, "accepted");
         assertTrue(alliance.taskState(id).globalModelHash == AGGREGATE, "model advances");
         // an update is scored by every voter but its own proposer: its part is weight * 0.5
         // unless its proposer is the only voter
@@ -197,7 +198,7 @@ contract FlockAllianceTest is AllianceFixture {
             paid += _claim(id, people[i]);
             assertEq(_active(id, people[i]), STAKE, "nobody is slashed");
         }
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         uint256 paidUpdates;
         for (uint256 i = 0; i < np; i++) {
             bool scoredByOthers = nv > 1 || !Sortition.votes(alliance.roleOf(id, 0, proposers[i]));
@@ -229,7 +230,7 @@ contract FlockAllianceTest is AllianceFixture {
         assertTrue(first > 0, "first claim pays");
         assertEq(second, 0, "second claim pays nothing");
         assertEq(token.balanceOf(proposers[0]), balance, "balance unchanged");
-        vm.expectPartialRevert(FlockAlliance.WrongPhase.selector);
+        vm.expectPartialRevert(AllianceTypes.WrongPhase.selector);
         alliance.finalizeRound(id, 0);
     }
 
@@ -250,8 +251,8 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(ONE, ONE))
             )
         );
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
-        assertTrue(r.outcome == FlockAlliance.Outcome.Rejected, "rejected by stake");
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(r.outcome == AllianceTypes.Outcome.Rejected, "rejected by stake");
         assertTrue(alliance.taskState(id).globalModelHash == keccak256("model"), "model stays");
         assertEq(r.proposerRewardLeft + r.contributionTotal, 0, "no proposers' pot");
         assertEq(alliance.taskState(id).pool, pool - VOTER_POT, "only the voters' part allotted");
@@ -268,22 +269,21 @@ contract FlockAllianceTest is AllianceFixture {
 
     /// @dev Plays round 1 of `id` with nobody voting and returns its reward.
     function _voidRoundOneReward(uint256 id) internal returns (uint256) {
-        vm.roll(block.number + 1);
-        alliance.startRound(id);
-        _to(id, 1, FlockAlliance.Phase.Finalizable);
+        _startAndDraw(id, keccak256("round 1"));
+        _to(id, 1, AllianceTypes.Phase.Finalizable);
         alliance.finalizeRound(id, 1);
-        assertTrue(alliance.roundInfo(id, 1).outcome == FlockAlliance.Outcome.Void, "void 1");
+        assertTrue(alliance.roundInfo(id, 1).outcome == AllianceTypes.Outcome.Void, "void 1");
         return alliance.roundInfo(id, 1).reward;
     }
 
     function test_ARoundWithNoRevealsIsVoidSlashesNobodyAndCarriesThePotOver() public {
         (uint256 id, address[] memory proposers,) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        _to(id, 0, AllianceTypes.Phase.Finalizable);
         vm.prank(keeper);
         alliance.finalizeRound(id, 0);
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
-        assertTrue(r.outcome == FlockAlliance.Outcome.Void, "no reveals: void");
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(r.outcome == AllianceTypes.Outcome.Void, "no reveals: void");
         assertEq(r.reward, REWARD, "the reward it would have had");
         assertEq(alliance.taskState(id).pool, POOL, "nothing allotted");
         for (uint256 i = 0; i < people.length; i++) {
@@ -304,10 +304,10 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(voters[1], AGGREGATE, -5e16, _pair(ONE, -ONE))
             )
         );
-        FlockAlliance.Tally memory t = alliance.tallyOf(id, 0, AGGREGATE);
+        AllianceTypes.Tally memory t = alliance.tallyOf(id, 0, AGGREGATE);
         assertEq(t.acceptWeight, t.rejectWeight, "a tie");
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Void, "void");
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Void, "void");
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertTrue(!ups[1].flagged && ups[1].flagWeight == 2 * STAKE, "no flag in a void round");
         for (uint256 i = 0; i < people.length; i++) {
             assertEq(_claim(id, people[i]), 0, "nobody paid");
@@ -327,8 +327,8 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(voters[1], OTHER, 5e16, _pair(ONE, ONE))
             )
         );
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
-        assertTrue(r.outcome == FlockAlliance.Outcome.Void, "half is not a majority");
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(r.outcome == AllianceTypes.Outcome.Void, "half is not a majority");
         assertTrue(r.aggregateHash == AGGREGATE, "the first to a weight keeps the lead");
         assertEq(r.revealedWeight, 2 * STAKE, "all reveals counted");
         for (uint256 i = 0; i < people.length; i++) {
@@ -361,8 +361,8 @@ contract FlockAllianceTest is AllianceFixture {
         (votes[0], votes[first]) = (votes[first], votes[0]);
         if ((order / 3) % 2 == 1) (votes[1], votes[2]) = (votes[2], votes[1]);
         _play(id, proposers, votes);
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
-        assertTrue(r.outcome == FlockAlliance.Outcome.Accepted, "accepted");
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(r.outcome == AllianceTypes.Outcome.Accepted, "accepted");
         assertTrue(r.aggregateHash == AGGREGATE, "the majority hash");
         assertTrue(alliance.taskState(id).globalModelHash == AGGREGATE, "is the model");
         assertEq(alliance.tallyOf(id, 0, AGGREGATE).weight, 2 * STAKE, "two voters");
@@ -387,7 +387,7 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(5e17, 5e17))
             )
         );
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertEq(ups[1].flagWeight, 0, "its flag is not under the aggregate");
         assertEq(uint256(ups[1].contribution), 2 * STAKE * 5e17, "only the majority's scores");
         assertEq(uint256(ups[0].contribution), 2 * STAKE * 5e17, "for both updates");
@@ -400,24 +400,24 @@ contract FlockAllianceTest is AllianceFixture {
     function test_RevealChecksTheCommitment() public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         Vote memory v = _v(voters[0], AGGREGATE, 5e16, _pair(ONE, ONE));
         _commit(id, v);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         bytes32 salt = _salt(v.voter);
         vm.prank(v.voter);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.RevealMismatch.selector, id, 0, v.voter)
+            abi.encodeWithSelector(AllianceTypes.RevealMismatch.selector, id, 0, v.voter)
         );
         alliance.revealVote(id, 0, OTHER, v.score, v.cs, salt);
         vm.prank(voters[1]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.NoCommitment.selector, id, 0, voters[1])
+            abi.encodeWithSelector(AllianceTypes.NoCommitment.selector, id, 0, voters[1])
         );
         alliance.revealVote(id, 0, AGGREGATE, v.score, v.cs, salt);
         _reveal(id, v);
         vm.prank(v.voter);
-        vm.expectPartialRevert(FlockAlliance.NoCommitment.selector);
+        vm.expectPartialRevert(AllianceTypes.NoCommitment.selector);
         alliance.revealVote(id, 0, AGGREGATE, v.score, v.cs, salt);
     }
 
@@ -431,12 +431,12 @@ contract FlockAllianceTest is AllianceFixture {
     ) public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         int128[] memory cs = _pair(ONE, ONE);
         bytes32 commitment = alliance.voteCommitment(id, 0, voters[0], hash, score, cs, salt);
         vm.prank(voters[0]);
         alliance.commitVote(id, 0, commitment);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         which %= 4;
         if (which == 0) hash ^= bytes32(uint256(1));
         if (which == 1) score ^= 1;
@@ -444,7 +444,7 @@ contract FlockAllianceTest is AllianceFixture {
         if (which == 3) cs[1] = 0;
         vm.prank(voters[0]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.RevealMismatch.selector, id, 0, voters[0])
+            abi.encodeWithSelector(AllianceTypes.RevealMismatch.selector, id, 0, voters[0])
         );
         alliance.revealVote(id, 0, hash, score, cs, salt);
     }
@@ -452,15 +452,15 @@ contract FlockAllianceTest is AllianceFixture {
     function test_AZeroAggregateHashOrCommitmentIsRefused() public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         vm.prank(voters[1]);
-        vm.expectRevert(FlockAlliance.ZeroValue.selector);
+        vm.expectRevert(AllianceTypes.ZeroValue.selector);
         alliance.commitVote(id, 0, bytes32(0));
         Vote memory v = _v(voters[0], bytes32(0), 5e16, _pair(ONE, ONE));
         _commit(id, v);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         vm.prank(v.voter);
-        vm.expectRevert(FlockAlliance.ZeroValue.selector);
+        vm.expectRevert(AllianceTypes.ZeroValue.selector);
         alliance.revealVote(id, 0, bytes32(0), v.score, v.cs, _salt(v.voter));
     }
 
@@ -468,12 +468,12 @@ contract FlockAllianceTest is AllianceFixture {
         vm.assume(score > ONE || score < -ONE);
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         Vote memory v = _v(voters[0], AGGREGATE, score, _pair(ONE, ONE));
         _commit(id, v);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         vm.prank(v.voter);
-        vm.expectRevert(abi.encodeWithSelector(FlockAlliance.ScoreOutOfRange.selector, score));
+        vm.expectRevert(abi.encodeWithSelector(AllianceTypes.ScoreOutOfRange.selector, score));
         alliance.revealVote(id, 0, AGGREGATE, score, v.cs, _salt(v.voter));
     }
 
@@ -489,14 +489,14 @@ contract FlockAllianceTest is AllianceFixture {
         );
         assertTrue(alliance.recordOf(id, 0, voters[0]).accept, "zero accepts");
         assertTrue(!alliance.recordOf(id, 0, voters[1]).accept, "-1 rejects");
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Void, "one to one: a tie");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Void, "one to one: a tie");
     }
 
     function test_ACommitWithNoUpdatesIsRefused() public {
         (uint256 id,, address[] memory voters) = _openRound();
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         vm.prank(voters[0]);
-        vm.expectRevert(abi.encodeWithSelector(FlockAlliance.NoUpdates.selector, id, 0));
+        vm.expectRevert(abi.encodeWithSelector(AllianceTypes.NoUpdates.selector, id, 0));
         alliance.commitVote(id, 0, keccak256("commitment"));
     }
 
@@ -508,30 +508,28 @@ contract FlockAllianceTest is AllianceFixture {
         vm.prank(creator);
         uint256 id = alliance.createTask(_params(3));
         for (uint256 i = 0; i < people.length; i++) {
-            vm.prank(people[i]);
-            alliance.stake(id, STAKE);
+            _stake(id, people[i], STAKE);
         }
-        vm.roll(block.number + 1);
-        alliance.startRound(id);
+        _startAndDraw(id, keccak256("full"));
         assertTrue(alliance.roleOf(id, 0, people[256]) == BOTH, "everyone has both roles");
         address[] memory first = new address[](256);
         for (uint256 i = 0; i < 256; i++) first[i] = people[i];
         _submitAll(id, first);
         vm.prank(people[256]);
-        vm.expectRevert(abi.encodeWithSelector(FlockAlliance.RoundFull.selector, id, 0, 256));
+        vm.expectRevert(abi.encodeWithSelector(AllianceTypes.RoundFull.selector, id, 0, 256));
         alliance.submitUpdate(id, 0, keccak256("one too many"), 100);
         assertEq(alliance.roundInfo(id, 0).updates, 256, "MAX_UPDATES");
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         Vote memory v = _v(people[256], AGGREGATE, 5e16, _same(256, 5e17));
         _commit(id, v);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         _reveal(id, v);
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        _to(id, 0, AllianceTypes.Phase.Finalizable);
         uint256 gas = gasleft();
         alliance.finalizeRound(id, 0);
         gas -= gasleft();
         assertTrue(gas < 6_000_000, "finalizing 256 updates stays well under a block");
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertEq(ups.length, 256, "one view per update");
         assertEq(ups[255].part, STAKE * 5e17, "every update's part");
         assertEq(alliance.roundInfo(id, 0).contributionTotal, 256 * STAKE * 5e17, "their sum");
@@ -553,7 +551,7 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(5e17, 5e17))
             )
         );
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertEq(uint256(ups[0].contribution), 2 * STAKE * 5e17, "its own score is skipped");
         assertEq(ups[0].flagWeight, 0, "it cannot flag itself");
         assertEq(uint256(ups[1].contribution), 3 * STAKE * 5e17, "it scores the others");
@@ -581,8 +579,8 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, -5e16, _pair(-ONE, ONE))
             )
         );
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Rejected, "rejected");
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected");
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertTrue(ups[0].flagged, "flagged by all other scorers");
         assertEq(_claim(id, people[0]), 0, "flagged and on the losing side");
         // penaltyBps (50 %) of its weight, then voterSlashBps (20 %) of its weight
@@ -597,7 +595,7 @@ contract FlockAllianceTest is AllianceFixture {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         int128[] memory c = _pair(75e16, 25e16);
         _playTwo(id, proposers, voters, 5e16, c, c);
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertEq(ups[0].flagWeight, 0, "nobody flagged update 0");
         assertEq(alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, 2 * STAKE, "both scored");
         assertTrue(ups[0].proposer == proposers[0] && ups[0].weight == STAKE, "first submission");
@@ -609,7 +607,7 @@ contract FlockAllianceTest is AllianceFixture {
         uint256 first = _claim(id, proposers[0]);
         assertEq(second, PROPOSER_POT / 4, "1 of 4 parts");
         assertEq(first, PROPOSER_POT - PROPOSER_POT / 4, "3 of 4 parts, exact remainder");
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
         assertEq(r.proposerRewardLeft + r.contributionLeft, 0, "pot and contributions used up");
         _conserved();
     }
@@ -646,8 +644,8 @@ contract FlockAllianceTest is AllianceFixture {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         int128[] memory c = _pair(ONE, -ONE);
         _playTwo(id, proposers, voters, 5e16, c, c);
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Accepted, "accepted");
-        FlockAlliance.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "accepted");
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertTrue(ups[1].flagged && ups[1].part == 0, "flagged, no part");
         assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
         uint256 penalty = STAKE * 5_000 / 10_000;
@@ -662,7 +660,7 @@ contract FlockAllianceTest is AllianceFixture {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         int128[] memory c = _pair(ONE, -ONE);
         _playTwo(id, proposers, voters, -5e16, c, c);
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Rejected, "rejected");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected");
         assertTrue(alliance.roundUpdates(id, 0)[1].flagged, "flagged");
         assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
         assertEq(_active(id, proposers[1]), STAKE * 95 / 100, "penaltyBps");
@@ -676,7 +674,7 @@ contract FlockAllianceTest is AllianceFixture {
     function test_AFlagByExactlyHalfTheScoringStakeIsNotAFlag() public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _playTwo(id, proposers, voters, 5e16, _pair(ONE, -ONE), _pair(ONE, 0));
-        FlockAlliance.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
+        AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
         assertEq(u.flagWeight, STAKE, "one of two equal voters flagged it");
         assertTrue(!u.flagged, "half is not a flag");
         assertEq(_claim(id, proposers[1]), 0, "C < 0: nothing");
@@ -689,7 +687,7 @@ contract FlockAllianceTest is AllianceFixture {
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
         );
         _playTwo(id, proposers, voters, 5e16, _pair(ONE, -ONE), _pair(ONE, ONE));
-        FlockAlliance.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
+        AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
         assertEq(u.flagWeight, 2 * STAKE, "flagged by two thirds of the stake");
         assertTrue(u.contribution < 0 && u.flagged, "C_1 = -2S + S, flagged");
         assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
@@ -710,9 +708,9 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(ONE, ONE))
             )
         );
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Rejected, "rejected by stake");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected by stake");
         assertEq(alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, 3 * STAKE, "both scored");
-        FlockAlliance.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
+        AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
         assertEq(uint256(u.contribution), STAKE * 1e18, "C counts the acceptor only");
         assertEq(u.flagWeight, 2 * STAKE, "the rejector's flag counts");
         _claim(id, proposers[1]);
@@ -735,7 +733,7 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(ONE, -ONE))
             )
         );
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Rejected, "rejected by stake");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected by stake");
         assertEq(alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, STAKE, "the acceptor only");
         assertTrue(!alliance.recordOf(id, 0, people[2]).scored, "the rejector did not score");
         _claim(id, proposers[1]);
@@ -759,14 +757,14 @@ contract FlockAllianceTest is AllianceFixture {
             votes[i] = _v(voters[i], AGGREGATE, i < 3 ? int128(5e16) : -5e16, _pair(ONE, c1));
         }
         _play(id, proposers, votes);
-        FlockAlliance.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Accepted, "accepted 3 to 2");
+        AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "accepted 3 to 2");
         assertEq(uint256(u.contribution), STAKE * 1e18, "C_1 > 0");
         assertTrue(u.flagged && u.part == 0, "flagged by 3 of 5: no part");
         assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
         assertEq(_active(id, proposers[1]), STAKE / 2, "penaltyBps");
         assertEq(_claim(id, proposers[0]), PROPOSER_POT, "the other takes the whole pot");
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
         assertEq(r.proposerRewardLeft + r.contributionLeft, 0, "nothing stranded");
         _conserved();
     }
@@ -784,8 +782,8 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, -5e16, _pair(ONE, -ONE))
             )
         );
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Accepted, "accepted by stake");
-        FlockAlliance.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "accepted by stake");
+        AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
         assertEq(uint256(u.contribution), 2 * STAKE * 5e17, "only the acceptor counts");
         assertEq(_claim(id, proposers[1]), PROPOSER_POT / 2, "not flagged, half the pot");
         assertEq(_active(id, proposers[1]), STAKE, "not slashed");
@@ -795,40 +793,40 @@ contract FlockAllianceTest is AllianceFixture {
     function test_ContributionCountAndRangeAreChecked() public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         int128[] memory one = new int128[](1);
         Vote memory short_ = _v(voters[0], AGGREGATE, 5e16, one);
         Vote memory low = _v(voters[1], AGGREGATE, -5e16, _pair(-ONE - 1, 0));
         _commit(id, short_);
         _commit(id, low);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         vm.prank(voters[0]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.ContributionsMismatch.selector, id, 0, 2, 1)
+            abi.encodeWithSelector(AllianceTypes.ContributionsMismatch.selector, id, 0, 2, 1)
         );
         alliance.revealVote(id, 0, AGGREGATE, 5e16, one, _salt(voters[0]));
         vm.prank(voters[1]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.ContributionOutOfRange.selector, 0, -ONE - 1)
+            abi.encodeWithSelector(AllianceTypes.ContributionOutOfRange.selector, 0, -ONE - 1)
         );
         alliance.revealVote(id, 0, AGGREGATE, -5e16, low.cs, _salt(voters[1]));
 
         (id, proposers, voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         Vote memory high = _v(voters[0], AGGREGATE, 5e16, _pair(ONE, ONE + 1));
         Vote memory none = _v(voters[1], AGGREGATE, -5e16, new int128[](0));
         Vote memory accepting = _v(voters[1], AGGREGATE, 5e16, new int128[](0));
         _commit(id, high);
         _commit(id, none);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         vm.prank(voters[0]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.ContributionOutOfRange.selector, 1, ONE + 1)
+            abi.encodeWithSelector(AllianceTypes.ContributionOutOfRange.selector, 1, ONE + 1)
         );
         alliance.revealVote(id, 0, AGGREGATE, 5e16, high.cs, _salt(voters[0]));
         vm.prank(voters[1]);
-        vm.expectPartialRevert(FlockAlliance.RevealMismatch.selector);
+        vm.expectPartialRevert(AllianceTypes.RevealMismatch.selector);
         alliance.revealVote(id, 0, AGGREGATE, accepting.score, accepting.cs, _salt(voters[1]));
         _reveal(id, none); // a rejecting vote may carry none
     }
@@ -836,13 +834,13 @@ contract FlockAllianceTest is AllianceFixture {
     function test_AnAcceptingVoteWithoutContributionsIsRefused() public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         Vote memory v = _v(voters[0], AGGREGATE, 5e16, new int128[](0));
         _commit(id, v);
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         vm.prank(v.voter);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.ContributionsMismatch.selector, id, 0, 2, 0)
+            abi.encodeWithSelector(AllianceTypes.ContributionsMismatch.selector, id, 0, 2, 0)
         );
         alliance.revealVote(id, 0, AGGREGATE, v.score, v.cs, _salt(v.voter));
     }
@@ -851,8 +849,8 @@ contract FlockAllianceTest is AllianceFixture {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         uint256 pool = alliance.taskState(id).pool;
         _playTwo(id, proposers, voters, 5e16, _pair(0, -2e17), _pair(-1e17, 0));
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
-        assertTrue(r.outcome == FlockAlliance.Outcome.Accepted, "accepted");
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
+        assertTrue(r.outcome == AllianceTypes.Outcome.Accepted, "accepted");
         assertEq(r.contributionTotal + r.proposerRewardLeft, 0, "no pot allotted");
         assertEq(alliance.taskState(id).pool, pool - VOTER_POT, "only the voters' part left");
         assertEq(_claim(id, proposers[0]) + _claim(id, proposers[1]), 0, "proposers get nothing");
@@ -891,7 +889,7 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, -5e16, _pair(ONE, ONE))
             )
         );
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Accepted, "two thirds accepted");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "two thirds accepted");
         assertEq(_claim(id, people[3]), 0, "the losing side earns nothing");
         assertEq(_active(id, people[3]), STAKE, "an honest dissent is not slashed");
         assertEq(_claim(id, people[2]), VOTER_POT, "the winning side is paid");
@@ -912,7 +910,7 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(ONE, ONE))
             )
         );
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Rejected, "two thirds rejected");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "two thirds rejected");
         assertEq(_claim(id, people[3]), 0, "the losing side earns nothing");
         assertEq(_active(id, people[3]), STAKE * 6 / 10, "voterSlashBps");
         assertEq(_claim(id, people[2]), VOTER_POT, "the winning side is paid");
@@ -925,15 +923,15 @@ contract FlockAllianceTest is AllianceFixture {
         voterSlashBps = rate;
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         Vote memory loud = _v(voters[0], AGGREGATE, 5e16, _pair(ONE, ONE));
         _commit(id, loud);
         _commit(id, _v(voters[1], AGGREGATE, silentScore, _pair(ONE, ONE)));
-        _to(id, 0, FlockAlliance.Phase.Revealing);
+        _to(id, 0, AllianceTypes.Phase.Revealing);
         _reveal(id, loud);
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        _to(id, 0, AllianceTypes.Phase.Finalizable);
         alliance.finalizeRound(id, 0);
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Accepted, "the revealed vote decides");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "the revealed vote decides");
         _claim(id, voters[1]);
         return _active(id, voters[1]);
     }
@@ -947,11 +945,11 @@ contract FlockAllianceTest is AllianceFixture {
     function test_AVoterThatNeverRevealsIsSlashedInAVoidRoundToo() public {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         _commit(id, _v(voters[0], AGGREGATE, 5e16, _pair(ONE, ONE)));
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        _to(id, 0, AllianceTypes.Phase.Finalizable);
         alliance.finalizeRound(id, 0);
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Void, "no reveals");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Void, "no reveals");
         _claim(id, voters[0]);
         assertEq(_active(id, voters[0]), STAKE * 9 / 10, "its own fault");
         assertEq(_active(id, proposers[0]), STAKE, "the proposers are not");
@@ -959,11 +957,11 @@ contract FlockAllianceTest is AllianceFixture {
 
     function test_VoterSlashBpsAboveOneHundredPercentIsRefused() public {
         voterSlashBps = 10_001;
-        FlockAlliance.TaskParams memory p = _params(1);
+        AllianceTypes.TaskParams memory p = _params(1);
         vm.prank(creator);
         vm.expectRevert(
             abi.encodeWithSelector(
-                FlockAlliance.InvalidTaskParameter.selector, bytes32("voterSlashBps")
+                AllianceTypes.InvalidTaskParameter.selector, bytes32("voterSlashBps")
             )
         );
         alliance.createTask(p);
@@ -978,7 +976,7 @@ contract FlockAllianceTest is AllianceFixture {
         _play(id, one, new Vote[](0));
         vm.prank(keeper);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.NotANoShow.selector, id, 0, people[0])
+            abi.encodeWithSelector(AllianceTypes.NotANoShow.selector, id, 0, people[0])
         );
         alliance.reportNoShow(id, 0, people[0]); // it submitted
         address reporter = address(0xAB);
@@ -986,7 +984,7 @@ contract FlockAllianceTest is AllianceFixture {
         alliance.reportNoShow(id, 0, people[1]); // proposer, no update
         alliance.reportNoShow(id, 0, people[2]); // voter, no vote
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.NotANoShow.selector, id, 0, people[2])
+            abi.encodeWithSelector(AllianceTypes.NotANoShow.selector, id, 0, people[2])
         );
         alliance.reportNoShow(id, 0, people[2]); // once
         vm.stopPrank();
@@ -999,9 +997,9 @@ contract FlockAllianceTest is AllianceFixture {
 
     function test_AVoterInARoundWithoutUpdatesIsNotANoShow() public {
         (uint256 id,,) = _openRound();
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        _to(id, 0, AllianceTypes.Phase.Finalizable);
         alliance.finalizeRound(id, 0);
-        vm.expectPartialRevert(FlockAlliance.NotANoShow.selector);
+        vm.expectPartialRevert(AllianceTypes.NotANoShow.selector);
         alliance.reportNoShow(id, 0, people[2]);
         alliance.reportNoShow(id, 0, people[0]); // a proposer without an update still is
         assertEq(_active(id, people[0]), STAKE * 9 / 10, "slashBps");
@@ -1014,14 +1012,14 @@ contract FlockAllianceTest is AllianceFixture {
         address[] memory submitters = new address[](2);
         (submitters[0], submitters[1]) = (people[0], people[3]);
         _play(id, submitters, _votes(_v(people[1], AGGREGATE, 5e16, _pair(5e17, 5e17))));
-        assertTrue(_outcome(id) == FlockAlliance.Outcome.Accepted, "accepted");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "accepted");
         vm.startPrank(keeper);
         alliance.reportNoShow(id, 0, people[0]); // no vote
         alliance.reportNoShow(id, 0, people[1]); // no update
         alliance.reportNoShow(id, 0, people[2]); // neither: one report, one slash
-        vm.expectPartialRevert(FlockAlliance.NotANoShow.selector);
+        vm.expectPartialRevert(AllianceTypes.NotANoShow.selector);
         alliance.reportNoShow(id, 0, people[2]);
-        vm.expectPartialRevert(FlockAlliance.NotANoShow.selector);
+        vm.expectPartialRevert(AllianceTypes.NotANoShow.selector);
         alliance.reportNoShow(id, 0, people[3]);
         vm.stopPrank();
         for (uint256 i = 0; i < 3; i++) {
@@ -1045,11 +1043,11 @@ contract FlockAllianceTest is AllianceFixture {
 
     function testFuzz_NoFinalizeBeforeTheRevealDeadline(uint256 elapsed) public {
         (uint256 id,,) = _openRound();
-        FlockAlliance.Round memory r = alliance.roundInfo(id, 0);
+        AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
         uint256 started = r.trainingEnds - 600;
         elapsed = elapsed % (r.revealEnds - started);
         vm.warp(started + elapsed);
-        vm.expectPartialRevert(FlockAlliance.WrongPhase.selector);
+        vm.expectPartialRevert(AllianceTypes.WrongPhase.selector);
         alliance.finalizeRound(id, 0);
     }
 
@@ -1058,26 +1056,26 @@ contract FlockAllianceTest is AllianceFixture {
         vm.prank(voters[0]);
         vm.expectRevert(
             abi.encodeWithSelector(
-                FlockAlliance.NotSelected.selector, id, 0, voters[0], PROPOSER
+                AllianceTypes.NotSelected.selector, id, 0, voters[0], PROPOSER
             )
         );
         alliance.submitUpdate(id, 0, keccak256("update"), 1);
         _submitAll(id, proposers);
         vm.prank(proposers[0]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.DuplicateSubmission.selector, id, 0, proposers[0])
+            abi.encodeWithSelector(AllianceTypes.DuplicateSubmission.selector, id, 0, proposers[0])
         );
         alliance.submitUpdate(id, 0, keccak256("again"), 1);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         vm.prank(proposers[0]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.NotSelected.selector, id, 0, proposers[0], VOTER)
+            abi.encodeWithSelector(AllianceTypes.NotSelected.selector, id, 0, proposers[0], VOTER)
         );
         alliance.commitVote(id, 0, keccak256("vote"));
         vm.startPrank(voters[0]);
         alliance.commitVote(id, 0, keccak256("vote"));
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.DuplicateVote.selector, id, 0, voters[0])
+            abi.encodeWithSelector(AllianceTypes.DuplicateVote.selector, id, 0, voters[0])
         );
         alliance.commitVote(id, 0, keccak256("vote"));
         vm.stopPrank();
@@ -1092,50 +1090,47 @@ contract FlockAllianceTest is AllianceFixture {
         vm.prank(creator);
         uint256 id = alliance.createTask(_params(2));
         for (uint256 i = 0; i < people.length; i++) {
-            vm.prank(people[i]);
-            alliance.stake(id, STAKE);
+            _stake(id, people[i], STAKE);
         }
-        vm.prank(outsider);
-        alliance.stake(id, 10 ether);
-        vm.prevrandao(bytes32(seed));
-        alliance.startRound(id);
+        _stake(id, outsider, 10 ether);
+        _startAndDraw(id, bytes32(seed));
         vm.assume(alliance.roleOf(id, 0, outsider) == NONE);
         vm.prank(outsider);
-        vm.expectPartialRevert(FlockAlliance.NotSelected.selector);
+        vm.expectPartialRevert(AllianceTypes.NotSelected.selector);
         alliance.submitUpdate(id, 0, keccak256("sneaky"), 1);
         (address[] memory proposers, address[] memory voters) = _roles(id, 0);
         _submitAll(id, proposers);
-        _to(id, 0, FlockAlliance.Phase.Committing);
+        _to(id, 0, AllianceTypes.Phase.Committing);
         if (proposers.length > 0) {
             vm.prank(outsider);
-            vm.expectPartialRevert(FlockAlliance.NotSelected.selector);
+            vm.expectPartialRevert(AllianceTypes.NotSelected.selector);
             alliance.commitVote(id, 0, keccak256("sneaky"));
             for (uint256 i = 0; i < voters.length; i++) {
                 _commit(id, _v(voters[i], AGGREGATE, 5e16, _same(proposers.length, ONE)));
             }
-            _to(id, 0, FlockAlliance.Phase.Revealing);
+            _to(id, 0, AllianceTypes.Phase.Revealing);
             for (uint256 i = 0; i < voters.length; i++) {
                 _reveal(id, _v(voters[i], AGGREGATE, 5e16, _same(proposers.length, ONE)));
             }
         }
-        _to(id, 0, FlockAlliance.Phase.Finalizable);
+        _to(id, 0, AllianceTypes.Phase.Finalizable);
         vm.prank(keeper);
         alliance.finalizeRound(id, 0);
         assertEq(_claim(id, outsider), 0, "an unselected address earns nothing");
         assertEq(_active(id, outsider), 10 ether, "and loses nothing");
-        vm.expectPartialRevert(FlockAlliance.NotANoShow.selector);
+        vm.expectPartialRevert(AllianceTypes.NotANoShow.selector);
         alliance.reportNoShow(id, 0, outsider);
     }
 
     function test_UnknownTaskAndInsufficientStakeAreNamed() public {
-        vm.expectRevert(abi.encodeWithSelector(FlockAlliance.UnknownTask.selector, 42));
-        alliance.stake(42, STAKE);
+        vm.expectRevert(abi.encodeWithSelector(AllianceTypes.UnknownTask.selector, 42));
+        alliance.stake(42, STAKE, SAMPLES, DATA);
         vm.prank(creator);
         uint256 id = alliance.createTask(_params(1));
         vm.prank(people[0]);
         vm.expectRevert(
-            abi.encodeWithSelector(FlockAlliance.InsufficientStake.selector, 10 ether, 1 ether)
+            abi.encodeWithSelector(AllianceTypes.InsufficientStake.selector, 10 ether, 1 ether)
         );
-        alliance.stake(id, 1 ether);
+        alliance.stake(id, 1 ether, SAMPLES, DATA);
     }
 }

@@ -9,6 +9,7 @@ interface Vm {
     function warp(uint256 timestamp) external;
     function roll(uint256 blockNumber) external;
     function prevrandao(bytes32 value) external;
+    function setBlockhash(uint256 blockNumber, bytes32 blockHash) external;
     function expectRevert(bytes calldata revertData) external;
     function expectRevert(bytes4 selector) external;
     function expectPartialRevert(bytes4 selector) external;

@@ -226,3 +226,38 @@ def test_a_ui_server_dies_with_flock_ui_even_on_sigkill(tmp_path: Path, bound: b
     finally:
         if alive(child, ticks):
             os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_after_a_crash_finishes_and_leaves_no_server(tmp_path: Path) -> None:
+    """The run that resumes a crashed task starts its own anvil (the crashed run's died with
+    it) and stops it at its end."""
+    crash_run = Path(__file__).resolve().parents[1] / "flows" / "crash_run.py"
+    config = tmp_path / "task.yaml"
+    config.write_text(yaml.safe_dump({
+        "participants": 2, "rounds": 2, "data": {"dataset": "digits"}, "model": {"name": "mlp"},
+        "privacy": {"enabled": False}, "partition": {"scheme": "iid"},
+        "training": {"local_epochs": 1},
+    }))  # fmt: skip
+    data = tmp_path / "d"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "MPLCONFIGDIR": str(tmp_path / "mpl")}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    args = ["run", "-c", str(config), "--data-dir", str(data)]
+    crashed = subprocess.run(
+        [sys.executable, str(crash_run), "2", *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert crashed.returncode == 137, crashed.stderr[-3000:]
+    left = json.loads((data / "chain" / "anvil.json").read_text())
+    assert _gone([(int(left["pid"]), left["ticks"])])
+    resumed = subprocess.run(
+        [sys.executable, "-m", "flock_pipeline", *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["task"] == "flock-digits-mlp-1"
+    assert not (data / "chain" / "anvil.json").exists()
+    status = json.loads(_chain("status", "--data-dir", str(data), "--json"))
+    assert status["running"] is False and status["servers"] == []

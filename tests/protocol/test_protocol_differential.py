@@ -68,7 +68,7 @@ PARAMS = TaskParams(
     commit_duration=30,
     reveal_duration=30,
     unbonding_delay=150,
-    deadline=GENESIS_TIME + 2_000,  # within reach: `advance` jumps to it, some runs end by it
+    deadline=GENESIS_TIME + 700,  # within reach of a run: some runs end by it
 )
 A, B, C = b"\xa1" * 32, b"\xb2" * 32, b"\xc3" * 32
 HASHES = [A, A, A, A, B, B, C, bytes(32)]
@@ -134,6 +134,8 @@ class AllianceMachine(RuleBasedStateMachine):
         self.ballots: dict[tuple[int, str], Ballot] = {}
         self.salts = 0
         self.task_seen = astuple(self.model.task_state())
+        self.last: tuple[Any, ...] = ()
+        """The last call's result on both: ("ok",) or ("revert", name, arguments)."""
 
     # -------------------------------------------------------------- plumbing
 
@@ -174,6 +176,7 @@ class AllianceMachine(RuleBasedStateMachine):
         chain = result_of(lambda: logs.extend(self.evm.send(sender, function, *args)), Reverted)
         mine = result_of(model, ProtocolRevert)
         assert chain == mine, f"{function}{args} from {sender}: chain {chain}, model {mine}"
+        self.last = chain
         if chain[0] != "ok":  # the chain did not change, nor may the model
             assert astuple(self.model.task_state()) == self.task_seen
             return False
@@ -622,4 +625,79 @@ def test_the_edge_rules_agree_on_scripted_rounds(monkeypatch: pytest.MonkeyPatch
         Outcome.ACCEPTED,
     ]
     m.reclaim_pool(-1)
+    m.teardown()
+
+
+def test_the_seed_registration_and_end_rules_agree_on_scripted_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The new paths in one scripted task, where random sequences seldom line them up: a seed
+    request that lapses and is renewed, a draw before the seed is ready, an update claiming
+    more samples than registered, a re-registration refused while a round is unsettled and
+    taken once it is, a reclaim refused while a round runs, a cancel between rounds, and what
+    the end refuses (stake, start) and allows (reclaim, claim, leaving)."""
+
+    class Machine(AllianceMachine):
+        evm = EvmTask(monkeypatch, SCRIPTED, 4)
+        params = SCRIPTED
+
+    m = Machine()
+    a, b, c, d = range(4)
+
+    def then(name: str) -> None:
+        assert m.last[:2] == ("revert", name) if name != "ok" else m.last == ("ok",), m.last
+
+    for who in (a, b, c, d):
+        m.stake(who, 40 * TOKEN, "same")
+    m.start_round(-1)
+    m.draw(a, 0, 0)
+    then("SeedNotReady")  # the seed's block is not mined yet
+    m.draw(a, 0, 0, lapse=True)
+    then("ok")  # too late for blockhash: lapsed, then renewed
+    assert m.evm.seed_of(0)[0] == SeedState.PENDING
+    m.draw(b, 2, 0)
+    then("ok")
+    assert m.model.phase_of(0) is Phase.TRAINING
+    m.submit_one(a, 0, "too many")
+    then("TooManySamples")
+    m.submit_one(a, 0, "ok")
+    m.submit_one(b, 0, "ok")
+    m.stake(a, 10 * TOKEN, "new")
+    then("PendingSettlement")  # a has an unsettled round
+    m.stake(c, 10 * TOKEN, "new")
+    then("ok")  # c has none: re-registered
+    m.cancel(-1, True)
+    then("RoundInProgress")
+    m.reclaim_pool(-1)
+    then("WrongPhase")  # not the last round, no end yet
+    m.advance("next", 0)
+    assert m.vote(c, 0, A, S, [S, S]) and m.vote(d, 0, A, S, [S // 2, S])
+    m.advance("next", 0)
+    m.reveal_one(c, 0, False)
+    m.reveal_one(d, 0, False)
+    m.advance("next", 0)
+    m.finalize(-1, 0)
+    m.settle(-1, a)
+    m.stake(a, 10 * TOKEN, "new")
+    then("ok")  # settled: re-registered
+    m.cancel(0, True)
+    then("NotCreator")
+    m.cancel(-1, True)
+    then("ok")  # between rounds: the deadline is now
+    for who in (a, b, c, d):
+        m.stake(who, 10 * TOKEN, "keep")
+        then("TaskEnded")
+    m.start_round(-1)
+    then("TaskEnded")
+    m.cancel(-1, True)
+    then("TaskEnded")
+    m.reclaim_pool(-1)
+    then("ok")
+    for who in (a, b, c, d):
+        m.claim(who)
+        m.leave(who, True)
+        then("ok")
+    m.claim(-1)
+    assert m.model.ended() and m.model.task.pool == 0
+    assert [f.outcome for f in m.model.finalizations] == [Outcome.ACCEPTED]
     m.teardown()
