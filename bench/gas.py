@@ -3,11 +3,13 @@
 Runs on the in-process py-evm chain (same EVM rules and gas schedule as anvil and Base). With N
 participants and the pipeline's defaults every one of them proposes and about max(3, N/2)
 vote; one voter does nothing (reported as a no-show) and one commits without revealing
-(slashed on settlement). Settlement is O(1) per account, so claim must cost the same at 4, 16
-and 64; finalize loops once over the round's updates (at most MAX_UPDATES), so it grows with
-N here. Accepting votes carry one contribution per update, so revealVote and finalizeRound are
-also measured with U = 1, 4, 16 and 64 submitted updates: their marginal gas per update must
-be constant.
+(slashed on settlement). A round is started (its seed requested), then drawn once the seed's
+future block is mined; the second round's request is left to lapse and renewed first. A third
+task is cancelled and its pool reclaimed. Settlement is O(1) per account, so claim must cost
+the same at 4, 16 and 64; finalize loops once over the round's updates (at most MAX_UPDATES),
+so it grows with N here. Accepting votes carry one contribution per update, so revealVote and
+finalizeRound are also measured with U = 1, 4, 16 and 64 submitted updates: their marginal gas
+per update must be constant.
 
     python bench/gas.py [--quick]    # writes bench/results/gas.json; last line is the headline
 """
@@ -34,6 +36,9 @@ from flock_pipeline.chain import (
 )
 
 TOKEN = 10**18
+SAMPLES = 1_000  # every participant's registered dataset size
+DATA = b"\x33" * 32  # and its registered dataset hash
+LAPSE = 300  # blocks after which a future-block seed request has lapsed
 GOAL = 1.1
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
 FULL = 10**18  # a contribution of 1.0
@@ -86,9 +91,10 @@ def measure(n: int) -> dict[str, Any]:
         task_id, created = creator.create_task(config)
         record("createTask", created.gas_used)
         for person in people:
-            record("stake", person.stake(task_id, 100 * TOKEN).gas_used)
-        round_, start = keeper.start_round(task_id)
+            record("stake", person.stake(task_id, 100 * TOKEN, SAMPLES, DATA).gas_used)
+        round_, start = keeper.start_round(task_id, draw=False)
         record("startRound", start.gas_used)
+        record("drawRound", keeper.draw_round(task_id, round_).gas_used)
         roles = {p.address: p.role_of(task_id, round_) for p in people}
         proposers = [p for p in people if roles[p.address].proposes]
         voters = [p for p in people if roles[p.address].votes]
@@ -128,13 +134,20 @@ def measure(n: int) -> dict[str, Any]:
     record("claim (finalizer share)", keeper.claim(task_id)[1].gas_used)
     record("claim (again, nothing due)", paid[-1].claim(task_id)[1].gas_used)
     record("requestUnstake", honest[0].request_unstake(task_id, 100 * TOKEN).gas_used)
-    last, again = keeper.start_round(task_id)
+    last, again = keeper.start_round(task_id, draw=False)
     record("startRound", again.gas_used)
+    chain.mine(LAPSE)
+    renew = keeper.alliance.functions.renewSeed(task_id, last)
+    record("renewSeed", keeper.tx.send(renew, keeper.signer).gas_used)
+    record("drawRound", keeper.draw_round(task_id, last).gas_used)
     chain.advance_to(_round_ends(keeper, task_id, last, Phase.FINALIZABLE))
     record("finalizeRound (empty round)", (keeper.finalize_round(task_id, last) or again).gas_used)
     chain.advance(config.unbonding_delay)
     record("withdraw", honest[0].withdraw(task_id).gas_used)
     record("reclaimPool", creator.reclaim_pool(task_id)[1].gas_used)
+    ended, _ = creator.create_task(config)
+    record("cancelTask", creator.cancel_task(ended).gas_used)
+    record("reclaimPool (cancelled)", creator.reclaim_pool(ended)[1].gas_used)
     claims = gas["claim (reward)"]
     return {
         "participants": n,
@@ -177,7 +190,7 @@ def measure_by_updates(counts: tuple[int, ...] = UPDATE_COUNTS) -> dict[str, Any
     )
     task_id, _ = creator.create_task(config)
     for person in people:
-        person.stake(task_id, 100 * TOKEN)
+        person.stake(task_id, 100 * TOKEN, SAMPLES, DATA)
     gas: dict[int, dict[str, int]] = {}
     for count in counts:
         while count not in gas:

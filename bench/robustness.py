@@ -39,9 +39,9 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   slashed at ``chain.voter_slash_bps``. Net reward per participant = sum of rewards - sum of
   slashes over the rounds, in FLOCK; the table also splits out the net of the rounds in which
   the participant held the role the attack acts in (proposals, or votes for a dishonest voter;
-  a round with both roles counts for the votes, since its one settlement sums both, and for
-  the proposals unless the proposal provably netted 0 there: not flagged, and not paid (no
-  update, a score <= 0, or a round not accepted), so what the round paid was its vote's).
+  a round with both roles, whose one settlement sums both, counts for a role unless that role
+  provably netted 0 there: a proposal neither flagged nor paid, a vote neither paid nor
+  slashable; see ``_both_sides``).
 - voter_slash (only with ``--parts voter_slash``): the rewards part's dishonest-voter flow at
   ``chain.voter_slash_bps`` 10%, 50%, 70% and 100%, same seeds: what voting nets a voter that
   reverses its measurement, and an honest one.
@@ -679,6 +679,26 @@ def _table_trust_cost(part: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- rewards
 
 
+def _both_sides(r: dict[str, Any], p: dict[str, Any]) -> tuple[bool, bool]:
+    """Which roles of a round where ``p`` both proposed and voted may have moved its one
+    settlement: (proposal, vote). A proposal moves it only if flagged (penalized) or scored > 0
+    in an accepted round (paid); a vote only if it won (same hash and side as the round) or
+    lost in a way the protocol slashes (another hash, or accepting a rejected round), or if it
+    never revealed. A role that provably netted 0 leaves the round's net to the other; when
+    both may have, each is charged the whole net (an attacking role never hides a gain)."""
+    proposal = bool(p.get("flagged")) or (r["accepted"] and (p.get("contribution") or 0) > 0)
+    vote = p.get("vote")
+    if r["outcome"] == "void":
+        moved = vote is None and int(p["slashed"]) > 0  # only a voter that never revealed
+    elif vote is None:
+        moved = int(p["slashed"]) > 0 and not p.get("flagged")
+    else:
+        same = vote["aggregate_hash"] == r["aggregate_hash"]
+        won = same and vote["accept"] == r["accepted"]
+        moved = won or not same or (vote["accept"] and r["outcome"] == "rejected")
+    return proposal, moved
+
+
 def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for r in summary["rounds"]:
@@ -687,7 +707,8 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 p["id"],
                 {"reward": 0, "slashed": 0, "roles": [], "proposed_in_accepted_round": 0,
                  "flagged": [], "screened": [], "contribution": [], "trust_score": [],
-                 "proposal_net": 0, "vote_net": 0, "both_net": 0, "both_proposal_net": 0},
+                 "proposal_net": 0, "vote_net": 0, "both_net": 0, "both_proposal_net": 0,
+                 "both_vote_net": 0},
             )  # fmt: skip
             net = int(p["reward"]) - int(p["slashed"])
             if p["role"] in PROPOSES:
@@ -699,12 +720,10 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             role_net = {"proposer": "proposal_net", "voter": "vote_net", "both": "both_net"}
             if p["role"] in role_net:
                 row[role_net[p["role"]]] += net
-            # Its proposal is provably worth 0 there unless it was flagged (penalized) or scored
-            # > 0 in an accepted round (paid): otherwise what it netted it netted voting.
-            if p["role"] == "both" and (
-                p.get("flagged") or (r["accepted"] and (p.get("contribution") or 0) > 0)
-            ):
-                row["both_proposal_net"] += net
+            if p["role"] == "both":
+                proposal, vote = _both_sides(r, p)
+                row["both_proposal_net"] += net if proposal else 0
+                row["both_vote_net"] += net if vote else 0
             row["reward"] += int(p["reward"])
             row["slashed"] += int(p["slashed"])
             row["roles"].append(p["role"])
@@ -714,7 +733,7 @@ def _net_rewards(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         row["net_flock"] = (row["reward"] - row["slashed"]) / TOKEN
         both = row.pop("both_net")
         row["proposal_net_flock"] = (row.pop("proposal_net") + row.pop("both_proposal_net")) / TOKEN
-        row["vote_net_flock"] = (row.pop("vote_net") + both) / TOKEN
+        row["vote_net_flock"] = (row.pop("vote_net") + row.pop("both_vote_net")) / TOKEN
         row["both_net_flock"] = both / TOKEN
         row["reward_flock"] = row.pop("reward") / TOKEN
         row["slashed_flock"] = row.pop("slashed") / TOKEN

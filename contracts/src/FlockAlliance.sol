@@ -253,7 +253,10 @@ contract FlockAlliance is AllianceTypes, ReentrancyGuardTransient {
         TaskParams storage p = t.params;
         if (block.timestamp >= p.deadline) revert TaskEnded(taskId, p.deadline);
         (ISeedSource.SeedState state, bytes32 seed) = seeds.seedOf(address(this), taskId, round);
-        if (state != ISeedSource.SeedState.Ready) revert SeedNotReady(taskId, round, uint8(state));
+        // a zero seed would leave the round looking undrawn: never take one
+        if (state != ISeedSource.SeedState.Ready || seed == bytes32(0)) {
+            revert SeedNotReady(taskId, round, uint8(state));
+        }
         Round storage r = t.rounds[round];
         r.seed = seed;
         r.trainingEnds = uint64(block.timestamp) + p.trainingDuration;

@@ -23,6 +23,9 @@ abstract contract HandlerBase is Cheats {
     uint256 public doubleClaims;
     uint256 public rewardsToUnselected;
     uint256 public paidClaims;
+    /// @dev Times the creator could not reclaim the pool of an ended task with no round drawn
+    ///      and unfinalized.
+    uint256 public lockedPools;
     /// @dev Per actor: tokens staked minus tokens withdrawn.
     mapping(address => uint256) public ledger;
 
@@ -117,6 +120,36 @@ abstract contract HandlerBase is Cheats {
 
     function warp(uint256 dt) external {
         vm.warp(block.timestamp + 1 + dt % 700);
+    }
+
+    /// @dev Now and then the task ends (its deadline passes or its creator cancels it between
+    ///      rounds): a drawn round runs out and is finalized, then the creator must be able to
+    ///      take the pool back, and a second reclaim finds it empty.
+    function endTask(uint256 seed) external {
+        if (seed % 8 != 0) return;
+        AllianceTypes.TaskParams memory p = alliance.taskParams(taskId);
+        uint256 started = alliance.taskState(taskId).roundsStarted;
+        if (started > 0) {
+            AllianceTypes.Round memory r = alliance.roundInfo(taskId, started - 1);
+            if (!r.finalized && r.seed != bytes32(0)) {
+                if (block.timestamp < r.revealEnds) vm.warp(r.revealEnds);
+                alliance.finalizeRound(taskId, started - 1);
+            }
+        }
+        address creator = alliance.taskState(taskId).creator;
+        if (seed % 16 == 0 && block.timestamp < p.deadline) {
+            vm.prank(creator);
+            alliance.cancelTask(taskId);
+        } else if (block.timestamp < p.deadline) {
+            vm.warp(p.deadline);
+        }
+        vm.prank(creator);
+        try alliance.reclaimPool(taskId) returns (uint256 amount) {
+            paidOut += amount;
+            if (alliance.taskState(taskId).pool != 0) lockedPools++;
+        } catch {
+            lockedPools++;
+        }
     }
 }
 
@@ -363,12 +396,20 @@ contract FlockAllianceInvariants is AllianceFixture {
         _target(address(handler));
     }
 
-    /// stakes + pool + allotted + claimable = deposited - paid out = the alliance's balance.
+    /// stakes + pool + allotted + claimable = deposited - paid out = the vault's balance; the
+    ///   alliance itself holds nothing.
     function invariant_TokensAreConserved() public view {
         AllianceTypes.TaskState memory t = alliance.taskState(handler.taskId());
         uint256 buckets = uint256(t.staked) + t.pool + t.allotted + t.claimable;
         assertEq(buckets, handler.deposited() - handler.paidOut(), "buckets vs deposits");
         assertEq(token.balanceOf(address(vault)), buckets, "balance vs buckets");
+        assertEq(token.balanceOf(address(alliance)), 0, "the alliance holds no token");
+    }
+
+    /// Once a task has ended and no round is drawn and unfinalized, its creator takes the
+    /// pool back: nothing stays locked past the deadline.
+    function invariant_NoPoolLockedPastItsDeadline() public view {
+        assertEq(handler.lockedPools(), 0, "a pool stayed locked past the deadline");
     }
 
     function invariant_NoDoubleClaim() public view {
@@ -426,5 +467,9 @@ contract FlockAllianceHonestInvariants is AllianceFixture {
 
     function invariant_HonestNoDoubleClaim() public view {
         assertEq(handler.doubleClaims(), 0, "a second claim paid");
+    }
+
+    function invariant_HonestNoPoolLockedPastItsDeadline() public view {
+        assertEq(handler.lockedPools(), 0, "a pool stayed locked past the deadline");
     }
 }

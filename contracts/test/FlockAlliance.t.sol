@@ -129,6 +129,21 @@ contract FlockAllianceTest is AllianceFixture {
         s[index] = amount;
     }
 
+    /// @dev The weight of a selected role in the default split (four equal stakes, two
+    ///      proposers, two voters): max(STAKE, 4 * STAKE / 2).
+    uint256 internal constant W = 2 * STAKE;
+
+    /// @dev The weight `who`'s vote counts with in round 0: its stake over its odds.
+    function _vw(uint256 id, address who) internal view returns (uint256) {
+        uint256 total = alliance.roundInfo(id, 0).totalStake;
+        return Sortition.weight(alliance.recordOf(id, 0, who).weight, total, votersPerRound);
+    }
+
+    /// @dev What a pot allots to paid holders of weight `w` in round 0: pot * w / S.
+    function _share(uint256 id, uint256 pot, uint256 w) internal view returns (uint256) {
+        return pot * w / alliance.roundInfo(id, 0).totalStake;
+    }
+
     function _conserved() internal view {
         assertEq(token.balanceOf(address(vault)), _bucketTotal(), "conservation");
     }
@@ -202,13 +217,20 @@ contract FlockAllianceTest is AllianceFixture {
         uint256 paidUpdates;
         for (uint256 i = 0; i < np; i++) {
             bool scoredByOthers = nv > 1 || !Sortition.votes(alliance.roleOf(id, 0, proposers[i]));
-            assertEq(ups[i].part, scoredByOthers ? STAKE * 5e17 : 0, "part = weight * 0.5");
+            assertEq(ups[i].weight, W, "selected: weight S / 2");
+            assertEq(ups[i].part, scoredByOthers ? W * 5e17 : 0, "part = weight * 0.5");
             assertTrue(!ups[i].flagged, "nobody flagged");
             if (scoredByOthers) paidUpdates++;
         }
-        assertEq(paid, paidUpdates > 0 ? REWARD : VOTER_POT, "the whole round reward is paid");
+        // each pot is budgeted for the whole stake S = 2W: paid holders of weight W get half
+        // of it each, more than two draw the excess from the pool
+        assertEq(
+            paid,
+            _share(id, PROPOSER_POT, paidUpdates * W) + _share(id, VOTER_POT, nv * W),
+            "the allotments are paid"
+        );
         for (uint256 i = 0; paidUpdates > 0 && i < np; i++) {
-            uint256 share = PROPOSER_POT / paidUpdates;
+            uint256 share = _share(id, PROPOSER_POT, paidUpdates * W) / paidUpdates;
             // a proposer-voter's claim also holds its voter share
             if (ups[i].part > 0 && !Sortition.votes(alliance.roleOf(id, 0, proposers[i]))) {
                 assertTrue(
@@ -238,6 +260,7 @@ contract FlockAllianceTest is AllianceFixture {
 
     function test_ARejectedRoundPaysAndSlashesNoHonestProposerAndSlashesTheLosingVoters() public {
         voterSlashBps = 4_000;
+        votersPerRound = 3;
         // people[2] rejects with twice the stake of people[3], who accepts
         (uint256 id, address[] memory proposers,) = _openRoundAs(
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
@@ -255,14 +278,15 @@ contract FlockAllianceTest is AllianceFixture {
         assertTrue(r.outcome == AllianceTypes.Outcome.Rejected, "rejected by stake");
         assertTrue(alliance.taskState(id).globalModelHash == keccak256("model"), "model stays");
         assertEq(r.proposerRewardLeft + r.contributionTotal, 0, "no proposers' pot");
-        assertEq(alliance.taskState(id).pool, pool - VOTER_POT, "only the voters' part allotted");
+        uint256 allot = _share(id, VOTER_POT, 2 * STAKE);
+        assertEq(alliance.taskState(id).pool, pool - allot, "only the voters' part allotted");
         for (uint256 i = 0; i < 2; i++) {
             assertEq(_claim(id, proposers[i]), 0, "an honest proposer is not paid");
             assertEq(_active(id, proposers[i]), STAKE, "nor slashed");
         }
         assertEq(_claim(id, people[3]), 0, "the losing voter earns nothing");
         assertEq(_active(id, people[3]), STAKE * 6 / 10, "voterSlashBps");
-        assertEq(_claim(id, people[2]), VOTER_POT, "the winning voter takes the voters' part");
+        assertEq(_claim(id, people[2]), allot, "the winning voter takes the voters' allotment");
         assertEq(_claim(id, keeper), STAKE * 4 / 10 / 10, "finalizer share");
         _conserved();
     }
@@ -308,7 +332,7 @@ contract FlockAllianceTest is AllianceFixture {
         assertEq(t.acceptWeight, t.rejectWeight, "a tie");
         assertTrue(_outcome(id) == AllianceTypes.Outcome.Void, "void");
         AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
-        assertTrue(!ups[1].flagged && ups[1].flagWeight == 2 * STAKE, "no flag in a void round");
+        assertTrue(!ups[1].flagged && ups[1].flagWeight == 2 * W, "no flag in a void round");
         for (uint256 i = 0; i < people.length; i++) {
             assertEq(_claim(id, people[i]), 0, "nobody paid");
             assertEq(_active(id, people[i]), STAKE, "nobody slashed, flagged or not");
@@ -330,7 +354,7 @@ contract FlockAllianceTest is AllianceFixture {
         AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
         assertTrue(r.outcome == AllianceTypes.Outcome.Void, "half is not a majority");
         assertTrue(r.aggregateHash == AGGREGATE, "the first to a weight keeps the lead");
-        assertEq(r.revealedWeight, 2 * STAKE, "all reveals counted");
+        assertEq(r.revealedWeight, 2 * W, "all reveals counted");
         for (uint256 i = 0; i < people.length; i++) {
             assertEq(_claim(id, people[i]), 0, "nobody paid");
             assertEq(_active(id, people[i]), STAKE, "nobody slashed");
@@ -365,13 +389,15 @@ contract FlockAllianceTest is AllianceFixture {
         assertTrue(r.outcome == AllianceTypes.Outcome.Accepted, "accepted");
         assertTrue(r.aggregateHash == AGGREGATE, "the majority hash");
         assertTrue(alliance.taskState(id).globalModelHash == AGGREGATE, "is the model");
-        assertEq(alliance.tallyOf(id, 0, AGGREGATE).weight, 2 * STAKE, "two voters");
-        assertEq(alliance.tallyOf(id, 0, OTHER).weight, STAKE, "one voter");
+        uint256 w = _vw(id, people[2]);
+        assertEq(w, (5 * STAKE + 2) / 3, "five equal stakes, three voters: ceil(S / 3)");
+        assertEq(alliance.tallyOf(id, 0, AGGREGATE).weight, 2 * w, "two voters");
+        assertEq(alliance.tallyOf(id, 0, OTHER).weight, w, "one voter");
         assertEq(_claim(id, people[4]), 0, "the odd hash earns nothing");
         assertEq(_active(id, people[4]), STAKE * 9 / 10, "and is slashed at voterSlashBps");
         uint256 a = _claim(id, people[2]);
         uint256 b = _claim(id, people[3]);
-        assertEq(a + b, VOTER_POT, "the majority shares the voters' part");
+        assertEq(a + b, _share(id, VOTER_POT, 2 * w), "the majority shares its allotment");
         assertEq(_active(id, people[2]) + _active(id, people[3]), 2 * STAKE, "not slashed");
         _conserved();
     }
@@ -389,9 +415,10 @@ contract FlockAllianceTest is AllianceFixture {
         );
         AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertEq(ups[1].flagWeight, 0, "its flag is not under the aggregate");
-        assertEq(uint256(ups[1].contribution), 2 * STAKE * 5e17, "only the majority's scores");
-        assertEq(uint256(ups[0].contribution), 2 * STAKE * 5e17, "for both updates");
-        assertEq(alliance.tallyOf(id, 0, OTHER).flagVoterWeight, STAKE, "tallied apart");
+        uint256 w = _vw(id, people[2]);
+        assertEq(uint256(ups[1].contribution), 2 * w * 5e17, "only the majority's scores");
+        assertEq(uint256(ups[0].contribution), 2 * w * 5e17, "for both updates");
+        assertEq(alliance.tallyOf(id, 0, OTHER).flagVoterWeight, w, "tallied apart");
         assertEq(_claim(id, proposers[1]), PROPOSER_POT / 2, "not flagged: half the pot");
         assertEq(_claim(id, proposers[0]), PROPOSER_POT - PROPOSER_POT / 2, "the other half");
         assertEq(_active(id, proposers[1]), STAKE, "not slashed");
@@ -552,15 +579,15 @@ contract FlockAllianceTest is AllianceFixture {
             )
         );
         AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
-        assertEq(uint256(ups[0].contribution), 2 * STAKE * 5e17, "its own score is skipped");
+        assertEq(uint256(ups[0].contribution), 2 * W * 5e17, "its own score is skipped");
         assertEq(ups[0].flagWeight, 0, "it cannot flag itself");
-        assertEq(uint256(ups[1].contribution), 3 * STAKE * 5e17, "it scores the others");
+        assertEq(uint256(ups[1].contribution), 3 * W * 5e17, "it scores the others");
         assertEq(ups[0].part, ups[1].part, "the same part as the other proposer");
         assertEq(_claim(id, people[1]), PROPOSER_POT / 2, "the other proposer: half");
         assertEq(
             _claim(id, people[0]),
-            PROPOSER_POT - PROPOSER_POT / 2 + VOTER_POT / 3,
-            "half the pot and a third of the voters' part"
+            PROPOSER_POT - PROPOSER_POT / 2 + _share(id, VOTER_POT, 3 * W) / 3,
+            "half the pot and a third of the voters' allotment"
         );
         assertEq(_active(id, people[0]), STAKE, "not slashed");
     }
@@ -597,12 +624,12 @@ contract FlockAllianceTest is AllianceFixture {
         _playTwo(id, proposers, voters, 5e16, c, c);
         AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertEq(ups[0].flagWeight, 0, "nobody flagged update 0");
-        assertEq(alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, 2 * STAKE, "both scored");
-        assertTrue(ups[0].proposer == proposers[0] && ups[0].weight == STAKE, "first submission");
-        assertEq(uint256(ups[0].contribution), 2 * STAKE * 75e16, "C_0 = sum of w * c");
-        assertEq(ups[0].part, STAKE * 75e16, "part = weight * mean contribution");
+        assertEq(alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, 2 * W, "both scored");
+        assertTrue(ups[0].proposer == proposers[0] && ups[0].weight == W, "first submission");
+        assertEq(uint256(ups[0].contribution), 2 * W * 75e16, "C_0 = sum of w * c");
+        assertEq(ups[0].part, W * 75e16, "part = weight * mean contribution");
         assertEq(alliance.recordOf(id, 0, proposers[1]).updateIndex, 1, "second index is 1");
-        assertEq(alliance.roundInfo(id, 0).contributionTotal, STAKE * 1e18, "sum of parts");
+        assertEq(alliance.roundInfo(id, 0).contributionTotal, W * 1e18, "sum of parts");
         uint256 second = _claim(id, proposers[1]);
         uint256 first = _claim(id, proposers[0]);
         assertEq(second, PROPOSER_POT / 4, "1 of 4 parts");
@@ -612,16 +639,41 @@ contract FlockAllianceTest is AllianceFixture {
         _conserved();
     }
 
-    function test_EqualContributionsStakes2To1ArePaid2To1() public {
+    function test_EqualContributionsStakes2To1BelowTheFloorArePaidEqually() public {
+        // stakes 200 and 100 of S = 500 with two proposers: both weigh S / 2, their stake over
+        // their odds (0.8 and 0.4); stake pays through the odds, not twice over
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRoundAs(
             _stakes(0, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
         );
         int128[] memory c = _pair(5e17, 5e17);
         _playTwo(id, proposers, voters, 5e16, c, c);
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        assertEq(ups[0].weight, 5 * STAKE / 2, "the heavier: S / 2");
+        assertEq(ups[1].weight, 5 * STAKE / 2, "the lighter: S / 2");
         uint256 big = _claim(id, people[0]);
         uint256 small = _claim(id, people[1]);
-        assertEq(big, PROPOSER_POT * 2 / 3, "two thirds, settled first");
-        assertEq(small, PROPOSER_POT - PROPOSER_POT * 2 / 3, "one third, the remainder");
+        assertEq(big, PROPOSER_POT / 2, "half, settled first");
+        assertEq(small, PROPOSER_POT - PROPOSER_POT / 2, "half, the remainder");
+    }
+
+    function test_EqualContributionsStakesAboveTheFloorArePaidByStake() public {
+        // three proposers of S = 700 (400, 100, 100, 100): the floor is ceil(S / 3) = 233,
+        // the heaviest (certain to be drawn) counts its own stake
+        proposersPerRound = 3;
+        votersPerRound = 3;
+        (uint256 id, address[] memory proposers,) = _openRoundAs(
+            _stakes(0, 4 * STAKE), _roleList(BOTH, PROPOSER, VOTER, VOTER)
+        );
+        int128[] memory c = _pair(5e17, 5e17);
+        _play(
+            id,
+            proposers,
+            _votes(_v(people[2], AGGREGATE, 5e16, c), _v(people[3], AGGREGATE, 5e16, c))
+        );
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        assertEq(ups[0].weight, 4 * STAKE, "certain: its stake");
+        assertEq(ups[1].weight, (7 * STAKE + 2) / 3, "odds 3/7: ceil(S / 3)");
+        assertEq(ups[0].part * ups[1].weight, ups[1].part * ups[0].weight, "parts by weight");
     }
 
     function test_ZeroOrMildlyNegativeContributionEarnsNothingAndIsNotSlashed() public {
@@ -630,13 +682,13 @@ contract FlockAllianceTest is AllianceFixture {
         _playTwo(id, proposers, voters, 5e16, _pair(ONE, 0), _pair(ONE, -8e17));
         assertEq(_claim(id, proposers[1]), 0, "negative: nothing");
         assertEq(_active(id, proposers[1]), STAKE, "negative: no slash");
-        assertEq(_claim(id, proposers[0]), PROPOSER_POT, "the contributor takes the pot");
+        assertEq(_claim(id, proposers[0]), PROPOSER_POT / 2, "the contributor: its weight's");
         // proposer 1: zero contribution
         (id, proposers, voters) = _openRound();
         _playTwo(id, proposers, voters, 5e16, _pair(ONE, 0), _pair(5e17, 0));
         assertEq(_claim(id, proposers[1]), 0, "zero: nothing");
         assertEq(_active(id, proposers[1]), STAKE, "zero: no slash");
-        assertEq(_claim(id, proposers[0]), PROPOSER_POT, "the contributor takes the pot");
+        assertEq(_claim(id, proposers[0]), PROPOSER_POT / 2, "the contributor: its weight's");
         _conserved();
     }
 
@@ -650,7 +702,7 @@ contract FlockAllianceTest is AllianceFixture {
         assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
         uint256 penalty = STAKE * 5_000 / 10_000;
         assertEq(_active(id, proposers[1]), STAKE - penalty, "penaltyBps");
-        assertEq(_claim(id, proposers[0]), PROPOSER_POT, "the other takes the pot");
+        assertEq(_claim(id, proposers[0]), PROPOSER_POT / 2, "the other: its weight's share");
         assertEq(_claim(id, keeper), penalty / 10, "finalizer share of the penalty");
         _conserved();
     }
@@ -675,28 +727,32 @@ contract FlockAllianceTest is AllianceFixture {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _playTwo(id, proposers, voters, 5e16, _pair(ONE, -ONE), _pair(ONE, 0));
         AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
-        assertEq(u.flagWeight, STAKE, "one of two equal voters flagged it");
+        assertEq(u.flagWeight, W, "one of two equal voters flagged it");
         assertTrue(!u.flagged, "half is not a flag");
         assertEq(_claim(id, proposers[1]), 0, "C < 0: nothing");
         assertEq(_active(id, proposers[1]), STAKE, "not slashed");
     }
 
     function test_AFlagByMoreThanHalfTheScoringStakeIsAFlag() public {
-        // people[2], a voter with twice the stake of people[3], flags update 1 alone
+        // people[2], a voter with twice the stake of people[3], flags update 1 alone; with
+        // three voters per round its weight is its stake (200), people[3]'s ceil(S / 3)
+        votersPerRound = 3;
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRoundAs(
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
         );
         _playTwo(id, proposers, voters, 5e16, _pair(ONE, -ONE), _pair(ONE, ONE));
         AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
-        assertEq(u.flagWeight, 2 * STAKE, "flagged by two thirds of the stake");
-        assertTrue(u.contribution < 0 && u.flagged, "C_1 = -2S + S, flagged");
+        assertEq(_vw(id, people[2]), 2 * STAKE, "certain voter: its stake");
+        assertEq(u.flagWeight, 2 * STAKE, "flagged by more than half of the weight");
+        assertTrue(u.contribution < 0 && u.flagged, "C_1 = -200 + 167, flagged");
         assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
         assertEq(_active(id, proposers[1]), STAKE / 2, "penaltyBps");
-        assertEq(_claim(id, proposers[0]), PROPOSER_POT, "the other takes the pot");
+        assertEq(_claim(id, proposers[0]), PROPOSER_POT / 2, "the other: its weight's share");
     }
 
     function test_RejectingVotersFlagsCount() public {
         // people[2], a rejecting voter with twice the stake, flags update 1; people[3] accepts
+        votersPerRound = 3;
         (uint256 id, address[] memory proposers,) = _openRoundAs(
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
         );
@@ -708,10 +764,13 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(ONE, ONE))
             )
         );
-        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected by stake");
-        assertEq(alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, 3 * STAKE, "both scored");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected by weight");
+        uint256 acceptor = _vw(id, people[3]);
+        assertEq(
+            alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, 2 * STAKE + acceptor, "both scored"
+        );
         AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
-        assertEq(uint256(u.contribution), STAKE * 1e18, "C counts the acceptor only");
+        assertEq(uint256(u.contribution), acceptor * 1e18, "C counts the acceptor only");
         assertEq(u.flagWeight, 2 * STAKE, "the rejector's flag counts");
         _claim(id, proposers[1]);
         _claim(id, proposers[0]);
@@ -722,6 +781,7 @@ contract FlockAllianceTest is AllianceFixture {
     function test_RejectingVotesWithoutContributionsAreNotInTheFlagVote() public {
         // people[2], a rejecting voter with twice the stake, sends no contributions: the
         // acceptor's flag is then the whole flag vote
+        votersPerRound = 3;
         (uint256 id, address[] memory proposers,) = _openRoundAs(
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
         );
@@ -733,8 +793,12 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(ONE, -ONE))
             )
         );
-        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected by stake");
-        assertEq(alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight, STAKE, "the acceptor only");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "rejected by weight");
+        assertEq(
+            alliance.tallyOf(id, 0, AGGREGATE).flagVoterWeight,
+            _vw(id, people[3]),
+            "the acceptor only"
+        );
         assertTrue(!alliance.recordOf(id, 0, people[2]).scored, "the rejector did not score");
         _claim(id, proposers[1]);
         _claim(id, proposers[0]);
@@ -759,11 +823,11 @@ contract FlockAllianceTest is AllianceFixture {
         _play(id, proposers, votes);
         AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
         assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "accepted 3 to 2");
-        assertEq(uint256(u.contribution), STAKE * 1e18, "C_1 > 0");
+        assertEq(uint256(u.contribution), _vw(id, voters[1]) * 1e18, "C_1 > 0");
         assertTrue(u.flagged && u.part == 0, "flagged by 3 of 5: no part");
         assertEq(_claim(id, proposers[1]), 0, "flagged: nothing");
         assertEq(_active(id, proposers[1]), STAKE / 2, "penaltyBps");
-        assertEq(_claim(id, proposers[0]), PROPOSER_POT, "the other takes the whole pot");
+        assertEq(_claim(id, proposers[0]), PROPOSER_POT / 2, "the other: its weight's share");
         AllianceTypes.Round memory r = alliance.roundInfo(id, 0);
         assertEq(r.proposerRewardLeft + r.contributionLeft, 0, "nothing stranded");
         _conserved();
@@ -771,6 +835,7 @@ contract FlockAllianceTest is AllianceFixture {
 
     function test_RejectingVotersContributionsDoNotCountForRewards() public {
         // people[2] accepts with twice the stake of people[3], who rejects
+        votersPerRound = 3;
         (uint256 id, address[] memory proposers,) = _openRoundAs(
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
         );
@@ -782,7 +847,7 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, -5e16, _pair(ONE, -ONE))
             )
         );
-        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "accepted by stake");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "accepted by weight");
         AllianceTypes.UpdateView memory u = alliance.roundUpdates(id, 0)[1];
         assertEq(uint256(u.contribution), 2 * STAKE * 5e17, "only the acceptor counts");
         assertEq(_claim(id, proposers[1]), PROPOSER_POT / 2, "not flagged, half the pot");
@@ -865,10 +930,14 @@ contract FlockAllianceTest is AllianceFixture {
         for (uint256 i = 0; i < 4; i++) v[i] = int128(v[i] % (ONE + 1)); // into [-1, 1]
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         _playTwo(id, proposers, voters, 5e16, _pair(v[0], v[1]), _pair(v[2], v[3]));
-        bool allotted = alliance.roundInfo(id, 0).contributionTotal > 0;
+        AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
+        uint256 paidWeight;
+        for (uint256 i = 0; i < ups.length; i++) {
+            if (ups[i].part > 0) paidWeight += ups[i].weight;
+        }
         uint256 paid = _claim(id, proposers[0]) + _claim(id, proposers[1]);
         assertTrue(paid <= PROPOSER_POT, "never more than the pot");
-        assertEq(paid, allotted ? PROPOSER_POT : 0, "exactly the pot when allotted");
+        assertEq(paid, _share(id, PROPOSER_POT, paidWeight), "the paid updates' share");
         assertEq(alliance.taskState(id).allotted, VOTER_POT, "only the voters' part remains");
         _conserved();
     }
@@ -877,6 +946,7 @@ contract FlockAllianceTest is AllianceFixture {
 
     function test_AVoterThatRejectsAnAcceptedRoundIsUnpaidButNotSlashed() public {
         voterSlashBps = 4_000;
+        votersPerRound = 3;
         // people[2], a voter with twice people[3]'s stake, accepts; people[3] rejects
         (uint256 id, address[] memory proposers,) = _openRoundAs(
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
@@ -889,15 +959,16 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, -5e16, _pair(ONE, ONE))
             )
         );
-        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "two thirds accepted");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Accepted, "the heavier accepted");
         assertEq(_claim(id, people[3]), 0, "the losing side earns nothing");
         assertEq(_active(id, people[3]), STAKE, "an honest dissent is not slashed");
-        assertEq(_claim(id, people[2]), VOTER_POT, "the winning side is paid");
+        assertEq(_claim(id, people[2]), _share(id, VOTER_POT, 2 * STAKE), "the winner is paid");
         _conserved();
     }
 
     function test_AVoterThatAcceptsARejectedRoundIsSlashedAtVoterSlashBps() public {
         voterSlashBps = 4_000;
+        votersPerRound = 3;
         // people[2], a voter with twice people[3]'s stake, rejects; people[3] accepts
         (uint256 id, address[] memory proposers,) = _openRoundAs(
             _stakes(2, 2 * STAKE), _roleList(PROPOSER, PROPOSER, VOTER, VOTER)
@@ -910,10 +981,10 @@ contract FlockAllianceTest is AllianceFixture {
                 _v(people[3], AGGREGATE, 5e16, _pair(ONE, ONE))
             )
         );
-        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "two thirds rejected");
+        assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "the heavier rejected");
         assertEq(_claim(id, people[3]), 0, "the losing side earns nothing");
         assertEq(_active(id, people[3]), STAKE * 6 / 10, "voterSlashBps");
-        assertEq(_claim(id, people[2]), VOTER_POT, "the winning side is paid");
+        assertEq(_claim(id, people[2]), _share(id, VOTER_POT, 2 * STAKE), "the winner is paid");
         _conserved();
     }
 
@@ -1028,7 +1099,7 @@ contract FlockAllianceTest is AllianceFixture {
         assertTrue(alliance.recordOf(id, 0, people[2]).settled, "nothing else to settle");
         assertTrue(!alliance.recordOf(id, 0, people[0]).settled, "its update still is");
         assertEq(_claim(id, people[0]), PROPOSER_POT / 2, "its update is still paid");
-        assertEq(_claim(id, people[1]), VOTER_POT, "its vote is still paid");
+        assertEq(_claim(id, people[1]), VOTER_POT / 2, "its vote is still paid, for W of 2W");
         assertEq(_claim(id, people[3]), PROPOSER_POT - PROPOSER_POT / 2, "the other update");
         assertEq(_active(id, people[0]), STAKE * 9 / 10, "and not slashed again");
         _conserved();
@@ -1093,7 +1164,7 @@ contract FlockAllianceTest is AllianceFixture {
             _stake(id, people[i], STAKE);
         }
         _stake(id, outsider, 10 ether);
-        _startAndDraw(id, bytes32(seed));
+        _startAndDraw(id, keccak256(abi.encode(seed)));
         vm.assume(alliance.roleOf(id, 0, outsider) == NONE);
         vm.prank(outsider);
         vm.expectPartialRevert(AllianceTypes.NotSelected.selector);

@@ -478,7 +478,7 @@ class Alliance:
         p = self.params
         if self.now >= p.deadline:
             self._revert("TaskEnded", self.task_id, p.deadline)
-        if state is not SeedState.READY:
+        if state is not SeedState.READY or bytes(seed) == ZERO_HASH:
             self._revert("SeedNotReady", self.task_id, round_, int(state))
         r = self.rounds[round_]
         r.seed = bytes(seed)

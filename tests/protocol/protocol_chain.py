@@ -170,9 +170,7 @@ class EvmTask:
         assert receipt["status"] == 1, f"{function} passed the pending call but failed mined"
         return [self._decode_log(log) for log in receipt["logs"] if log["address"] == self.address]
 
-    def view(
-        self, function: str, *args: Any, contract: Any = None, block: str = "latest"
-    ) -> Any:
+    def view(self, function: str, *args: Any, contract: Any = None, block: str = "latest") -> Any:
         """A view's decoded result (a tuple for a struct, a list for an array; a tuple of all
         outputs for a function with several)."""
         target = self.alliance if contract is None else contract

@@ -7,8 +7,9 @@ what the chain's FutureBlockSeed answers, lapsed requests and their renewal incl
 submissions (more samples than registered included), commits and reveals of random hashes,
 scores and contributions (out of range ones and flags included), skipped reveals, clock jumps
 to and around each deadline and the task's, finalizations, no-show reports, settlements,
-claims, the creator's cancel and the pool's reclaim. Single calls probe the refusals; `play_round` drives a whole round with random
-choices so that runs reach settled rounds and the last round.
+claims, the creator's cancel and the pool's reclaim. Single calls probe the refusals;
+`play_round` drives a whole round with random choices so that runs reach settled rounds and
+the last round.
 
 After every call both must agree on success or on the revert's error name and arguments, and
 on the events of settlement, slashing, no-show reports and finalization; after a successful
@@ -25,6 +26,7 @@ from dataclasses import astuple, dataclass, replace
 from typing import Any, ClassVar
 
 import pytest
+from eth_utils.crypto import keccak
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -35,7 +37,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from eth_utils.crypto import keccak
 from protocol_chain import GENESIS_TIME, TOKEN, EvmTask, Reverted
 
 from flock_pipeline.protocol import (
@@ -485,9 +486,7 @@ class AllianceMachine(RuleBasedStateMachine):
                 continue
             if phase is Phase.TRAINING:
                 for who in range(PEOPLE):
-                    kind = data.draw(
-                        st.sampled_from(["ok"] * 6 + ["skip", "no hash", "too many"])
-                    )
+                    kind = data.draw(st.sampled_from(["ok"] * 6 + ["skip", "no hash", "too many"]))
                     if kind != "skip":
                         self.submit_one(who, r, kind)
             elif phase is Phase.COMMITTING:

@@ -139,4 +139,3 @@ def test_a_role_weight_is_the_stake_over_its_odds() -> None:
     for stake in (10, 37, 99, 100, 101):
         odds = min(1, 3 * stake / total)
         assert math.isclose(odds * role_weight(stake, total, 3), stake, abs_tol=1)
-
