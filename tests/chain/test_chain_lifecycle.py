@@ -111,13 +111,16 @@ def test_a_rejected_round_slashes_no_honest_proposer(world: World) -> None:
     only_proposers = [p for p in r.proposers if r.roles[p.address] is Role.PROPOSER]
     assert only_proposers and all(paid[p.address] == 0 for p in only_proposers)
     _, voter_pot = split(info.reward)
-    assert sum(paid.values()) == voter_pot
-    weights = {v.address: r.weight(v) for v in r.voters}
-    assert_shares(paid, [(voter_pot, weights)], tolerance=4)
+    # the voters' pot is budgeted for the whole stake: the rejecting voters' weight over it
+    tally = world.keeper.tally_of(r.task_id, r.round, AGGREGATE)
+    allotted = voter_pot * tally.reject_weight // info.total_stake
+    assert sum(paid.values()) == allotted
+    weights = {v.address: r.weight(v) for v in r.voters}  # equal stakes: equal voter weights
+    assert_shares(paid, [(allotted, weights)], tolerance=4)
     updates = world.keeper.round_updates(r.task_id, r.round)
     assert all(u.part == 0 and not u.flagged for u in updates)
-    assert world.keeper.tally_of(r.task_id, r.round, AGGREGATE).flag_voter_weight == 0
-    assert state.pool == pool - voter_pot  # the proposers' pot stays in the pool
+    assert tally.flag_voter_weight == 0
+    assert state.pool == pool - allotted  # the proposers' pot stays in the pool
     assert world.vault_balance() == world.bucket_total()
 
 
