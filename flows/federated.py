@@ -223,12 +223,10 @@ def verify_datasets(name: str) -> dict[str, str]:
     retry_condition_fn=_transient,
 )
 def start_round(name: str, r: int) -> dict[str, Any]:
+    """Start round ``r`` if it was not, and draw it once its seed is ready: crash-safe at any
+    step (a round requested but never drawn is drawn on resume)."""
     w = get_world(name)
-    if w.creator.task_state(w.task_id).rounds_started <= r:
-        started, _ = w.creator.start_round(w.task_id)
-        if started != r:
-            raise RuntimeError(f"chain started round {started}, the flow expected {r}")
-    info = w.creator.round_info(w.task_id, r)
+    info = w.creator.open_round(w.task_id, r)
     return {
         "seed": _hex(info.seed),
         "training_ends": info.training_ends,

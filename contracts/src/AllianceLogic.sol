@@ -239,27 +239,24 @@ library AllianceLogic {
             }
         }
         if (rec.vote == AllianceTypes.VoteState.Committed) {
-            // Never cheaper than revealing on the losing side: a voter that sees the reveals
-            // go against it cannot escape voterSlashBps by keeping its vote to itself.
+            // Never cheaper than revealing another hash: a voter that sees the reveals name
+            // another aggregate cannot escape voterSlashBps by keeping its vote to itself.
             uint256 bps = p.voterSlashBps > p.slashBps ? p.voterSlashBps : p.slashBps;
             slashed += _slash(t, taskId, account, rec.weight, bps, r.finalizer);
         } else if (rec.vote == AllianceTypes.VoteState.Revealed && decided) {
-            bool won = rec.aggregateHash == r.aggregateHash
-                && rec.accept == (r.outcome == AllianceTypes.Outcome.Accepted);
-            if (won) {
+            if (rec.aggregateHash != r.aggregateHash) {
+                // The aggregate is a deterministic function of committed data: another hash
+                // is provably not the round's.
+                slashed += _slash(t, taskId, account, rec.weight, p.voterSlashBps, r.finalizer);
+            } else if (rec.accept == (r.outcome == AllianceTypes.Outcome.Accepted)) {
                 uint128 weight = voterWeight(t, r, rec);
                 uint256 amount = uint256(r.voterRewardLeft) * weight / r.voterWeightLeft;
                 r.voterRewardLeft -= uint128(amount);
                 r.voterWeightLeft -= weight;
                 reward += amount;
-            } else if (
-                rec.aggregateHash != r.aggregateHash || r.outcome == AllianceTypes.Outcome.Rejected
-            ) {
-                // Another hash than the round's, or an accept of what most of the weight judged
-                // harmful. A reject of an accepted round is only unpaid: an honest voter's own
-                // data can disagree with the majority's.
-                slashed += _slash(t, taskId, account, rec.weight, p.voterSlashBps, r.finalizer);
             }
+            // The losing side of the judgement is unpaid, never slashed, either way: an honest
+            // voter's own data can disagree with the majority's.
         }
         if (reward > 0) {
             t.state.allotted -= uint128(reward);

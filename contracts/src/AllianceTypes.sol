@@ -46,7 +46,7 @@ interface AllianceTypes {
         uint16 votersPerRound;
         uint16 slashBps; // a reported no-show; the floor of a non-revealing voter's rate
         uint16 penaltyBps; // a proposer flagged by the flag vote (free rider, copy)
-        uint16 voterSlashBps; // another hash, or accepting a rejected round; one not revealing
+        uint16 voterSlashBps; // a revealed hash other than the round's; a vote never revealed
         uint16 finalizerShareBps;
         uint16 proposerRewardBps;
         uint64 trainingDuration;

@@ -36,11 +36,11 @@ import {StakeVault} from "./StakeVault.sol";
 ///      nobody scoring itself); the winning voters share theirs by weight. Each allotment is
 ///      its pot times the paid holders' weight over S (see AllianceLogic.finalizeRound), so
 ///      expected pay is linear in stake. Rejected: the winning (rejecting) voters are paid;
-///      honest proposers are neither paid nor slashed. Either way, voters that revealed
-///      another hash, and in a Rejected round the voters that accepted it, are slashed at
-///      voterSlashBps (a voter that rejected an Accepted round is only unpaid: its own data
-///      may disagree), and a proposer flagged by more than half of the scoring weight (a
-///      contribution of exactly -SCORE_SCALE) at penaltyBps. Void: nobody is paid or slashed
+///      honest proposers are neither paid nor slashed. Either way, the aggregate's voters on
+///      the losing side of the judgement are unpaid, never slashed (their own data may
+///      disagree), voters that revealed another hash are slashed at voterSlashBps, and a
+///      proposer flagged by more than half of the scoring weight (a contribution of exactly
+///      -SCORE_SCALE) at penaltyBps. Void: nobody is paid or slashed
 ///      for the vote and the round's reward stays in the pool for the next rounds. In every
 ///      outcome a voter that committed and never revealed is slashed at max(voterSlashBps,
 ///      slashBps), and a reported no-show at slashBps.

@@ -291,12 +291,14 @@ contract AllianceHandler is HandlerBase {
 }
 
 /// @notice Only honest actions: whole rounds in which every selected proposer submits and
-///         every voter commits and reveals the same hash, accepting, with contributions above
-///         the flag; between rounds stakes, unstakes, withdrawals, claims and no-show reports.
+///         every voter commits and reveals the same hash with contributions above the flag,
+///         each accepting or rejecting on its own (honest judgements can disagree); between
+///         rounds stakes, unstakes, withdrawals, claims and no-show reports.
 ///         Ghost per-actor stake ledger: what each actor put in minus what it took out.
 contract HonestHandler is HandlerBase {
     uint256 public rounds;
     uint256 public acceptedRounds;
+    uint256 public rejectedRounds;
 
     constructor(
         FlockToken token_,
@@ -323,6 +325,13 @@ contract HonestHandler is HandlerBase {
         try alliance.reportNoShow(taskId, seed % started, _actor(seed)) {} catch {}
     }
 
+    /// @dev Voter `i`'s score in the round played with `seed`: one in three rejects.
+    function _score(uint256 seed, uint256 i) internal pure returns (int128) {
+        uint256 h = uint256(keccak256(abi.encode(seed, "score", i)));
+        int128 size = int128(int256(h % 1e18));
+        return h % 3 == 0 ? -size - 1 : size;
+    }
+
     /// @dev One whole round, every selected participant doing its part.
     function playRound(uint256 seed) external {
         uint256 round;
@@ -345,14 +354,13 @@ contract HonestHandler is HandlerBase {
         for (uint256 i = 0; i < n; i++) {
             cs[i] = int128(int256(uint256(keccak256(abi.encode(seed, "c", i))) % 15e17)) - 5e17;
         }
-        int128 score = int128(int256(seed % 1e18));
         bytes32 hash = keccak256(abi.encode("aggregate", round));
         vm.warp(info.trainingEnds);
         if (n > 0) {
             for (uint256 i = 0; i < actors.length; i++) {
                 if (!_isVoter(round, actors[i])) continue;
                 bytes32 c = alliance.voteCommitment(
-                    taskId, round, actors[i], hash, score, cs, bytes32(i)
+                    taskId, round, actors[i], hash, _score(seed, i), cs, bytes32(i)
                 );
                 vm.prank(actors[i]);
                 alliance.commitVote(taskId, round, c);
@@ -363,16 +371,16 @@ contract HonestHandler is HandlerBase {
             for (uint256 i = 0; i < actors.length; i++) {
                 if (!_isVoter(round, actors[i])) continue;
                 vm.prank(actors[i]);
-                alliance.revealVote(taskId, round, hash, score, cs, bytes32(i));
+                alliance.revealVote(taskId, round, hash, _score(seed, i), cs, bytes32(i));
             }
         }
         vm.warp(info.revealEnds);
         vm.prank(keeper);
         alliance.finalizeRound(taskId, round);
         rounds++;
-        if (alliance.roundInfo(taskId, round).outcome == AllianceTypes.Outcome.Accepted) {
-            acceptedRounds++;
-        }
+        AllianceTypes.Outcome outcome = alliance.roundInfo(taskId, round).outcome;
+        if (outcome == AllianceTypes.Outcome.Accepted) acceptedRounds++;
+        if (outcome == AllianceTypes.Outcome.Rejected) rejectedRounds++;
         for (uint256 i = 0; i < actors.length; i++) alliance.settle(taskId, actors[i]);
     }
 }

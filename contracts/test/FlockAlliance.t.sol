@@ -258,7 +258,7 @@ contract FlockAllianceTest is AllianceFixture {
 
     // ------------------------------------------------------------ rejected and void rounds
 
-    function test_ARejectedRoundPaysAndSlashesNoHonestProposerAndSlashesTheLosingVoters() public {
+    function test_ARejectedRoundPaysTheRejectingVotersAndSlashesNobodyHonest() public {
         voterSlashBps = 4_000;
         votersPerRound = 3;
         // people[2] rejects with twice the stake of people[3], who accepts
@@ -285,9 +285,9 @@ contract FlockAllianceTest is AllianceFixture {
             assertEq(_active(id, proposers[i]), STAKE, "nor slashed");
         }
         assertEq(_claim(id, people[3]), 0, "the losing voter earns nothing");
-        assertEq(_active(id, people[3]), STAKE * 6 / 10, "voterSlashBps");
+        assertEq(_active(id, people[3]), STAKE, "and is not slashed");
         assertEq(_claim(id, people[2]), allot, "the winning voter takes the voters' allotment");
-        assertEq(_claim(id, keeper), STAKE * 4 / 10 / 10, "finalizer share");
+        assertEq(_claim(id, keeper), 0, "nothing slashed, no finalizer share");
         _conserved();
     }
 
@@ -610,8 +610,8 @@ contract FlockAllianceTest is AllianceFixture {
         AllianceTypes.UpdateView[] memory ups = alliance.roundUpdates(id, 0);
         assertTrue(ups[0].flagged, "flagged by all other scorers");
         assertEq(_claim(id, people[0]), 0, "flagged and on the losing side");
-        // penaltyBps (50 %) of its weight, then voterSlashBps (20 %) of its weight
-        assertEq(_active(id, people[0]), STAKE - STAKE / 2 - STAKE / 5, "both slashes");
+        // penaltyBps (50 %) of its weight for the flag; the losing vote is only unpaid
+        assertEq(_active(id, people[0]), STAKE - STAKE / 2, "the flag's slash only");
         assertTrue(alliance.recordOf(id, 0, people[0]).settled, "settled");
         _conserved();
     }
@@ -966,7 +966,7 @@ contract FlockAllianceTest is AllianceFixture {
         _conserved();
     }
 
-    function test_AVoterThatAcceptsARejectedRoundIsSlashedAtVoterSlashBps() public {
+    function test_AVoterThatAcceptsARejectedRoundIsUnpaidButNotSlashed() public {
         voterSlashBps = 4_000;
         votersPerRound = 3;
         // people[2], a voter with twice people[3]'s stake, rejects; people[3] accepts
@@ -983,8 +983,77 @@ contract FlockAllianceTest is AllianceFixture {
         );
         assertTrue(_outcome(id) == AllianceTypes.Outcome.Rejected, "the heavier rejected");
         assertEq(_claim(id, people[3]), 0, "the losing side earns nothing");
-        assertEq(_active(id, people[3]), STAKE * 6 / 10, "voterSlashBps");
+        assertEq(_active(id, people[3]), STAKE, "an honest endorsement is not slashed");
         assertEq(_claim(id, people[2]), _share(id, VOTER_POT, 2 * STAKE), "the winner is paid");
+        _conserved();
+    }
+
+    /// @dev Three equal voters reveal the aggregate, each accepting or rejecting by a bit of
+    ///      `pick`: whichever side wins, the other side is only unpaid.
+    function testFuzz_AnHonestSplitCommitteeSlashesNobodyWhicheverSideWins(uint8 pick) public {
+        voterSlashBps = 4_000;
+        votersPerRound = 3;
+        (uint256 id, address[] memory proposers, address[] memory voters) =
+            _openRoundAs(_equalStakes(), _roleList(PROPOSER, VOTER, VOTER, VOTER));
+        Vote[] memory votes = new Vote[](3);
+        uint256 accepting;
+        for (uint256 i = 0; i < 3; i++) {
+            bool accept = (pick >> i) & 1 == 1;
+            if (accept) accepting++;
+            votes[i] = _v(voters[i], AGGREGATE, accept ? int128(5e16) : -5e16, _same(1, 5e17));
+        }
+        _play(id, proposers, votes);
+        bool accepted = accepting >= 2;
+        assertTrue(
+            _outcome(id)
+                == (accepted ? AllianceTypes.Outcome.Accepted : AllianceTypes.Outcome.Rejected),
+            "the majority of the stake decides"
+        );
+        uint256 winners = accepted ? accepting : 3 - accepting;
+        uint256 allot = _share(id, VOTER_POT, winners * _vw(id, voters[0]));
+        uint256 paid;
+        for (uint256 i = 0; i < 3; i++) {
+            uint256 got = _claim(id, voters[i]);
+            bool won = (votes[i].score >= 0) == accepted;
+            if (!won) assertEq(got, 0, "the losing side is unpaid");
+            else assertTrue(got > 0, "the winning side is paid");
+            paid += got;
+            assertEq(_active(id, voters[i]), STAKE, "nobody honest is slashed");
+        }
+        assertEq(paid, allot, "the winning side takes its allotment");
+        assertEq(_active(id, proposers[0]), STAKE, "nor the proposer");
+        assertEq(_claim(id, keeper), 0, "nothing slashed, no finalizer share");
+        _conserved();
+    }
+
+    /// @dev In an Accepted and in a Rejected round, a voter of another hash is slashed at
+    ///      voterSlashBps whether it accepted or rejected.
+    function testFuzz_AnotherHashIsSlashedInEitherOutcomeAndEitherJudgement(
+        bool rejected,
+        bool otherAccepts
+    ) public {
+        voterSlashBps = 4_000;
+        votersPerRound = 3;
+        (uint256 id, address[] memory proposers, address[] memory voters) =
+            _openRoundAs(_equalStakes(), _roleList(PROPOSER, VOTER, VOTER, VOTER));
+        int128 score = rejected ? -5e16 : int128(5e16);
+        _play(
+            id,
+            proposers,
+            _votes(
+                _v(voters[0], AGGREGATE, score, _same(1, 5e17)),
+                _v(voters[1], AGGREGATE, score, _same(1, 5e17)),
+                _v(voters[2], OTHER, otherAccepts ? int128(5e16) : -5e16, _same(1, 5e17))
+            )
+        );
+        assertTrue(
+            _outcome(id)
+                == (rejected ? AllianceTypes.Outcome.Rejected : AllianceTypes.Outcome.Accepted),
+            "the aggregate's voters decide"
+        );
+        assertEq(_claim(id, voters[2]), 0, "another hash earns nothing");
+        assertEq(_active(id, voters[2]), STAKE * 6 / 10, "and is slashed at voterSlashBps");
+        assertEq(_active(id, voters[0]) + _active(id, voters[1]), 2 * STAKE, "not the others");
         _conserved();
     }
 

@@ -945,20 +945,18 @@ class Alliance:
             bps = max(p.voter_slash_bps, p.slash_bps)
             slashed += self._slash(account, rec.weight, bps, r.finalizer)
         elif rec.vote is VoteState.REVEALED and decided:
-            won = rec.aggregate_hash == r.aggregate_hash and rec.accept == (
-                r.outcome is Outcome.ACCEPTED
-            )
-            if won:
+            if rec.aggregate_hash != r.aggregate_hash:
+                # the aggregate is a deterministic function of committed data: another hash is
+                # provably not the round's
+                slashed += self._slash(account, rec.weight, p.voter_slash_bps, r.finalizer)
+            elif rec.accept == (r.outcome is Outcome.ACCEPTED):
                 weight = self.voter_weight(round_, rec)
                 amount = r.voter_reward_left * weight // r.voter_weight_left
                 r.voter_reward_left -= amount
                 r.voter_weight_left -= weight
                 reward += amount
-            elif rec.aggregate_hash != r.aggregate_hash or r.outcome is Outcome.REJECTED:
-                # Another hash than the round's, or an accept of what most of the stake judged
-                # harmful. A reject of an accepted round is only unpaid: an honest voter's own
-                # data can disagree with the majority's.
-                slashed += self._slash(account, rec.weight, p.voter_slash_bps, r.finalizer)
+            # the losing side of the judgement is unpaid, never slashed, either way: an honest
+            # voter's own data can disagree with the majority's
         if reward > 0:
             self.task.allotted -= reward
             self.task.claimable += reward

@@ -87,7 +87,7 @@ def test_an_honest_accepted_round_pays_everyone_and_slashes_nobody() -> None:
     assert state.staked == 5 * STAKE
 
 
-def test_a_rejected_round_pays_the_rejecting_voters_and_slashes_only_the_losers() -> None:
+def test_a_rejected_round_pays_the_rejecting_voters_and_slashes_nobody() -> None:
     play = Play.open(5)
     a, b, c, d, e = play.people
     play.start({a: P, b: P, c: V, d: V, e: V})
@@ -107,15 +107,14 @@ def test_a_rejected_round_pays_the_rejecting_voters_and_slashes_only_the_losers(
     paid = play.settle_all()
     for proposer in (a, b):
         assert (paid[proposer].reward, paid[proposer].slashed) == (0, 0)
-    assert paid[c].slashed == STAKE * 3_000 // BPS and paid[c].reward == 0
+    # c accepted what most of the stake rejected: its own data disagrees, not a fault
+    assert (paid[c].reward, paid[c].slashed) == (0, 0)
     assert paid[d].reward + paid[e].reward == play.allotment[1]
     assert paid[d].slashed == paid[e].slashed == 0
     assert play.alliance.round_updates(play.round)[0].part == 0
     assert play.alliance.task.global_model_hash != H
-    # the finalizer gets its share of the slash
-    assert play.alliance.claimable_of(play.alliance.rounds[play.round].finalizer) == (
-        paid[c].slashed * 1_000 // BPS
-    )
+    assert play.alliance.slashes == []
+    assert play.alliance.claimable_of(play.alliance.rounds[play.round].finalizer) == 0
 
 
 def test_a_reject_of_an_accepted_round_is_unpaid_but_not_slashed() -> None:
