@@ -15,9 +15,33 @@ import yaml
 
 from flock_pipeline.chain import AllianceClient, Deployment, Outcome, VoteState, dev_signers
 from flock_pipeline.chain.anvil import AnvilNode
+from flock_pipeline.config import FlockConfig, load_config
 
 TOKEN = 10**18
 BPS = 10_000
+
+
+def tiny_py_evm_config(data_dir: Path, **extra: object) -> FlockConfig:
+    """One round, 3 participants on digits with the MLP, no DP, on the in-process chain, with
+    everyone proposing and voting (roles fixed through config, not drawn): the fast flow."""
+    return load_config(
+        None,
+        {
+            "participants": 3,
+            "rounds": 1,
+            "data_dir": str(data_dir),
+            "data.dataset": "digits",
+            "model.name": "mlp",
+            "privacy.enabled": False,
+            "training.local_epochs": 2,
+            "chain.url": "py-evm",
+            "chain.proposers_per_round": 3,
+            "chain.voters_per_round": 3,
+            "aggregation.screen.min_trust": None,
+            "partition.scheme": "iid",
+            **extra,
+        },
+    )
 
 
 def flock_env(home: Path, **extra: str) -> dict[str, str]:

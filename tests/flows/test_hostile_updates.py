@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+from flow_helpers import tiny_py_evm_config
 from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flock_pipeline.aggregation import fedavg
-from flock_pipeline.config import FlockConfig, load_config
+from flock_pipeline.config import FlockConfig
 from flock_pipeline.errors import GlobalModelUnavailable
 from flock_pipeline.report import ParticipantRound, RunReport
 from flock_pipeline.serialization import content_hash, from_bytes
@@ -41,24 +42,7 @@ def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data_dir: Path, **extra: object) -> FlockConfig:
-    return load_config(
-        None,
-        {
-            "participants": 3,
-            "rounds": 1,
-            "data_dir": str(data_dir),
-            "data.dataset": "digits",
-            "model.name": "mlp",
-            "privacy.enabled": False,
-            "training.local_epochs": 2,
-            "chain.url": "py-evm",
-            "chain.proposers_per_round": 3,
-            "chain.voters_per_round": 3,
-            "aggregation.screen.min_trust": None,
-            "partition.scheme": "iid",
-            **extra,
-        },
-    )
+    return tiny_py_evm_config(data_dir, **extra)
 
 
 def _run(tmp_path: Path, db: Path, **extra: object) -> tuple[FlockConfig, RunReport]:

@@ -13,34 +13,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from flow_helpers import tiny_py_evm_config
 from mlflow.tracking import MlflowClient
 
-from flock_pipeline.config import load_config
+from flock_pipeline.config import FlockConfig
 from flock_pipeline.report import RunReport
 from flock_pipeline.tracking import ModelRegistry
 
 TOKEN = 10**18
 
 
-def _config(data_dir: Path, **extra: object) -> object:
-    return load_config(
-        None,
-        {
-            "participants": 3,
-            "rounds": 1,
-            "data_dir": str(data_dir),
-            "data.dataset": "digits",
-            "model.name": "mlp",
-            "privacy.enabled": False,
-            "training.local_epochs": 2,
-            "chain.url": "py-evm",
-            "chain.proposers_per_round": 3,
-            "chain.voters_per_round": 3,
-            "aggregation.screen.min_trust": None,
-            "partition.scheme": "iid",
-            **extra,
-        },
-    )
+def _config(data_dir: Path, **extra: object) -> FlockConfig:
+    return tiny_py_evm_config(data_dir, **extra)
 
 
 @pytest.fixture(scope="session")
