@@ -36,7 +36,8 @@ rule and the attack differ, MLP model (the fastest of the two networks on a shar
   accepting voters); a free rider or copy (flagged by more than half of the scoring voter
   stake, either side) is penalized at ``chain.penalty_bps``, accepted round or not; other
   exclusions (distrust, statistical outliers) only exclude. Voters on the losing side are
-  slashed at ``chain.voter_slash_bps``. Net reward per participant = sum of rewards - sum of
+  unpaid; a voter that reveals another aggregate hash is slashed at ``chain.voter_slash_bps``.
+  Net reward per participant = sum of rewards - sum of
   slashes over the rounds, in FLOCK; the table also splits out the net of the rounds in which
   the participant held the role the attack acts in (proposals, or votes for a dishonest voter;
   a round with both roles, whose one settlement sums both, counts for a role unless that role
@@ -883,7 +884,7 @@ def rewards_part(
             "by more than half of the scoring voter stake (either side), is slashed at "
             "penalty_bps in accepted and rejected rounds; an unflagged proposer of a rejected "
             "round gets nothing and loses nothing; voters: the winning side of the majority "
-            "hash paid pro rata stake, the losing side or another hash slashed at "
+            "hash paid pro rata weight, the losing side unpaid, another hash slashed at "
             "voter_slash_bps, a voter that never reveals at max(slash_bps, voter_slash_bps); a "
             "void round (no majority hash, no votes or a tie) pays and slashes nothing for its "
             "result; the screen's trust history: the stake-weighted mean of every revealing "

@@ -40,8 +40,8 @@ of them per round from a fixed RNG; R0-R3 accept by stake-weighted majority (5 v
 The JSON also holds the sortition committee (each voter independently with odds 5/10, what
 Sortition does with equal stakes and votersPerRound 5: Void when nobody votes or on a tie).
 Per-voter figures count every (round, voter) pair; "on the losing side" counts the committee
-members whose vote lost an honest aggregate's (non-void) round: the spec slashes them at
-``chain.voter_slash_bps`` although every voter here is honest.
+members whose vote lost an honest aggregate's (non-void) round: unpaid, never slashed (an
+honest judgement is not misbehaviour; only another aggregate hash is slashed).
 
     .venv/bin/python bench/vote_rules.py            # 10 rounds, 2000 committees per round
     .venv/bin/python bench/vote_rules.py --quick    # 3 rounds, 200 committees
@@ -407,8 +407,7 @@ def _summarize(
         else None,
         "honest_void": _rate(void.mean(axis=2)[:, k[HONEST]]),
         "voter_honest_false_reject": _rate(~votes[:, k[HONEST], :]),
-        # Honest voters (all are) on the losing side of an honest aggregate's round: slashed
-        # at chain.voter_slash_bps under the spec's settlement.
+        # Honest voters (all are) on the losing side of an honest aggregate's round: unpaid.
         "voter_honest_losing_side": round(
             float(decisions.losing[:, k[HONEST]].sum() / decisions.size[:, k[HONEST]].sum()), 4
         ),

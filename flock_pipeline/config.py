@@ -217,14 +217,15 @@ class ChainConfig(_Section):
     min_stake: int = Field(50, gt=0, description="stake below which a participant gets no role")
     reward_pool: int = Field(1_000, gt=0, description="FLOCK the task pays out (whole tokens)")
     slash_bps: int = Field(
-        1_000, ge=0, le=10_000, description="slash rate of a rejected round's proposers, no-shows"
-    )
+        1_000, ge=0, le=10_000,
+        description="slash rate of a proposer or voter reported as a no-show",
+    )  # fmt: skip
     penalty_bps: int = Field(
         10_000, ge=0, le=10_000, description="slash rate for an update the voters flagged"
     )
     voter_slash_bps: int = Field(
         7_000, ge=0, le=10_000,
-        description="slash rate for a voter on the losing side (or one that never reveals)",
+        description="slash rate for a voter that reveals another aggregate hash (or never reveals)",
     )  # fmt: skip
     finalizer_share_bps: int = Field(1_000, ge=0, le=10_000)
     proposers_per_round: int | None = Field(

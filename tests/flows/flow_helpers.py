@@ -127,8 +127,8 @@ def expected_settlements(
     - proposer: flagged -> slashed penaltyBps; accepted with part > 0 -> its share of the
       proposers' pot; otherwise nothing (never slashed for a rejection);
     - voter: committed, never revealed -> slashed max(voterSlashBps, slashBps); revealed the
-      aggregate on the winning side -> its share of the voters' pot; revealed another hash, or
-      accepted a Rejected round -> slashed voterSlashBps; rejected an Accepted round -> nothing;
+      aggregate on the winning side -> its share of the voters' pot; revealed another hash ->
+      slashed voterSlashBps; revealed the aggregate on the losing side -> nothing;
     - a Void round pays and slashes nothing but a non-revealing voter.
 
     Each slash takes at most what the account has left; every account starts with ``stake``.
@@ -182,7 +182,7 @@ def expected_settlements(
                 voter = pot["voter_left"] * rec.weight // pot["weight_left"]
                 pot["voter_left"] -= voter
                 pot["weight_left"] -= rec.weight
-            elif not own_hash or not accepted:
+            elif not own_hash:
                 slashed += slash(account, rec.weight, params.voter_slash_bps)
         key = (r + 1, account)
         assert key not in out, f"round {r + 1} settled twice for {account}"

@@ -159,8 +159,8 @@ def test_label_flippers_lose_the_trust_of_later_rounds(tmp_path):
 def test_on_a_shared_validation_set_a_reversed_vote_is_never_paid(tmp_path):
     """``data.validation: shared``: the task commits its validation set's DVC hash on chain and
     every honest voter measures the same score and contributions on it, so the dishonest voter's
-    reversed vote is on the losing side whenever it differs: never paid, and slashed only when
-    it accepted a round the others rejected."""
+    reversed vote is on the losing side whenever it differs: never paid, and never slashed (it
+    revealed the same aggregate; only its judgement differs)."""
     from flows.world import validation_hash
 
     config = {
@@ -180,8 +180,7 @@ def test_on_a_shared_validation_set_a_reversed_vote_is_never_paid(tmp_path):
     finally:
         node.down()
     assert validation_hash(uri) == committed
-    split, records = _settle(tmp_path, summary)
-    voter_slash = summary["config"]["chain"]["voter_slash_bps"]
+    split, _ = _settle(tmp_path, summary)
 
     reversed_votes = 0
     for r in summary["rounds"]:
@@ -211,7 +210,5 @@ def test_on_a_shared_validation_set_a_reversed_vote_is_never_paid(tmp_path):
         assert lied["score"] == -measured["score"]
         assert lied["accept"] != measured["accept"] == (r["outcome"] == "accepted")
         assert split[(r["round"], liar["address"].lower())].voter_reward == 0
-        rejected = r["outcome"] == "rejected"
-        weight = records[(r["round"], "p1")].weight
-        assert int(liar["slashed"]) == (weight * voter_slash // BPS if rejected else 0)
+        assert int(liar["slashed"]) == 0
     assert reversed_votes >= 1
