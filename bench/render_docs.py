@@ -351,6 +351,20 @@ def robustness(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Table]]
             {"metric": "malicious_participants_with_positive_net", "value": positive,
              "goal": 0, "better": "lower", "out of": total}
         )  # fmt: skip
+        halted = len(rewards.get("failed_runs") or [])
+        from_attack = sum(
+            len(v) for v in (rewards.get("malicious_with_positive_net_from_attack") or {}).values()
+        )
+        headlines += [
+            {"metric": "tasks_halted", "value": halted, "goal": 0, "better": "lower"},
+            {"metric": "attackers_positive_from_attacking_role", "value": from_attack,
+             "goal": 0, "better": "lower", "out of": total},
+        ]  # fmt: skip
+        if rewards.get("honest_slashes_all_honest") is not None:
+            headlines.append(
+                {"metric": "honest_slashes_all_honest", "goal": 0, "better": "lower",
+                 "value": rewards["honest_slashes_all_honest"]}
+            )  # fmt: skip
         rs = rewards["settings"]
         note = (
             f"The flow on a local chain: {rs['strategy']}, {rs['dataset']}, "
