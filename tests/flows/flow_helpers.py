@@ -16,6 +16,7 @@ import yaml
 from flock_pipeline.chain import AllianceClient, Deployment, Outcome, VoteState, dev_signers
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig, load_config
+from flock_pipeline.protocol import role_weight
 
 TOKEN = 10**18
 BPS = 10_000
@@ -150,15 +151,20 @@ def expected_settlements(
             info = client.round_info(task_id, r)
             lead = client.tally_of(task_id, r, info.aggregate_hash)
             accepted = info.outcome is Outcome.ACCEPTED
+            updates = client.round_updates(task_id, r)
+            winners = lead.accept_weight if accepted else lead.reject_weight
+            # Each role's pot is budgeted for the round's whole stake S: it pays its holders'
+            # weight over S (the contract's _allot; the pool never falls short in these tasks).
             proposers_pot = info.reward * params.proposer_reward_bps // BPS
             paid = accepted and info.contribution_total > 0
+            paid_weight = sum(u.weight for u in updates if u.part > 0)
             rounds[r] = {
                 "info": info,
-                "updates": client.round_updates(task_id, r),
-                "proposer_left": proposers_pot if paid else 0,
+                "updates": updates,
+                "proposer_left": proposers_pot * paid_weight // info.total_stake if paid else 0,
                 "contribution_left": info.contribution_total if paid else 0,
-                "voter_left": info.reward - proposers_pot,
-                "weight_left": lead.accept_weight if accepted else lead.reject_weight,
+                "voter_left": (info.reward - proposers_pot) * winners // info.total_stake,
+                "weight_left": winners,
             }
         pot = rounds[r]
         info = pot["info"]
@@ -179,9 +185,10 @@ def expected_settlements(
         elif rec.vote is VoteState.REVEALED and decided:
             own_hash = rec.aggregate_hash == info.aggregate_hash
             if own_hash and rec.accept == accepted:
-                voter = pot["voter_left"] * rec.weight // pot["weight_left"]
+                weight = role_weight(rec.weight, info.total_stake, params.voters_per_round)
+                voter = pot["voter_left"] * weight // pot["weight_left"]
                 pot["voter_left"] -= voter
-                pot["weight_left"] -= rec.weight
+                pot["weight_left"] -= weight
             elif not own_hash:
                 slashed += slash(account, rec.weight, params.voter_slash_bps)
         key = (r + 1, account)
