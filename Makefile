@@ -35,8 +35,11 @@ node_modules/.installed: package.json package-lock.json
 run: setup
 	$(BIN)/flock run
 
+# Two workers (2 cores), each test file on one worker (module fixtures start servers once).
+# One torch thread per process: two workers with a thread per core each would oversubscribe.
+TEST_WORKERS ?= 2
 test: setup lint typecheck
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check flock_pipeline flows tests bench

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,49 @@ _ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MPLCONFIGDIR", str(_ROOT / ".flock" / "matplotlib"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Under pytest-xdist each worker has its own Prefect database: two temporary servers on one
+# SQLite file lock each other out. Set before anything imports prefect.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    os.environ["PREFECT_HOME"] = str(_ROOT / ".flock" / f"prefect-{_WORKER}")
 # Prefect stops its temporary server at interpreter exit and logs that to a stream pytest has
 # already closed; without this every run ends with a "--- Logging error ---" dump.
 logging.raiseExceptions = False
+
+PREFECT_API_ENV = "FLOCK_TEST_PREFECT_API_URL"
+"""Where the session's Prefect server answers; tests/flows/flow_helpers.flock_env passes it on as
+PREFECT_API_URL to the `flock` processes a test starts."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server for the session's `flock` subprocesses, started on 127.0.0.1
+    and stopped by PID: each subprocess would otherwise start (and migrate) a temporary server
+    of its own. A port another process takes first is retried on a new one."""
+    from flock_pipeline.serve import ServiceError, start_prefect_server
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    error: ServiceError | None = None
+    for _ in range(3):
+        try:
+            service = start_prefect_server(home, _free_port(), timeout=180)
+        except ServiceError as exc:
+            error = exc
+            continue
+        os.environ[PREFECT_API_ENV] = f"{service.url}/api"
+        try:
+            yield f"{service.url}/api"
+        finally:
+            os.environ.pop(PREFECT_API_ENV, None)
+            service.stop()
+        return
+    raise RuntimeError(f"no Prefect server for the tests: {error}")
 
 
 @pytest.fixture()

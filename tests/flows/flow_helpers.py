@@ -56,6 +56,11 @@ def flock_env(home: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     env.pop("PREFECT_API_URL", None)
+    # The session's server when the test asked for it (tests/conftest.py prefect_api), else
+    # the run starts a temporary server of its own, as a user's first run does.
+    api = os.environ.get("FLOCK_TEST_PREFECT_API_URL")
+    if api:
+        env["PREFECT_API_URL"] = api
     return env
 
 

@@ -23,6 +23,9 @@ from flock_pipeline.aggregation.screen import Screen
 from flock_pipeline.attacks.votes import VOTE_RESOLUTION
 from flock_pipeline.chain import VoteState
 
+# `flock` subprocesses use the session's Prefect server (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
 N = 6
 STAKE = 100 * TOKEN
 TASK = {

@@ -16,6 +16,9 @@ from flow_helpers import flock_env
 
 from flock_pipeline.report import RunReport
 
+# `flock` subprocesses use the session's Prefect server (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 

@@ -26,6 +26,9 @@ from flow_helpers import (
 from flock_pipeline.chain import AllianceClient, Outcome, VoteState
 from flock_pipeline.tracking import ModelRegistry
 
+# `flock` subprocesses use the session's Prefect server (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
 NAME = "flock-mnist5k-cnn"
 CRASH_RUN = Path(__file__).with_name("crash_run.py")
 CRASH_EXIT = 137  # crash_run.py's exit status
