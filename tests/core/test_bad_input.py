@@ -345,7 +345,8 @@ def test_a_user_error_inside_a_prefect_task_logs_no_traceback(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
-        "raised:", "ConfigError", "storage.url", "raised:", "RuntimeError", "a_bug_keeps_its_traceback"
+        "raised:", "ConfigError", "storage.url",
+        "raised:", "RuntimeError", "a_bug_keeps_its_traceback",
     ]  # fmt: skip
     log = proc.stderr
     assert "the user's mistake, named with its fix" in log
