@@ -12,6 +12,10 @@ Reasons, in the order they are checked:
 
 - ``unavailable``: no bytes behind the committed hash (never uploaded, lost from the store, or
   stored bytes that do not hash to it);
+- only when a :class:`SignatureCheck` is given (see :mod:`flock_pipeline.signing`):
+  ``unsigned``, ``bad_signature``, ``wrong_signer``, ``wrong_context``, ``replayed``,
+  ``expired``: the proposer's EIP-712 signature is missing, malformed, another key's, over
+  other fields than the chain recorded, for an earlier round, or past its deadline;
 - ``too_many_samples``: more samples claimed than the proposer registered (only when the
   registered count is known);
 - ``not_safetensors``: the bytes do not parse as a safetensors file;
@@ -30,6 +34,7 @@ import torch
 
 from flock_pipeline.errors import SerializationError
 from flock_pipeline.serialization import Weights, from_bytes
+from flock_pipeline.signing import SignedUpdate, verify_update
 from flock_pipeline.storage.errors import StorageError
 from flock_pipeline.update import Update
 
@@ -42,6 +47,7 @@ __all__ = [
     "Checked",
     "Invalid",
     "InvalidReason",
+    "SignatureCheck",
     "Valid",
     "check_submissions",
     "check_update",
@@ -51,6 +57,12 @@ __all__ = [
 
 InvalidReason = Literal[
     "unavailable",
+    "unsigned",
+    "bad_signature",
+    "wrong_signer",
+    "wrong_context",
+    "replayed",
+    "expired",
     "too_many_samples",
     "not_safetensors",
     "wrong_tensors",
@@ -84,6 +96,26 @@ class Invalid:
         return INVALID_PREFIX + self.reason
 
 
+@dataclass(frozen=True)
+class SignatureCheck:
+    """A proposer's signature envelope and what the chain recorded about its submission: the
+    update must be ``signer``'s signature over exactly these (and the claimed sample count)."""
+
+    envelope: SignedUpdate | bytes | None
+    """The envelope, or its wire bytes as fetched (None when there is none)."""
+    signer: str
+    """The proposer's address, as the chain recorded the submission's sender."""
+    chain_id: int
+    contract: str
+    """The alliance's address."""
+    task_id: int
+    round: int
+    content_hash: str | bytes
+    """The committed update hash."""
+    submitted_at: int
+    """Timestamp of the block that recorded the submission: public, so every voter agrees."""
+
+
 def is_invalid(reason: str | None) -> bool:
     """Whether a screen flag is an invalid update's."""
     return reason is not None and reason.startswith(INVALID_PREFIX)
@@ -94,12 +126,30 @@ def check_update(
     reference: Mapping[str, torch.Tensor],
     num_samples: int,
     registered_samples: int | None = None,
+    *,
+    signature: SignatureCheck | None = None,
 ) -> Valid | Invalid:
     """The verdict on one committed update: ``blob`` is the bytes behind its hash (None when
     there are none), ``reference`` the round's global model, ``num_samples`` the claimed count
-    and ``registered_samples`` the proposer's registered data set size, if known."""
+    and ``registered_samples`` the proposer's registered data set size, if known. With
+    ``signature``, the update must also carry the proposer's signature (without, none is
+    asked for)."""
     if blob is None:
         return Invalid("unavailable", "no bytes behind the committed hash")
+    if signature is not None:
+        refusal = verify_update(
+            signature.envelope,
+            signature.signer,
+            chain_id=signature.chain_id,
+            contract=signature.contract,
+            task_id=signature.task_id,
+            round_=signature.round,
+            content_hash=signature.content_hash,
+            num_samples=num_samples,
+            now=signature.submitted_at,
+        )
+        if refusal is not None:
+            return Invalid(refusal.reason, refusal.detail)
     if registered_samples is not None and num_samples > registered_samples:
         return Invalid(
             "too_many_samples",
@@ -165,8 +215,10 @@ def check_submissions(
     submissions: Iterable[tuple[str, bytes | None, int]],
     reference: Mapping[str, torch.Tensor],
     registered_samples: Mapping[str, int] | None = None,
+    signatures: Mapping[str, SignatureCheck] | None = None,
 ) -> Checked:
-    """:func:`check_update` over ``(proposer, blob, num_samples)`` in submission order."""
+    """:func:`check_update` over ``(proposer, blob, num_samples)`` in submission order; with
+    ``signatures`` (one :class:`SignatureCheck` per proposer), every update must be signed."""
     updates: list[Update] = []
     invalid: dict[str, str] = {}
     details: dict[str, str] = {}
@@ -174,7 +226,15 @@ def check_submissions(
     for pid, blob, num_samples in submissions:
         order.append(pid)
         registered = None if registered_samples is None else registered_samples.get(pid)
-        verdict = check_update(blob, reference, num_samples, registered)
+        check = None
+        if signatures is not None:
+            if pid not in signatures:  # the caller's omission, not the proposer's fault
+                raise ValueError(
+                    f"no SignatureCheck for proposer {pid}: build one per submission, with "
+                    "envelope None when none came"
+                )
+            check = signatures[pid]
+        verdict = check_update(blob, reference, num_samples, registered, signature=check)
         if isinstance(verdict, Invalid):
             invalid[pid] = verdict.flag
             details[pid] = verdict.detail

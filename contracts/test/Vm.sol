@@ -16,6 +16,10 @@ interface Vm {
     function assume(bool condition) external pure;
     function label(address account, string calldata name) external;
     function addr(uint256 privateKey) external pure returns (address);
+    function sign(uint256 privateKey, bytes32 digest)
+        external
+        pure
+        returns (uint8 v, bytes32 r, bytes32 s);
     function targetContract(address target) external;
 }
 

@@ -17,7 +17,14 @@ from typing import Any
 from flock_pipeline.chain.artifacts import ARTIFACTS_DIR, CONTRACT_NAMES
 from flock_pipeline.chain.errors import ChainSetupError
 
-__all__ = ["EIP170_LIMIT", "MIN_MARGIN", "REPO_ROOT", "compile_contracts", "source_hash"]
+__all__ = [
+    "EIP170_LIMIT",
+    "MIN_MARGIN",
+    "REPO_ROOT",
+    "compile_contracts",
+    "compile_test_contract",
+    "source_hash",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EIP170_LIMIT = 24_576
@@ -61,16 +68,13 @@ def source_hash(root: Path = REPO_ROOT) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _standard_json(root: Path) -> dict[str, Any]:
-    sources = {
-        path.relative_to(root).as_posix(): {"content": path.read_text()}
-        for path in sorted((root / SOURCES_DIR).glob("*.sol"))
-    }
+def _standard_json(root: Path, paths: list[Path]) -> dict[str, Any]:
+    sources = {path.relative_to(root).as_posix(): {"content": path.read_text()} for path in paths}
     return {"language": "Solidity", "sources": sources, "settings": SETTINGS}
 
 
-def compile_contracts(root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
-    """Compile and return one artifact per deployable contract (abi, bytecode, source hash)."""
+def _solc(root: Path, paths: list[Path]) -> tuple[str, dict[str, Any]]:
+    """solcjs's version and standard-JSON output for ``paths`` (their imports read from disk)."""
     node = shutil.which("node")
     if node is None:
         raise ChainSetupError("node is not on PATH; install Node.js 20+ and run `make setup`.")
@@ -94,15 +98,21 @@ def compile_contracts(root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
             "node_modules",
         ],
         cwd=root,
-        input=json.dumps(_standard_json(root)),
+        input=json.dumps(_standard_json(root, paths)),
         capture_output=True,
         text=True,
         check=True,
     )
-    output = json.loads(done.stdout)
+    output: dict[str, Any] = json.loads(done.stdout)
     problems = [e for e in output.get("errors", []) if e["severity"] == "error"]
     if problems:
         raise ChainSetupError("solc failed:\n" + "\n".join(e["formattedMessage"] for e in problems))
+    return version, output
+
+
+def compile_contracts(root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
+    """Compile and return one artifact per deployable contract (abi, bytecode, source hash)."""
+    version, output = _solc(root, sorted((root / SOURCES_DIR).glob("*.sol")))
     hash_ = source_hash(root)
     artifacts: dict[str, dict[str, Any]] = {}
     for unit in output["contracts"].values():
@@ -119,6 +129,19 @@ def compile_contracts(root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
                     "linkReferences": out["evm"]["bytecode"]["linkReferences"],
                 }
     return artifacts
+
+
+def compile_test_contract(
+    source: Path, name: str, root: Path = REPO_ROOT
+) -> tuple[list[dict[str, Any]], str]:
+    """ABI and creation bytecode of contract ``name`` in ``source`` (relative to ``root``, e.g.
+    a harness under contracts/test), with the package's settings: for tests that deploy code
+    the package does not ship."""
+    _, output = _solc(root, [root / source])
+    unit = output["contracts"].get(Path(source).as_posix(), {})
+    if name not in unit:
+        raise ChainSetupError(f"{source} defines no contract {name!r} (it has {sorted(unit)})")
+    return unit[name]["abi"], "0x" + unit[name]["evm"]["bytecode"]["object"]
 
 
 def main() -> None:

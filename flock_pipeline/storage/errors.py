@@ -1,11 +1,15 @@
-"""The storage adapter's error type, kept in its own module so every store can raise it."""
+"""The storage adapter's error types, kept in their own module so every store can raise them."""
 
 from __future__ import annotations
 
 from flock_pipeline.errors import FlockError
 
-__all__ = ["StorageError"]
+__all__ = ["PresignedUrlExpired", "StorageError"]
 
 
 class StorageError(FlockError):
     """A blob is missing or corrupt, or the store cannot be opened or reached."""
+
+
+class PresignedUrlExpired(StorageError):
+    """A presigned upload URL is past its expiry: the coordinator must issue a new one."""

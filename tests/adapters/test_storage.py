@@ -7,6 +7,7 @@ this module on a free loopback port with its config inside the temp folder (noth
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -15,6 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +32,11 @@ from flock_pipeline.storage import (
     LocalBlobStore,
     S3BlobStore,
     StorageError,
+    digest_of,
     open_store,
 )
+from flock_pipeline.storage.errors import PresignedUrlExpired
+from flock_pipeline.storage.s3 import put_presigned
 
 BLOB = b"an update of a participant"
 DIGEST = "0x" + hashlib.sha256(BLOB).hexdigest()
@@ -286,3 +293,137 @@ def test_a_read_only_s3_store_fails_the_probe(tmp_path: Path, s3_credentials: No
         store = open_store("s3://flock-blobs/p", Path("unused"), server.endpoint_url)
         with pytest.raises(StorageError, match="cannot write to s3://flock-blobs/p"):
             store.check_writable()
+
+
+# --- presigned uploads: a participant writes only the key the coordinator signed ------------
+
+
+@pytest.fixture()
+def coordinator_store(s3_server: S3Server, s3_credentials: None) -> S3BlobStore:
+    store = open_store(
+        "s3://flock-blobs/task-2", Path("unused"), s3_server.endpoint_url, create_bucket=True
+    )
+    assert isinstance(store, S3BlobStore)
+    return store
+
+
+@pytest.fixture()
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The participant's side: no AWS keys anywhere, only the URL."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+
+
+def _raw_put(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """A PUT that bypasses put_presigned's own checks, to see what the server enforces."""
+    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def _checksum(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_a_participant_uploads_its_blob_through_a_presigned_url_alone(
+    coordinator_store: S3BlobStore, no_credentials: None
+) -> None:
+    url = coordinator_store.presign_put(DIGEST, expires_in=300)
+
+    assert put_presigned(url, BLOB) == DIGEST
+
+    assert coordinator_store.get(DIGEST) == BLOB
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    assert query["X-Amz-SignedHeaders"] == ["host;x-amz-checksum-sha256"]  # the sha256 is bound
+
+
+def test_an_expired_presigned_url_is_refused_by_name_before_anything_is_sent(
+    coordinator_store: S3BlobStore, no_credentials: None
+) -> None:
+    data = b"an update sent too late"
+    url = coordinator_store.presign_put(digest_of(data), expires_in=60)
+
+    with pytest.raises(
+        PresignedUrlExpired, match=r"expired at .*ask the coordinator for a new URL"
+    ):
+        put_presigned(url, data, now=time.time() + 3_600)
+    assert not coordinator_store.exists(digest_of(data))
+
+
+def test_the_server_refuses_an_expired_presigned_url_by_its_own_clock(
+    coordinator_store: S3BlobStore, no_credentials: None
+) -> None:
+    data = b"an update whose URL the server finds stale"
+    issued = time.time()
+    url = coordinator_store.presign_put(digest_of(data), expires_in=1)
+    while time.time() < issued + 2.5:  # past the expiry by the server's clock too
+        time.sleep(0.1)
+
+    # A participant whose clock is behind passes its own check; the server refuses.
+    with pytest.raises(PresignedUrlExpired, match=r"refused the upload .* as expired"):
+        put_presigned(url, data, now=issued)
+    assert not coordinator_store.exists(digest_of(data))
+
+
+def test_a_presigned_url_for_another_blob_is_refused_by_name(
+    coordinator_store: S3BlobStore, no_credentials: None
+) -> None:
+    url = coordinator_store.presign_put(DIGEST, expires_in=300)
+    other = b"not the update the URL was signed for"
+
+    with pytest.raises(StorageError, match=f"not for this update's blob {digest_of(other)}"):
+        put_presigned(url, other)
+    assert not coordinator_store.exists(digest_of(other))
+
+
+def test_the_server_refuses_a_presigned_url_whose_key_was_edited(
+    coordinator_store: S3BlobStore, no_credentials: None
+) -> None:
+    signed_for, other = b"the signed update", b"a participant's other bytes"
+    url = coordinator_store.presign_put(digest_of(signed_for), expires_in=300)
+    edited = url.replace(digest_of(signed_for)[2:], digest_of(other)[2:]).replace(
+        f"/{digest_of(signed_for)[2:4]}/", f"/{digest_of(other)[2:4]}/"
+    )
+
+    with pytest.raises(StorageError, match=r"refused the upload .*SignatureDoesNotMatch"):
+        put_presigned(edited, other)
+    assert not coordinator_store.exists(digest_of(other))
+
+
+def test_the_server_refuses_an_upload_without_the_signed_checksum_header(
+    coordinator_store: S3BlobStore, no_credentials: None
+) -> None:
+    data = b"an update uploaded by hand"
+    url = coordinator_store.presign_put(digest_of(data), expires_in=300)
+
+    status, _ = _raw_put(url, data, {})
+    assert status == 403
+    assert not coordinator_store.exists(digest_of(data))
+    assert _raw_put(url, data, {"x-amz-checksum-sha256": _checksum(data)})[0] == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/flock-blobs/x",
+        "ftp://127.0.0.1/flock-blobs/x?X-Amz-Algorithm=AWS4-HMAC-SHA256",
+        "http://127.0.0.1:9/b/k?AWSAccessKeyId=a&Signature=s&Expires=1",
+    ],
+    ids=["unsigned", "not_http", "sigv2"],
+)
+def test_a_url_that_is_not_a_presigned_upload_is_refused_by_name(url: str) -> None:
+    with pytest.raises(StorageError, match="is not a presigned S3 upload URL"):
+        put_presigned(url, BLOB)
+
+
+@pytest.mark.parametrize("expires_in", [0, 7 * 24 * 3600 + 1])
+def test_a_presigned_url_lives_one_second_to_seven_days(
+    coordinator_store: S3BlobStore, expires_in: int
+) -> None:
+    with pytest.raises(StorageError, match="a presigned URL lives 1 to 604800 seconds"):
+        coordinator_store.presign_put(DIGEST, expires_in=expires_in)

@@ -3,16 +3,21 @@ them, and the simulation's rounds with an attacker that sends them."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from flock_pipeline.aggregation import FedAvg, Krum
 from flock_pipeline.config import load_config
 from flock_pipeline.contribution import PENALTY, contributions, submission_scores
 from flock_pipeline.round import aggregate
-from flock_pipeline.serialization import Weights, canonical_bytes
+from flock_pipeline.serialization import Weights, canonical_bytes, content_hash
+from flock_pipeline.signing import SIGNATURE_REASONS, SignedUpdate, sign_update
 from flock_pipeline.simulation import run_simulation
 from flock_pipeline.storage import LocalBlobStore
 from flock_pipeline.update import Update
@@ -20,6 +25,7 @@ from flock_pipeline.validity import (
     INVALID_REASONS,
     Checked,
     Invalid,
+    SignatureCheck,
     Valid,
     check_submissions,
     check_update,
@@ -107,8 +113,195 @@ def test_every_reason_reads_as_an_invalid_flag() -> None:
     assert Invalid("not_finite", "x").flag == "invalid:not_finite"
     assert set(INVALID_REASONS) == {
         "unavailable", "too_many_samples", "not_safetensors", "wrong_tensors", "wrong_shape",
-        "wrong_dtype", "not_finite",
+        "wrong_dtype", "not_finite", "unsigned", "bad_signature", "wrong_signer",
+        "wrong_context", "replayed", "expired",
     }  # fmt: skip
+    assert set(SIGNATURE_REASONS) <= set(INVALID_REASONS)
+
+
+# ---------------------------------------------------------------- signed updates
+
+CHAIN_ID = 31337
+ALLIANCE = "0x" + "a1" * 20
+TASK, ROUND, SAMPLES, SUBMITTED_AT = 4, 2, 10, 1_000
+
+
+@pytest.fixture(scope="module")
+def proposer() -> LocalAccount:
+    account: LocalAccount = Account.create()  # a throwaway test key from the OS's CSPRNG
+    return account
+
+
+def _signed(key: LocalAccount, blob: bytes, **change: int | str) -> SignedUpdate:
+    fields: dict[str, object] = {
+        "chain_id": CHAIN_ID, "contract": ALLIANCE, "task_id": TASK, "round_": ROUND,
+        "content_hash": "0x" + hashlib.sha256(blob).hexdigest(), "num_samples": SAMPLES,
+        "deadline": SUBMITTED_AT + 60, **change,
+    }  # fmt: skip
+    return sign_update(key, **fields)  # type: ignore[arg-type]
+
+
+def _check(envelope: SignedUpdate | bytes | None, signer: str, blob: bytes) -> SignatureCheck:
+    """What the chain recorded: this task and round, the blob's hash, ``signer`` as sender."""
+    return SignatureCheck(envelope=envelope, signer=signer, chain_id=CHAIN_ID, contract=ALLIANCE,
+                          task_id=TASK, round=ROUND,
+                          content_hash="0x" + hashlib.sha256(blob).hexdigest(),
+                          submitted_at=SUBMITTED_AT)  # fmt: skip
+
+
+def _signed_reason(envelope: SignedUpdate | bytes | None, key: LocalAccount) -> str | None:
+    blob = canonical_bytes(_weights(0.1))
+    check = _check(envelope, key.address, blob)
+    return _reason(check_update(blob, GLOBAL, SAMPLES, signature=check))
+
+
+def test_an_update_signed_by_its_proposer_for_what_the_chain_recorded_is_valid(
+    proposer: LocalAccount,
+) -> None:
+    blob = canonical_bytes(_weights(0.1))
+    signed = _signed(proposer, blob)
+
+    verdict = check_update(blob, GLOBAL, SAMPLES, signature=_check(signed, proposer.address, blob))
+    wire = _check(signed.to_json(), proposer.address, blob)
+    from_wire = check_update(blob, GLOBAL, SAMPLES, signature=wire)
+
+    assert isinstance(verdict, Valid) and isinstance(from_wire, Valid)
+    assert signed.content_hash == content_hash(_weights(0.1))  # the hash committed on chain
+
+
+def test_without_a_signature_check_no_signature_is_asked_for() -> None:
+    assert isinstance(check_update(canonical_bytes(_weights(0.1)), GLOBAL, SAMPLES), Valid)
+
+
+def test_an_update_without_an_envelope_is_unsigned(proposer: LocalAccount) -> None:
+    assert _signed_reason(None, proposer) == "unsigned"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda s: s.to_json()[:-5],
+        lambda s: b"[1, 2]",
+        lambda s: b"{" + b" " * 5_000 + b"}",
+        lambda s: s.to_json().replace(b'"nonce": 2', b'"nonce": -1'),
+        lambda s: s.to_json().replace(b'"nonce": 2', b'"nonce": true'),
+        lambda s: s.to_json().replace(b'"contract": "0x', b'"contract": "0xzz'),
+        lambda s: SignedUpdate(**{**s.__dict__, "signature": s.signature[:64]}),
+        lambda s: SignedUpdate(**{**s.__dict__, "signature": s.signature[:64] + b"\x1d"}),
+        lambda s: SignedUpdate(**{**s.__dict__, "signature": bytes(65)}),
+        lambda s: SignedUpdate(**{**s.__dict__, "signature": _high_s(s.signature)}),
+        lambda s: SignedUpdate(**{**s.__dict__, "content_hash": "not hex"}),
+    ],
+    ids=[
+        "truncated",
+        "not_an_object",
+        "huge",
+        "negative",
+        "bool",
+        "bad_address",
+        "64_bytes",
+        "v_29",
+        "zeros",
+        "high_s",
+        "unparsed_field",
+    ],
+)
+def test_a_malformed_envelope_or_signature_is_bad_signature(
+    proposer: LocalAccount, mangle: Any
+) -> None:
+    signed = _signed(proposer, canonical_bytes(_weights(0.1)))
+
+    assert _signed_reason(mangle(signed), proposer) == "bad_signature"
+
+
+def _high_s(signature: bytes) -> bytes:
+    """The same signature's other (non-canonical) form: s -> n - s, v flipped."""
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    s = int.from_bytes(signature[32:64], "big")
+    return signature[:32] + (n - s).to_bytes(32, "big") + bytes([55 - signature[64]])
+
+
+def test_a_blob_signed_by_another_key_is_wrong_signer(proposer: LocalAccount) -> None:
+    thief: LocalAccount = Account.create()
+    signed = _signed(thief, canonical_bytes(_weights(0.1)))
+
+    assert _signed_reason(signed, proposer) == "wrong_signer"
+
+
+def test_an_envelope_with_an_edited_field_is_wrong_signer(proposer: LocalAccount) -> None:
+    signed = _signed(proposer, canonical_bytes(_weights(0.1)))
+    edited = SignedUpdate(**{**signed.__dict__, "num_samples": SAMPLES - 1})
+
+    assert _signed_reason(edited, proposer) == "wrong_signer"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"chain_id": CHAIN_ID + 1},
+        {"contract": "0x" + "b2" * 20},
+        {"task_id": TASK + 1},
+        {"content_hash": "0x" + "cd" * 32},
+        {"num_samples": SAMPLES + 1},
+        {"round_": ROUND + 1},
+    ],
+    ids=["chain", "contract", "task", "hash", "samples", "later_round"],
+)
+def test_a_signature_over_other_fields_than_the_chain_recorded_is_wrong_context(
+    proposer: LocalAccount, change: dict[str, int | str]
+) -> None:
+    signed = _signed(proposer, canonical_bytes(_weights(0.1)), **change)
+
+    assert _signed_reason(signed, proposer) == "wrong_context"
+
+
+def test_a_blob_signed_for_an_earlier_round_is_replayed(proposer: LocalAccount) -> None:
+    signed = _signed(proposer, canonical_bytes(_weights(0.1)), round_=ROUND - 1)
+
+    assert _signed_reason(signed, proposer) == "replayed"
+
+
+def test_a_signature_past_its_deadline_at_the_submission_is_expired(
+    proposer: LocalAccount,
+) -> None:
+    late = _signed(proposer, canonical_bytes(_weights(0.1)), deadline=SUBMITTED_AT - 1)
+    on_time = _signed(proposer, canonical_bytes(_weights(0.1)), deadline=SUBMITTED_AT)
+
+    assert _signed_reason(late, proposer) == "expired"
+    assert _signed_reason(on_time, proposer) is None
+
+
+def test_no_bytes_are_unavailable_before_any_signature_is_looked_at(
+    proposer: LocalAccount,
+) -> None:
+    blob = canonical_bytes(_weights(0.1))
+
+    verdict = check_update(None, GLOBAL, SAMPLES, signature=_check(None, proposer.address, blob))
+
+    assert _reason(verdict) == "unavailable"
+
+
+def test_check_submissions_flags_the_unsigned_and_keeps_the_signed(
+    proposer: LocalAccount,
+) -> None:
+    other: LocalAccount = Account.create()
+    good, stolen = canonical_bytes(_weights(0.1)), canonical_bytes(_weights(-0.1))
+    signatures = {
+        "p0": _check(_signed(proposer, good), proposer.address, good),
+        "p1": _check(None, other.address, good),
+        "p2": _check(_signed(proposer, stolen), other.address, stolen),
+    }
+
+    checked = check_submissions(
+        [("p0", good, SAMPLES), ("p1", good, SAMPLES), ("p2", stolen, SAMPLES)],
+        GLOBAL,
+        signatures=signatures,
+    )
+
+    assert [u.participant for u in checked.updates] == ["p0"]
+    assert checked.invalid == {"p1": "invalid:unsigned", "p2": "invalid:wrong_signer"}
+    with pytest.raises(ValueError, match="no SignatureCheck for proposer p3"):
+        check_submissions([("p3", good, SAMPLES)], GLOBAL, signatures=signatures)
 
 
 # ---------------------------------------------------------------- fetching
