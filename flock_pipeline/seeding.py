@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["derive_seed", "secret_generator"]
 
@@ -25,6 +27,8 @@ def secret_generator() -> torch.Generator:
     fresh seed that is never stored, logged or derived from anything else: two runs of the same
     config differ wherever this generator is used, and only there.
     """
+    import torch  # here, not at module level: seeds are derived where no torch is needed
+
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int.from_bytes(os.urandom(8), "big"))
     return gen
