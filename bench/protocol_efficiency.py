@@ -12,7 +12,10 @@ some and keeps the figures of the others):
 
 - ``a``: the plain FedAvg loop: every participant trains every round
   (``flock_pipeline.round``: ``train_participant``, ``submitted_updates``, ``aggregate``), the
-  aggregate becomes the global model; no votes, so ``accepted`` is None and nobody is slashed
+  aggregate becomes the global model; no votes, so ``accepted`` is None and nobody is slashed.
+  It reports what the engines' reports hold of every round's model, and evaluates it as they do
+  (``evaluate_round``): on the test split and on every participant's held-out split (federated
+  evaluation, as Flower's FedAvg does by default)
 - ``b``: ``flock simulate``: ``flock_pipeline.simulation.run_simulation``, the protocol with
   sortition, every voter's judgement and contribution scores, the protocol model's tally and
   settlement, no orchestration
@@ -65,13 +68,12 @@ _TMP = isolate_tool_state("flock-protocol-efficiency-bench-")
 from rich.console import Console  # noqa: E402
 
 from flock_pipeline.config import FlockConfig, load_config  # noqa: E402
-from flock_pipeline.evaluation import evaluate  # noqa: E402
-from flock_pipeline.models import build_network  # noqa: E402
 from flock_pipeline.privacy import PrivacyLedger  # noqa: E402
 from flock_pipeline.round import (  # noqa: E402
     aggregate,
     build_aggregator,
     build_screen,
+    evaluate_round,
     initial_weights,
     prepare_federation,
     submitted_updates,
@@ -110,7 +112,6 @@ def plain_loop(cfg: FlockConfig) -> dict[str, Any]:
     Training is seeded by the engines' 0-based round index, so while (b) and (c) accept every
     round they train and aggregate exactly what (a) does."""
     fed = prepare_federation(cfg)
-    net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
     ids = [p.id for p in fed.participants]
     ledgers = {
         pid: PrivacyLedger(pid, cfg.privacy.delta, cfg.privacy.epsilon_budget)
@@ -121,7 +122,7 @@ def plain_loop(cfg: FlockConfig) -> dict[str, Any]:
     strategy, screen = build_aggregator(cfg), build_screen(cfg)
     weights = initial_weights(cfg, fed)
     state: dict[str, Any] = {}
-    start = evaluate(net, weights, fed.x_test, fed.y_test)
+    start = evaluate_round(cfg, fed, weights).global_eval
     rounds: list[dict[str, Any]] = []
     for r in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
@@ -135,7 +136,8 @@ def plain_loop(cfg: FlockConfig) -> dict[str, Any]:
         agg = aggregate(strategy, updates, weights, state, derive_seed(cfg.seed, "agg", r), screen)
         weights, state = dict(agg.weights), dict(agg.state)
         t2 = time.perf_counter()
-        result = evaluate(net, weights, fed.x_test, fed.y_test)
+        evaluated = evaluate_round(cfg, fed, weights)
+        result = evaluated.global_eval
         t3 = time.perf_counter()
         epsilons = [u.epsilon for u in updates if u.epsilon is not None]
         rounds.append(
@@ -152,6 +154,7 @@ def plain_loop(cfg: FlockConfig) -> dict[str, Any]:
                 "trained": len(updates),
                 "flagged": dict(agg.flagged),
                 "max_epsilon": max(epsilons) if epsilons else None,
+                "holdout_accuracy": {pid: e.accuracy for pid, e in evaluated.holdout.items()},
             }
         )
         _log(

@@ -360,6 +360,11 @@ def robustness(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Table]]
             {"metric": "attackers_positive_from_attacking_role", "value": from_attack,
              "goal": 0, "better": "lower", "out of": total},
         ]  # fmt: skip
+        captured = rewards.get("captured_rounds")
+        if isinstance(captured, dict):  # the dishonest-voter runs: rounds their coalition held
+            headlines[-1]["captured rounds (run: rounds)"] = {
+                run: rounds or "none" for run, rounds in captured.items()
+            }
         if rewards.get("honest_slashes_all_honest") is not None:
             headlines.append(
                 {"metric": "honest_slashes_all_honest", "goal": 0, "better": "lower",

@@ -68,7 +68,10 @@ task's class-balanced validation set instead of their own held-out splits) and w
 
 The last stdout line is one JSON object with the headline: ``tasks_halted`` (simulations and
 flow runs an attack made fail; goal 0), ``attackers_positive_from_attack`` (attackers whose
-attacking role netted > 0 in a flow run; goal 0), ``honest_slashes_all_honest`` (honest
+attacking role netted > 0 in a flow run; goal 0) with ``captured_rounds`` (per dishonest-voter
+run, the rounds in which the malicious voters held most of the votes on the round's hash: a
+coalition that decides a round alone is paid as its winning side, see
+bench/committee_capture.py), ``honest_slashes_all_honest`` (honest
 participant-rounds slashed in the all-honest flow runs; goal 0) and ``trust_goal_pass`` (all
 three met); and the worst accuracy drop (in points, mean over the seeds) of a robust strategy
 (median, trimmed mean, Krum, Multi-Krum, Bulyan) under any attack, against the same strategy's
@@ -778,16 +781,18 @@ def _reward_run(
             vote = p.get("vote")
             if p["role"] in VOTES and vote is not None and r["outcome"] != "void":
                 # Paid iff on the winning side of the round's hash (the settlement's rule), so
-                # a proposal's reward or slash in the same settlement does not count here.
-                won = vote["aggregate_hash"] == r["aggregate_hash"] and vote["accept"] == (
-                    r["outcome"] == "accepted"
-                )
-                votes = per[p["id"]].setdefault("votes", {"paid": 0, "slashed": 0})
-                votes["paid" if won else "slashed"] += 1
+                # a proposal's reward or slash in the same settlement does not count here; the
+                # losing side of the round's hash is unpaid, another hash is slashed.
+                same = vote["aggregate_hash"] == r["aggregate_hash"]
+                won = same and vote["accept"] == (r["outcome"] == "accepted")
+                votes = per[p["id"]].setdefault("votes", {"paid": 0, "unpaid": 0, "slashed": 0})
+                votes["paid" if won else "unpaid" if same else "slashed"] += 1
     # where the attack acts: votes for a dishonest voter, proposals for everything else
     role = "vote" if attack in VOTE_ONLY else "proposal"
     mal = [p for p in per if per[p]["malicious"]]
+    coalition = _coalition_rounds(summary) if attack in VOTE_ONLY else {}
     return {
+        **coalition,
         "participants": per,
         "accepted": [bool(r["accepted"]) for r in summary["rounds"]],
         "outcomes": [r["outcome"] for r in summary["rounds"]],
@@ -798,6 +803,37 @@ def _reward_run(
         "screened_per_round": [r["screened"] for r in summary["rounds"]],
         "seconds": round(wall, 3),
     }
+
+
+def _coalition_rounds(summary: dict[str, Any]) -> dict[str, list[int]]:
+    """The rounds (1-based) in which the malicious voters held the majority of the votes
+    revealed on the round's hash (``captured_rounds``: they decide the round alone, see
+    bench/committee_capture.py), and those in which they were on the winning side
+    (``coalition_won_rounds``: captured, or joined by honest voters outvoted by their own data).
+    Every participant stakes the same, so a head count is the weight while nobody is slashed;
+    a round whose recorded accept and reject weights a head count does not reproduce (a voter
+    slashed before it) is listed in ``unequal_weight_rounds`` and judged by heads."""
+    captured, won, unequal = [], [], []
+    for r in summary["rounds"]:
+        on_hash = [
+            (p["id"] in MALICIOUS, p["vote"]["accept"])
+            for p in r["participants"]
+            if p["role"] in VOTES and p.get("vote") is not None
+            and p["vote"]["aggregate_hash"] == r["aggregate_hash"]
+        ]  # fmt: skip
+        bad = sum(1 for m, _ in on_hash if m)
+        yes, no = int(r["accept_weight"]), int(r["reject_weight"])
+        heads = sum(1 for _, accept in on_hash if accept)
+        if on_hash and (yes + no) * heads != yes * len(on_hash):
+            unequal.append(r["round"])
+        if bad > len(on_hash) - bad:
+            captured.append(r["round"])
+        if r["outcome"] != "void" and any(
+            m and accept == (r["outcome"] == "accepted") for m, accept in on_hash
+        ):
+            won.append(r["round"])
+    return {"captured_rounds": captured, "coalition_won_rounds": won,
+            "unequal_weight_rounds": unequal}  # fmt: skip
 
 
 def _outcomes(run: dict[str, Any]) -> str:
@@ -834,7 +870,9 @@ def rewards_part(
                 f"[rewards {done}/{total}] fedavg x {attack:<15} seed {seed} rounds "
                 f"{_outcomes(run)} malicious positive "
                 f"{run['malicious_positive'] or 'none'} ({run['seconds']:.1f}s)"
-            )
+                + (f" captured rounds {run['captured_rounds'] or 'none'}"
+                   if "captured_rounds" in run else "")
+            )  # fmt: skip
         ok = {k: r for k, r in by_seed.items() if "error" not in r}
         rows = [(k, pid, row) for k, r in ok.items() for pid, row in r["participants"].items()]
         mal = [(k, pid, row) for k, pid, row in rows if row["malicious"]]
@@ -856,6 +894,9 @@ def rewards_part(
             "failed_seeds": sorted(k for k, r in by_seed.items() if "error" in r),
             "honest_slashes_by_seed": {k: r["honest_slashes"] for k, r in ok.items()},
         }
+        if attack in VOTE_ONLY:  # the rounds the coalition decided alone, and those it won
+            for key in ("captured_rounds", "coalition_won_rounds"):
+                runs[attack][key] = {k: r[key] for k, r in ok.items()}
     chain = ChainConfig()
     positive = {a: r["malicious_positive"] for a, r in runs.items() if r.get("malicious_positive")}
     from_attack = {
@@ -900,12 +941,23 @@ def rewards_part(
         "goal_no_malicious_positive": not positive
         and all(not r["failed_seeds"] for r in runs.values()),
         "malicious_with_positive_net_from_attack": from_attack,
+        # per dishonest-voter run, the rounds its coalition held the majority of the votes
+        "captured_rounds": _captured(runs),
         "failed_runs": sorted(f"{a}@{k}" for a, r in runs.items() for k in r["failed_seeds"]),
         # participant-rounds of honest participants slashed in the all-honest runs
         "honest_slashes_all_honest": sum(
             runs["none"]["honest_slashes_by_seed"].values() if "none" in runs else ()
         ),
         "seconds": round(time.perf_counter() - t_all, 3),
+    }
+
+
+def _captured(runs: dict[str, Any]) -> dict[str, list[int]]:
+    """``attack@seed`` -> the rounds its coalition captured, for every vote-only attack run."""
+    return {
+        f"{a}@{k}": rounds
+        for a, r in runs.items()
+        for k, rounds in (r.get("captured_rounds") or {}).items()
     }
 
 
@@ -928,12 +980,18 @@ def voter_slash_part(
             for seed in seeds
         }  # fmt: skip
         rows = [p for r in runs.values() if "error" not in r for p in r["participants"].values()]
-        row: dict[str, Any] = {"failed_seeds": sorted(k for k, r in runs.items() if "error" in r)}
+        done = {k: r for k, r in runs.items() if "error" not in r}
+        row: dict[str, Any] = {
+            "failed_seeds": sorted(k for k, r in runs.items() if "error" in r),
+            "captured_rounds": {k: r["captured_rounds"] for k, r in done.items()},
+            "coalition_won_rounds": {k: r["coalition_won_rounds"] for k, r in done.items()},
+        }
         for side, malicious in (("dishonest", True), ("honest", False)):
             mine = [p for p in rows if p["malicious"] == malicious]
             row[side] = {
                 "mean_vote_net_flock": _mean([p["vote_net_flock"] for p in mine]),
                 "votes_paid": sum(p.get("votes", {}).get("paid", 0) for p in mine),
+                "votes_unpaid": sum(p.get("votes", {}).get("unpaid", 0) for p in mine),
                 "votes_slashed": sum(p.get("votes", {}).get("slashed", 0) for p in mine),
                 "positive_vote_net": sum(1 for p in mine if p["vote_net_flock"] > 0),
                 "participants": len(mine),
@@ -955,17 +1013,25 @@ def _table_voter_slash(part: dict[str, Any]) -> str:
         v = x["mean_vote_net_flock"]
         return "n/a" if v is None else f"{v:+.1f}"
 
+    def votes(x: dict[str, Any]) -> str:
+        return f"{x['votes_paid']} / {x.get('votes_unpaid', 'n/a')} / {x['votes_slashed']}"
+
+    def by_seed(rounds: dict[str, list[int]] | None) -> str:
+        if rounds is None:  # older results
+            return "n/a"
+        return " ".join(f"{k}: {','.join(map(str, v)) or '-'}" for k, v in rounds.items())
+
     rows = [
-        [bps, net(d), f"{d['votes_paid']} / {d['votes_slashed']}",
-         f"{d['positive_vote_net']}/{d['participants']}", net(h),
-         f"{h['votes_paid']} / {h['votes_slashed']}"]
+        [bps, net(d), votes(d), f"{d['positive_vote_net']}/{d['participants']}", net(h),
+         votes(h), by_seed(row.get("captured_rounds")), by_seed(row.get("coalition_won_rounds"))]
         for bps, row in part["rates"].items()
         for d, h in [(row["dishonest"], row["honest"])]
     ]  # fmt: skip
     header = ["voter_slash_bps", "dishonest voters: mean vote net (FLOCK)",
-              "votes paid / slashed", "with vote net > 0", "honest voters: mean vote net (FLOCK)",
-              "votes paid / slashed"]  # fmt: skip
-    return _markdown(header, "rrllrl", rows)
+              "votes paid / unpaid / slashed", "with vote net > 0",
+              "honest voters: mean vote net (FLOCK)", "votes paid / unpaid / slashed",
+              "rounds captured (seed: rounds)", "rounds the coalition won"]  # fmt: skip
+    return _markdown(header, "rrllrlll", rows)
 
 
 # ---------------------------------------------------------------- report
@@ -1003,6 +1069,11 @@ def _table_rewards(part: dict[str, Any]) -> str:
     for a, r in part["runs"].items():
         ok = [x for x in r["seeds"].values() if "error" not in x]
         acc = " ".join(_outcomes(x) for x in ok)
+        if "captured_rounds" in r:  # a vote-only attack: the rounds its coalition decided alone
+            acc += " (captured: " + "; ".join(
+                f"seed {k} {', '.join(map(str, v)) or 'none'}"
+                for k, v in r["captured_rounds"].items()
+            ) + ")"  # fmt: skip
         if r["failed_seeds"]:
             acc += f" (failed: seed {', '.join(r['failed_seeds'])})"
         mal = [p for x in ok for p in x["participants"].values() if p["malicious"]]
@@ -1263,6 +1334,8 @@ def _run(args: argparse.Namespace) -> None:
     headline.update(
         tasks_halted=halted,
         attackers_positive_from_attack=positive,
+        # the dishonest-voter runs' rounds its coalition held the committee's majority in
+        captured_rounds=None if rewards is None else rewards.get("captured_rounds"),
         honest_slashes_all_honest=honest_slashed,
         trust_goal_pass=halted == 0 and positive == 0 and honest_slashed == 0,
     )

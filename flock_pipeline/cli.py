@@ -16,6 +16,7 @@ from flock_pipeline.chain.cli import chain_app
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.errors import FlockError
 from flock_pipeline.limits import check_flow_limits, check_limits
+from flock_pipeline.participant_cli import participant_app
 
 __all__ = ["UserErrorFilter", "app", "main", "quiet_user_errors"]
 
@@ -100,7 +101,7 @@ RoundsOpt = Annotated[int | None, typer.Option(help="number of rounds")]
 ParticipantsOpt = Annotated[int | None, typer.Option(help="number of participants")]
 SeedOpt = Annotated[int | None, typer.Option(help="task seed")]
 DatasetOpt = Annotated[str | None, typer.Option(help="mnist5k | digits | fashion_mnist")]
-ModelOpt = Annotated[str | None, typer.Option(help="mlp | cnn")]
+ModelOpt = Annotated[str | None, typer.Option(help="mlp | cnn | package.module:factory")]
 DpOpt = Annotated[bool | None, typer.Option("--dp/--no-dp", help="local DP-SGD on or off")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="state folder (.flock)")]
 
@@ -239,6 +240,7 @@ def ui(
 
 
 app.add_typer(chain_app, name="chain", help="The local chain: up, down, status, deploy.")
+app.add_typer(participant_app, name="participant", help="A participant's side: check its data.")
 
 
 def main() -> None:

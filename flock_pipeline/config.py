@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flock_pipeline.attacks.spec import AttackSpec, check_attacks
-from flock_pipeline.errors import ConfigError
+from flock_pipeline.errors import ConfigError, FlockError
 
 __all__ = [
     "FASHION_MNIST_DEFAULT_DIR",
@@ -32,6 +32,8 @@ __all__ = [
     "CentralDPConfig",
     "ChainConfig",
     "DataConfig",
+    "DataSchema",
+    "FeatureDtype",
     "FlockConfig",
     "ModelConfig",
     "PartitionConfig",
@@ -54,6 +56,68 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+FeatureDtype = Literal["float32", "int64"]
+"""float32: what the built-in models train on; int64: integer codes (token ids, categories) for
+a model named by a dotted path that embeds them."""
+
+_Dim = Annotated[int, Field(ge=1)]
+
+
+class DataSchema(BaseModel):
+    """The data every participant's folder must hold for one task (``data.folder_schema``; the
+    built-in data sets' and the task's are in ``flock_pipeline.data.schema``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature_shape: tuple[_Dim, ...] = Field(
+        min_length=1, max_length=8, description="shape of one sample, e.g. [1, 28, 28]"
+    )
+    dtype: FeatureDtype = Field(
+        "float32", description="dtype the model takes; a folder's files may hold any dtype that "
+        "casts to it without changing a value",
+    )  # fmt: skip
+    num_classes: int = Field(ge=2, le=100_000, description="labels are 0 .. num_classes - 1")
+    class_names: tuple[str, ...] | None = Field(
+        None, description="name of each class, in label order; Parquet labels may be names"
+    )
+    min_samples: int = Field(1, ge=1, description="fewest training samples a folder may hold")
+    value_range: tuple[float, float] | None = Field(
+        None, description="[low, high] every feature value must lie in; None: any finite value"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSchema:
+        names = self.class_names
+        if names is not None:
+            if len(names) != self.num_classes:
+                raise ValueError(
+                    f"class_names lists {len(names)} names for {self.num_classes} classes"
+                )
+            if any(not n.strip() for n in names) or len(set(names)) != len(names):
+                raise ValueError("class_names must be distinct and non-empty")
+        if self.value_range is not None:
+            low, high = self.value_range
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"value_range must be finite with low < high, got {low}, {high}")
+        return self
+
+    @property
+    def num_features(self) -> int:
+        """Values in one sample (the length of a Parquet ``features`` list)."""
+        return math.prod(self.feature_shape)
+
+    def label_name(self, label: int) -> str:
+        return self.class_names[label] if self.class_names is not None else str(label)
+
+    @classmethod
+    def for_dataset(cls, name: str, min_samples: int = 1) -> DataSchema:
+        """The schema of a built-in data set (``mnist5k``, ``digits``, ``fashion_mnist``): what
+        ``flock_pipeline.data.load_dataset`` returns, without loading it."""
+        from flock_pipeline.data.schema import schema_for_dataset
+
+        return schema_for_dataset(name, min_samples)
+
+
 class DataConfig(_Section):
     dataset: Literal["mnist5k", "digits", "fashion_mnist"] = "mnist5k"
     fashion_mnist_dir: Path = FASHION_MNIST_DEFAULT_DIR
@@ -71,6 +135,11 @@ class DataConfig(_Section):
     validation_per_class: int = Field(
         100, ge=1, description="samples of every class in the shared validation set"
     )
+    folder_schema: DataSchema | None = Field(
+        None,
+        description="what every participant's own data folder must hold (docs/data.md); None: "
+        "the schema of the built-in dataset, with partition.min_samples as the fewest samples",
+    )
 
 
 class PartitionConfig(_Section):
@@ -84,7 +153,22 @@ class PartitionConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["mlp", "cnn"] = "cnn"
+    name: str = Field(
+        "cnn",
+        description="mlp | cnn | package.module:factory (called with the input shape and the "
+        "number of classes, returns a torch.nn.Module)",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_dotted(cls, value: str) -> str:
+        from flock_pipeline.models.custom import check_model_name
+
+        try:
+            check_model_name(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class TrainingConfig(_Section):
@@ -234,7 +318,10 @@ class ChainConfig(_Section):
     voters_per_round: int | None = Field(
         None, ge=1,
         description="expected voters per round (drawn independently of the proposers, so a "
-        "participant may be both); None: min(participants, max(3, participants // 2))",
+        "participant may be both); None: every participant votes, with its stake as its weight "
+        "(participants x stake / min_stake, at least participants, so that every stake at or "
+        "above min_stake is drawn with certainty): a coalition with less than half of the "
+        "voting stake then never holds most of the votes",
     )  # fmt: skip
     training_seconds: int = Field(3_600, ge=1, description="training phase length")
     commit_seconds: int = Field(600, ge=1)
@@ -311,18 +398,41 @@ class FlockConfig(BaseSettings):
             raise ValueError(str(exc)) from None
         return self
 
+    @model_validator(mode="after")
+    def _model_fits_data(self) -> FlockConfig:
+        # A dotted-path model is imported, built and run once on a zero batch here, so a bad
+        # one is refused at load, not in the first round. Built-in data sets all fit the
+        # built-in models: no need to import the data package (and torch) for those.
+        from flock_pipeline.models.custom import check_model, is_dotted_path
+
+        if self.data.folder_schema is None and not is_dotted_path(self.model.name):
+            return self
+        from flock_pipeline.data.schema import task_schema
+
+        try:
+            check_model(self.model.name, task_schema(self), dp=self.privacy.enabled)
+        except FlockError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
     @property
     def committee(self) -> tuple[int, int]:
-        """(expected proposers, expected voters) per round: everyone trains by default while a
-        committee votes, since a round that leaves data out learns less."""
+        """(expected proposers, expected voters) per round: by default everyone trains, since a
+        round that leaves data out learns less, and everyone votes, since a sampled committee
+        is captured by a coalition that happens to hold most of it (docs/protocol.md, committee
+        capture). Voter odds are V * stake / total stake and a voter weighs max(stake, total /
+        V): with V >= total / min_stake every eligible stake is drawn and weighs itself, which
+        V = participants alone gives only while all stakes are equal."""
         n = self.participants
         proposers = self.chain.proposers_per_round or n
-        voters = self.chain.voters_per_round or min(n, max(3, n // 2))
+        everyone = max(n, -(-n * self.chain.stake // self.chain.min_stake))
+        voters = self.chain.voters_per_round or min(everyone, 2**16 - 1)  # votersPerRound: uint16
         return proposers, voters
 
     @property
     def registered_name(self) -> str:
-        return self.tracking.registered_name or f"flock-{self.data.dataset}-{self.model.name}"
+        model = self.model.name.replace(":", "-")  # MLflow refuses ':' in model names
+        return self.tracking.registered_name or f"flock-{self.data.dataset}-{model}"
 
     @classmethod
     def settings_customise_sources(

@@ -23,7 +23,13 @@ from flock_pipeline.attacks import (
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, build_federation, load_dataset
 from flock_pipeline.errors import AggregationError, ConfigError
-from flock_pipeline.evaluation import Evaluation, evaluate, evaluate_many, sample_losses
+from flock_pipeline.evaluation import (
+    Evaluation,
+    GroupLosses,
+    evaluate,
+    evaluate_many,
+    sample_losses,
+)
 from flock_pipeline.models import build_network
 from flock_pipeline.privacy import PrivacyLedger
 from flock_pipeline.protocol.decision import judge
@@ -41,12 +47,18 @@ __all__ = [
     "build_aggregator",
     "build_screen",
     "evaluate_round",
+    "held_out_losses",
     "initial_weights",
     "judgement_score",
     "prepare_federation",
     "submitted_updates",
     "train_participant",
+    "voter_set",
 ]
+
+SHARED_VALIDATION = "(shared validation)"
+"""The name of the task's shared validation set in :func:`held_out_losses` (no participant id
+looks like it)."""
 
 
 def prepare_federation(cfg: FlockConfig) -> Federation:
@@ -228,19 +240,35 @@ class RoundOutcome:
     holdout: dict[str, Evaluation]
 
 
-def evaluate_round(cfg: FlockConfig, fed: Federation, weights: Weights) -> RoundOutcome:
-    """The model on the global test split and on every participant's held-out split."""
+def held_out_losses(cfg: FlockConfig, fed: Federation) -> GroupLosses:
+    """Every participant's held-out split (by its id) and the task's shared validation set, if
+    it has one (:data:`SHARED_VALIDATION`), for a run's voters and its rounds' evaluations."""
+    sets = {p.id: (p.x_holdout, p.y_holdout) for p in fed.participants}
+    if fed.x_validation is not None and fed.y_validation is not None:
+        sets[SHARED_VALIDATION] = (fed.x_validation, fed.y_validation)
+    return GroupLosses(build_network(cfg.model.name, fed.input_shape, fed.num_classes), sets)
+
+
+def voter_set(fed: Federation, index: int) -> str:
+    """The name in :func:`held_out_losses` of what participant ``index`` scores on as a voter
+    (``Federation.voter_data``)."""
+    return SHARED_VALIDATION if fed.shared_validation else fed.participants[index].id
+
+
+def evaluate_round(
+    cfg: FlockConfig, fed: Federation, weights: Weights, held_out: GroupLosses | None = None
+) -> RoundOutcome:
+    """The model on the global test split and on every participant's held-out split; with
+    ``held_out`` (:func:`held_out_losses` of this federation), the held-out splits the voters
+    already ran under ``weights`` are not run again."""
     net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
-    return RoundOutcome(
-        global_eval=evaluate(net, weights, fed.x_test, fed.y_test),
-        holdout=dict(
-            zip(
-                [p.id for p in fed.participants],
-                evaluate_many(net, weights, [(p.x_holdout, p.y_holdout) for p in fed.participants]),
-                strict=True,
-            )
-        ),
-    )
+    ids = [p.id for p in fed.participants]
+    if held_out is not None:
+        holdout = held_out.evaluations(weights, ids)
+    else:
+        sets = [(p.x_holdout, p.y_holdout) for p in fed.participants]
+        holdout = dict(zip(ids, evaluate_many(net, weights, sets), strict=True))
+    return RoundOutcome(global_eval=evaluate(net, weights, fed.x_test, fed.y_test), holdout=holdout)
 
 
 def judgement_score(

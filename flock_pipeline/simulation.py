@@ -29,8 +29,6 @@ from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contribution_table, submission_scores
 from flock_pipeline.data import Federation
 from flock_pipeline.errors import LocalTrainingTimeout, PrivacyBudgetExceeded
-from flock_pipeline.evaluation import GroupLosses
-from flock_pipeline.models import build_network
 from flock_pipeline.privacy import LedgerStore
 from flock_pipeline.protocol import Outcome, new_salt, to_fixed, vote_commitment
 from flock_pipeline.protocol.decision import judge
@@ -57,15 +55,18 @@ from flock_pipeline.report import (
 )
 from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition, plot_rewards
 from flock_pipeline.round import (
+    RoundOutcome,
     aggregate,
     ballot,
     build_aggregator,
     build_screen,
     evaluate_round,
+    held_out_losses,
     initial_weights,
     prepare_federation,
     submitted_updates,
     train_participant,
+    voter_set,
 )
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, content_hash, write_weights
@@ -135,7 +136,10 @@ def run_simulation(
     central = strategy.accountant() if isinstance(strategy, CentralDP) else None
     state: StrategyState = {}
     history: list[dict[str, float]] = []  # the screen's trust input: earlier rounds' scores
-    net = build_network(cfg.model.name, fed.input_shape, fed.num_classes)
+    # Every held-out split (and a shared validation set), each run once per model: the voters'
+    # judgements and scores and the round's evaluation share what they have computed.
+    held_out = held_out_losses(cfg, fed)
+    evaluated: tuple[Weights, RoundOutcome] | None = None
     records: list[RoundRecord] = []
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -218,10 +222,16 @@ def run_simulation(
                                 submitted.invalid)  # fmt: skip
                 digest = bytes.fromhex(content_hash(agg.weights)[2:])
                 # The voters' sets in one batch: each candidate aggregate is run once for all.
-                group = GroupLosses(net, {v: fed.voter_data(index_of[v]) for v in voters})
-                old, new = group.per_sample(weights), group.per_sample(agg.weights)
-                scored = {v: judge(old[v], new[v], cfg.vote.tolerance) for v in voters}
-                losses = {v: group.mean_loss(v) for v in voters}
+                # The global model and the candidate come back (the round's evaluation, the
+                # next round's judgement): their results are kept.
+                held_out.remember(weights, agg.weights)
+                sets = {v: voter_set(fed, index_of[v]) for v in voters}
+                together = list(dict.fromkeys(sets.values()))
+                old = held_out.per_sample(weights, together)
+                new = held_out.per_sample(agg.weights, together)
+                scored = {v: judge(old[sets[v]], new[sets[v]], cfg.vote.tolerance)
+                          for v in voters}  # fmt: skip
+                losses = {v: held_out.mean_loss(sets[v], together) for v in voters}
                 table = contribution_table(
                     strategy, valid, weights, state, agg_seed, screen, losses, agg, history,
                     submitted.invalid,
@@ -273,7 +283,9 @@ def run_simulation(
             if screen is not None and screen.min_trust is not None and view.trust:
                 history.append(view.trust)
 
-            result = evaluate_round(cfg, fed, weights)
+            if evaluated is None or evaluated[0] is not weights:  # a kept model: the same
+                evaluated = (weights, evaluate_round(cfg, fed, weights, held_out))
+            result = evaluated[1]
             update_of = {u.participant: u for u in updates}
             participants = []
             for pid in ids:

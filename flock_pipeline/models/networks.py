@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from flock_pipeline.errors import ConfigError
+from flock_pipeline.models.custom import build_custom, is_dotted_path
+from flock_pipeline.models.layers import MaxPool2x2
 
 __all__ = ["CNN", "MLP", "MODELS", "build_network"]
 
@@ -42,7 +44,7 @@ class CNN(nn.Module):
             nn.Conv2d(c, width, 3, padding=1),
             nn.GroupNorm(4, width),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Conv2d(width, 2 * width, 3, padding=1),
             nn.GroupNorm(4, 2 * width),
             nn.ReLU(),
@@ -59,12 +61,21 @@ class CNN(nn.Module):
 MODELS: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {"mlp": MLP, "cnn": CNN}
 
 
-def build_network(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """A fresh network by name (``mlp`` or ``cnn``); weights come from the caller's seed."""
+def build_network(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A fresh network by name (``mlp``, ``cnn`` or ``package.module:factory``); weights come
+    from the caller's seed."""
+    if is_dotted_path(name):
+        return build_custom(name, input_shape, num_classes)
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"model {name!r} takes images (channels, height, width), not shape "
+            f"{list(input_shape)}; name a model by dotted path package.module:factory"
+        )
+    c, h, w = input_shape
     try:
         factory = MODELS[name]
     except KeyError:
         raise ConfigError(
             f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}"
         ) from None
-    return factory(input_shape, num_classes)
+    return factory((c, h, w), num_classes)

@@ -6,6 +6,12 @@ DVC is imported lazily: writing, hashing, verifying and loading never import it.
 
 from __future__ import annotations
 
-from flock_pipeline.snapshots.store import DataChangedError, DatasetSnapshots, Snapshot
+from flock_pipeline.snapshots.store import (
+    DataChangedError,
+    DatasetSnapshots,
+    Snapshot,
+    content_hash,
+    folder_files,
+)
 
-__all__ = ["DataChangedError", "DatasetSnapshots", "Snapshot"]
+__all__ = ["DataChangedError", "DatasetSnapshots", "Snapshot", "content_hash", "folder_files"]

@@ -277,3 +277,24 @@ def test_dvc_state_stays_inside_the_root_and_home_is_untouched(
         assert Path(repo.site_cache_dir).is_relative_to(store.root)
     assert list(home.rglob("*")) == []
     assert os.environ["HOME"] == str(home)
+
+
+def test_one_dvc_add_of_many_folders_records_what_one_add_each_records(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the same three data sets under two roots.
+    one, many = DatasetSnapshots(tmp_path / "one"), DatasetSnapshots(tmp_path / "many")
+    names = ["p0", "p1", "p2"]
+    for i, name in enumerate(names):
+        one.write(name, arrays(seed=i))
+        many.write(name, arrays(seed=i))
+    # Execute
+    each = {name: one.snapshot(name) for name in names}
+    together = many.snapshot_many(names)
+    # Assert: the same hashes, each recorded in its own .dvc file, and DVC agrees.
+    assert {n: s.hash for n, s in together.items()} == {n: s.hash for n, s in each.items()}
+    assert len({s.hash for s in together.values()}) == 3
+    for name in names:
+        assert many.recorded(name) == together[name]
+        many.verify(together[name])
+    assert "up to date" in dvc(many.root, "status")

@@ -80,14 +80,35 @@ def test_cli_alpha_zero_is_refused_by_name(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("participants", "committee"), [(1, (1, 1)), (2, (2, 2)), (4, (4, 3)), (10, (10, 5))]
+    ("participants", "committee"), [(1, (1, 2)), (2, (2, 4)), (4, (4, 8)), (10, (10, 20))]
 )
-def test_everyone_proposes_while_a_committee_votes_by_default(participants, committee):
+def test_everyone_proposes_and_votes_by_default(participants, committee):
     from flock_pipeline.protocol.params import task_params
 
     cfg = load_config(overrides={"participants": participants})
-    assert cfg.committee == committee
+    assert cfg.committee == committee  # participants x stake 100 / min_stake 50
     params = task_params(cfg, bytes(32))
     assert (params.proposers_per_round, params.voters_per_round) == committee
     fixed = load_config(overrides={"participants": 4, "chain.voters_per_round": 4})
     assert fixed.committee == (4, 4)
+
+
+@pytest.mark.parametrize(("stake", "min_stake"), [(100, 50), (100, 100), (100, 30), (70, 50)])
+def test_every_eligible_stake_votes_at_its_own_weight_by_default(stake, min_stake):
+    from flock_pipeline.protocol.roles import is_voter
+    from flock_pipeline.protocol.settlement import role_weight
+
+    # Prepare: 10 participants at the configured stake; one of them slashed down to `left`
+    cfg = load_config(
+        overrides={"participants": 10, "chain.stake": stake, "chain.min_stake": min_stake}
+    )
+    _, voters = cfg.committee
+    for left in range(min_stake, stake + 1):
+        total = 9 * stake + left
+        # Execute / Assert: odds V * s / S reach 1, so even the largest draw (2**64 - 1)
+        # selects it, and it weighs its own stake
+        assert (2**64 - 1) * total < (voters * left) << 64
+        assert role_weight(left, total, voters) == left
+    seeds = [bytes([i]) * 32 for i in range(20)]
+    addresses = [f"0x{i:040x}" for i in range(1, 11)]
+    assert all(is_voter(z, a, stake, 10 * stake, voters) for z in seeds for a in addresses)
