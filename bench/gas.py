@@ -52,7 +52,9 @@ UPDATE_COUNTS = (1, 4, 16, 64)
 
 def _default_voters(n: int) -> int:
     """votersPerRound as the pipeline's configuration sets it for n participants."""
-    return min(n, max(3, n // 2))
+    from flock_pipeline.config import load_config
+
+    return load_config(None, {"participants": n}).committee[1]
 
 
 def _round_ends(client: AllianceClient, task_id: int, round_: int, phase: Phase) -> int:

@@ -1,10 +1,10 @@
 """The federated round as a Prefect DAG, and the task that runs R of them.
 
 ```
-verify datasets (DVC) ─► start round, roles (chain) ─► train × proposers (Lightning + Opacus)
-  ─► upload + submit hash ─► validate × voters (recompute the aggregate, score it, commit hash
-  and vote) ─► reveal × voters ─► finalize (the majority hash and vote decide) ─► model version
-  (MLflow)
+start round (verify datasets against DVC, start and draw it, roles) ─► train × proposers
+  (Lightning + Opacus) ─► upload + submit hash ─► validate × voters (recompute the aggregate,
+  score it, commit hash and vote) ─► reveal × voters ─► finalize (the majority hash and vote
+  decide) ─► model version (MLflow)
 ```
 Every step is idempotent against the chain, which is the source of truth: a task flow that
 crashed resumes where the chain says it stopped and never settles anything twice. Nobody posts
@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.aggregation import Strategy, StrategyState
@@ -140,13 +141,16 @@ def _committed(w: World, r: int, reference: Weights) -> Checked:
     """The round's updates as committed on chain, in submission order (the contract's update
     index), fetched by hash and checked against the global model ``reference``
     (``flock_pipeline.validity``): an update that is missing, unreadable or malformed is
-    flagged invalid, never raised. One event query for the round."""
-    entries, registered = [], {}
+    flagged invalid, never raised. One event query and one batch of stake reads for the
+    round."""
+    entries, members = [], []
     for ev in w.submissions(r):
         member = w.by_address(str(ev["proposer"]))
         blob = fetch_blob(w.store, _hex(ev["updateHash"]))
         entries.append((member.id, blob, int(ev["numSamples"])))
-        registered[member.id] = w.creator.participant_of(w.task_id, member.address).num_samples
+        members.append(member)
+    stakes = w.creator.participants_of(w.task_id, [m.address for m in members])  # one batch
+    registered = {m.id: s.num_samples for m, s in zip(members, stakes, strict=True)}
     return check_submissions(entries, reference, registered)
 
 
@@ -204,10 +208,8 @@ def _round_inputs(w: World, r: int) -> _RoundInputs:
 # ---------------------------------------------------------------- tasks
 
 
-@task(name="verify-datasets", cache_policy=NO_CACHE)
-def verify_datasets(name: str) -> dict[str, str]:
+def _verify_datasets(w: World) -> dict[str, str]:
     """Refuse to train or score on data that changed after its DVC snapshot."""
-    w = get_world(name)
     for m in w.members:
         w.snapshots.verify(m.snapshot)
     if w.validation is not None:
@@ -223,29 +225,22 @@ def verify_datasets(name: str) -> dict[str, str]:
     retry_condition_fn=_transient,
 )
 def start_round(name: str, r: int) -> dict[str, Any]:
-    """Start round ``r`` if it was not, and draw it once its seed is ready: crash-safe at any
-    step (a round requested but never drawn is drawn on resume)."""
+    """Check the data sets against their DVC snapshots, start round ``r`` if it was not and
+    draw it once its seed is ready: crash-safe at any step (a round requested but never drawn
+    is drawn on resume). Returns the round's seed and deadlines, the data sets' hashes and
+    every participant's role as sortition on chain gives it (anyone can recompute it): the
+    round's bookkeeping in one task."""
     w = get_world(name)
+    datasets = _verify_datasets(w)
     info = w.creator.open_round(w.task_id, r)
     return {
         "seed": _hex(info.seed),
         "training_ends": info.training_ends,
         "commit_ends": info.commit_ends,
         "reveal_ends": info.reveal_ends,
+        "datasets": datasets,
+        "roles": {pid: role.name.lower() for pid, role in w.roles(r).items()},
     }
-
-
-@task(
-    name="roles",
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=_DELAYS,
-    retry_condition_fn=_transient,
-)
-def roles(name: str, r: int) -> dict[str, str]:
-    """Every participant's role, as sortition on chain gives it (anyone can recompute it)."""
-    w = get_world(name)
-    return {pid: role.name.lower() for pid, role in w.roles(r).items()}
 
 
 @task(
@@ -449,14 +444,18 @@ def finalize(name: str, r: int, reveal_ends: int) -> dict[str, Any]:
     settled here, each settles on its next action or its claim."""
     w = get_world(name)
     w.chain.advance_to(reveal_ends + 1)
-    w.creator.finalize_round(w.task_id, r)  # None when a previous run already did
+    sent = w.creator.finalize_round(w.task_id, r)  # None when a previous run already did
     view = w.round_view(r)
     # Final from here on: later rounds' trust histories read it from the cache.
     w.finalized_trust[r] = view.trust
-    (log,) = w.creator.alliance.events.RoundFinalized().get_logs(
-        from_block=w.from_block, argument_filters={"taskId": w.task_id, "round": r}
-    )
-    receipt = w.chain.w3.eth.get_transaction_receipt(log["transactionHash"])
+    if sent is not None:
+        tx, gas = sent.tx_hash, sent.gas_used
+    else:  # finalized by an earlier run: the chain's log names its transaction
+        (log,) = w.creator.alliance.events.RoundFinalized().get_logs(
+            from_block=w.from_block, argument_filters={"taskId": w.task_id, "round": r}
+        )
+        tx = _hex(log["transactionHash"])
+        gas = int(w.chain.w3.eth.get_transaction_receipt(log["transactionHash"])["gasUsed"])
     return {
         "outcome": view.outcome.name.lower(),
         "aggregate_hash": view.aggregate_hash,
@@ -465,8 +464,8 @@ def finalize(name: str, r: int, reveal_ends: int) -> dict[str, Any]:
         "flagged": view.flagged,
         "contribution": view.contribution,
         "trust": view.trust,
-        "tx": _hex(log["transactionHash"]),
-        "gas_used": int(receipt["gasUsed"]),
+        "tx": tx,
+        "gas_used": gas,
     }
 
 
@@ -526,9 +525,8 @@ def federated_round(name: str, round_index: int) -> dict[str, Any]:
         return dict(json.loads(done.read_text()))
     began = time.perf_counter()
 
-    datasets = verify_datasets(name)
     started = start_round(name, r)
-    role = roles(name, r)
+    datasets, role = started["datasets"], started["roles"]
     global_hash = _hex(w.creator.task_state(w.task_id).global_model_hash)
     proposers = [pid for pid, x in role.items() if Role[x.upper()].proposes]
     voters = [pid for pid, x in role.items() if Role[x.upper()].votes]
@@ -708,9 +706,11 @@ def federated_task(
         logger.info("task %s (id %d on chain %d)", w.name, w.task_id, w.chain.chain_id)
         rounds = []
         for r in range(cfg.rounds):
-            rounds.append(
-                federated_round.with_options(flow_run_name=f"{w.name}-round-{r + 1}")(w.name, r)
-            )
+            # The task's own flow run sends the heartbeats of this process; a round's would
+            # add nothing but its thread's last sleep (up to a second) to every round's end.
+            with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+                run = federated_round.with_options(flow_run_name=f"{w.name}-round-{r + 1}")
+                rounds.append(run(w.name, r))
         for m in w.members:  # each claim settles its last round first; a repeat pays nothing
             m.client.claim(w.task_id)
         paid: dict[str, int] = {m.address.lower(): 0 for m in w.members}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from flock_pipeline.chain import (
@@ -31,6 +31,7 @@ from flock_pipeline.chain import (
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data import Federation, ParticipantData
+from flock_pipeline.data.schema import task_schema
 from flock_pipeline.errors import ConfigError, DataError, TaskFinished
 from flock_pipeline.limits import DEV_FUNDING_WEI, check_flow_limits
 from flock_pipeline.privacy import LedgerStore, PrivacyLedger
@@ -63,6 +64,8 @@ def config_hash(cfg: FlockConfig) -> str:
     if cfg.data.validation == "holdout":
         for key in ("validation", "validation_per_class"):
             data["data"].pop(key)
+    if cfg.data.folder_schema is None:  # tasks from before data schemas still resume
+        data["data"].pop("folder_schema")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -115,9 +118,7 @@ class World:
 
     def roles(self, r: int) -> dict[str, Role]:
         """Every member's role in round ``r``, read from the contract in one batch."""
-        fn = self.creator.alliance.functions.roleOf
-        calls = [fn(self.task_id, r, to_checksum_address(m.address)) for m in self.members]
-        found = _read_many(self.chain, calls)
+        found = self.creator.roles_of(self.task_id, r, [m.address for m in self.members])
         return {m.id: Role(int(v)) for m, v in zip(self.members, found, strict=True)}
 
     def submissions(self, r: int) -> list[dict[str, Any]]:
@@ -159,17 +160,6 @@ class World:
             _WORLDS.pop(self.name, None)
         if self.anvil is not None and self.started_anvil:
             self.anvil.down()
-
-
-def _read_many(chain: Chain, calls: list[Any]) -> list[Any]:
-    """Several contract reads in one JSON-RPC batch (one round trip to a node); in-process
-    calls cost no round trip and go one by one."""
-    if chain.kind == "py-evm" or not calls:
-        return [c.call() for c in calls]
-    with chain.w3.batch_requests() as batch:
-        for c in calls:
-            batch.add(c)
-        return list(batch.execute())
 
 
 def get_world(name: str) -> World:
@@ -255,20 +245,20 @@ VALIDATION = "validation"
 
 def _pinned(
     snapshots: DatasetSnapshots,
-    name: str,
-    arrays: dict[str, npt.NDArray[Any]],
-    recorded: str | None,
-) -> tuple[Snapshot, dict[str, npt.NDArray[Any]]]:
-    """The snapshot of data set ``name`` (a new task writes ``arrays`` and takes it; a resumed
-    one has its ``recorded`` hash) and its arrays as read back and checked against that hash:
-    everyone trains and scores on exactly the snapshot's bytes, not on a rebuild from the raw
-    data set."""
+    sets: dict[str, dict[str, npt.NDArray[Any]]],
+    recorded: dict[str, str] | None,
+) -> dict[str, tuple[Snapshot, dict[str, npt.NDArray[Any]]]]:
+    """The snapshot of each data set in ``sets`` (name → arrays; a new task writes them and
+    takes the snapshots, in one DVC call; a resumed one has its ``recorded`` hashes) and its
+    arrays as read back and checked against that hash: everyone trains and scores on exactly
+    the snapshot's bytes, not on a rebuild from the raw data set."""
     if recorded is None:
-        snapshots.write(name, arrays)
-        snapshot = snapshots.snapshot(name)
+        for name, arrays in sets.items():
+            snapshots.write(name, arrays)
+        taken = snapshots.snapshot_many(list(sets))
     else:
-        snapshot = Snapshot(name, snapshots.folder(name), recorded)
-    return snapshot, snapshots.load(name, snapshot)
+        taken = {n: Snapshot(n, snapshots.folder(n), recorded[n]) for n in sets}
+    return {n: (taken[n], snapshots.load(n, taken[n])) for n in sets}
 
 
 def _metadata_uri(cfg: FlockConfig, validation_hash: str | None) -> str:
@@ -409,10 +399,16 @@ def open_world(cfg: FlockConfig) -> World:
     folder = cfg.data_dir / "tasks" / name
     if resume:
         meta = _resumed_meta(cfg, name)
-    # Cheap checks first: tracking and storage open or fail by name.
-    registry = ModelRegistry.open(
-        cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name
-    )
+    # Cheap checks first: tracking and storage open or fail by name. Opening the tracking
+    # store itself (a new SQLite file: MLflow's schema migrations, seconds) goes on in the
+    # background meanwhile; its failure still stops the task before any training.
+    tracking_uri = ModelRegistry.check_uri(cfg.tracking.uri, cfg.data_dir)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flock-tracking")
+    opening = pool.submit(
+        ModelRegistry.open, tracking_uri, cfg.data_dir, cfg.tracking.experiment,
+        cfg.registered_name,
+    )  # fmt: skip
+    pool.shutdown(wait=False)  # the one job runs on; the pool takes no other
     store = open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url)
     store.check_writable()
     fed = _federation(cfg)  # before the chain: a data set that cannot be split starts nothing
@@ -425,12 +421,11 @@ def open_world(cfg: FlockConfig) -> World:
         creator = AllianceClient(chain, deployment, creator_signer)
 
         snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
-        snaps, parts = {}, []
-        for p in fed.participants:
-            recorded = meta["datasets"][p.id] if resume else None
-            arrays = {k: getattr(p, k) for k in _PARTICIPANT_ARRAYS}
-            snaps[p.id], arrays = _pinned(snapshots, p.id, arrays, recorded)
-            parts.append(ParticipantData(p.id, *(arrays[k] for k in _PARTICIPANT_ARRAYS)))
+        sets = {p.id: {k: getattr(p, k) for k in _PARTICIPANT_ARRAYS} for p in fed.participants}
+        pinned = _pinned(snapshots, sets, dict(meta["datasets"]) if resume else None)
+        snaps = {pid: snapshot for pid, (snapshot, _) in pinned.items()}
+        parts = [ParticipantData(pid, *(arrays[k] for k in _PARTICIPANT_ARRAYS))
+                 for pid, (_, arrays) in pinned.items()]  # fmt: skip
         fed = replace(fed, participants=parts)
         validation = None
         if fed.x_validation is not None and fed.y_validation is not None:
@@ -439,9 +434,9 @@ def open_world(cfg: FlockConfig) -> World:
                     f"task {name!r} records no shared validation set; resume it with "
                     "data.validation: holdout, or pick a new task name"
                 )
-            recorded = meta["validation"] if resume else None
-            arrays = {"x": fed.x_validation, "y": fed.y_validation}
-            validation, arrays = _pinned(snapshots, VALIDATION, arrays, recorded)
+            recorded = {VALIDATION: meta["validation"]} if resume else None
+            sets = {VALIDATION: {"x": fed.x_validation, "y": fed.y_validation}}
+            validation, arrays = _pinned(snapshots, sets, recorded)[VALIDATION]
             fed = replace(fed, x_validation=arrays["x"], y_validation=arrays["y"])
 
         if resume:
@@ -469,6 +464,7 @@ def open_world(cfg: FlockConfig) -> World:
                 "task_id": task_id,
                 "initial_model": init_hash,
                 "datasets": {pid: s.hash for pid, s in snaps.items()},
+                "schema": task_schema(cfg).model_dump(mode="json"),
                 "validation": None if validation is None else validation.hash,
                 "complete": False,
             }
@@ -506,6 +502,7 @@ def open_world(cfg: FlockConfig) -> World:
                     num_samples=len(data.y_train),
                     data_hash=dataset_hash(m.snapshot.hash),
                 )
+        registry = opening.result()
     except BaseException:
         if anvil is not None and started:
             anvil.down()

@@ -7,7 +7,9 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlparse
 
+import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -100,9 +102,28 @@ def in_process() -> Chain:
     return Chain(w3=Web3(EthereumTesterProvider(tester)), kind="py-evm", tester=tester)
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
 def connect(url: str, kind: ChainKind = "rpc", timeout: float = 30.0) -> Chain:
-    """Connect to a JSON-RPC endpoint (anvil, Base Sepolia, Base ...)."""
-    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    """Connect to a JSON-RPC endpoint (anvil, Base Sepolia, Base ...).
+
+    The chain id is asked once per connection and thread (web3 validates it before every call
+    and estimate), and a node on loopback is reached without the environment's proxy and netrc
+    settings, which requests would otherwise look up on every request."""
+    session = None
+    if urlparse(url).hostname in _LOOPBACK:
+        session = requests.Session()
+        session.trust_env = False
+    provider = HTTPProvider(
+        url,
+        request_kwargs={"timeout": timeout},
+        session=session,
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+        request_cache_validation_threshold=None,
+    )
+    w3 = Web3(provider)
     if not w3.is_connected():
         raise ChainSetupError(
             f"no JSON-RPC node answers at {url}; start one (`flock chain up`) or fix the URL"

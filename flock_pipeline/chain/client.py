@@ -7,6 +7,7 @@ approve the alliance, which moves their tokens into the vault.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Sequence
@@ -37,7 +38,13 @@ from flock_pipeline.chain.structs import (
     UpdateView,
     VoteState,
 )
-from flock_pipeline.chain.transactions import RevertDecoder, Signer, Transactor
+from flock_pipeline.chain.transactions import (
+    ContractCalls,
+    EncodedCall,
+    RevertDecoder,
+    Signer,
+    Transactor,
+)
 from flock_pipeline.errors import ConfigError
 from flock_pipeline.protocol.settlement import default_deadline
 from flock_pipeline.protocol.vote import (
@@ -217,10 +224,22 @@ class AllianceClient:
             abi=load_artifact("FutureBlockSeed").abi,
         )
         self.tx = Transactor(chain.w3, _decoder())
+        self._struct_fields: dict[str, list[dict[str, Any]]] = {}
+        # What this client sends and reads goes through calls encoded from the ABI once;
+        # ``token``, ``alliance`` and ``seeds`` stay web3 contracts for events and callers.
+        self._calls = {
+            "token": ContractCalls(chain.w3, self.token.address, self.token.abi),
+            "alliance": ContractCalls(chain.w3, self.alliance.address, self.alliance.abi),
+            "seeds": ContractCalls(chain.w3, self.seeds.address, self.seeds.abi),
+        }
 
     def as_signer(self, signer: Signer) -> AllianceClient:
-        """The same contracts, acting as `signer`."""
-        return AllianceClient(self.chain, self.deployment, signer)
+        """The same contracts, acting as `signer`: the contract objects and the transactor are
+        shared (they hold no key; a signer keeps its own nonce), so a federation of clients
+        costs one set of ABI lookups, not one per participant."""
+        other = copy.copy(self)
+        other.signer = signer
+        return other
 
     @property
     def address(self) -> str:
@@ -240,23 +259,23 @@ class AllianceClient:
 
     def mint(self, to: str, amount: int) -> TxResult:
         """Mint FLOCK (the signer needs MINTER_ROLE)."""
-        return self._send(self.token.functions.mint(to_checksum_address(to), amount))
+        return self._send(self._calls["token"].mint(to_checksum_address(to), amount))
 
     def transfer(self, to: str, amount: int) -> TxResult:
         """Transfer FLOCK."""
-        return self._send(self.token.functions.transfer(to_checksum_address(to), amount))
+        return self._send(self._calls["token"].transfer(to_checksum_address(to), amount))
 
     def balance_of(self, address: str | None = None) -> int:
         """FLOCK balance (of the signer by default)."""
         return int(
-            self._call(self.token.functions.balanceOf(to_checksum_address(address or self.address)))
+            self._call(self._calls["token"].balanceOf(to_checksum_address(address or self.address)))
         )
 
     def _approve(self, amount: int) -> None:
         spender = to_checksum_address(self.deployment.alliance)
-        allowance = self._call(self.token.functions.allowance(self.address, spender))
+        allowance = self._call(self._calls["token"].allowance(self.address, spender))
         if allowance < amount:
-            self._send(self.token.functions.approve(spender, amount))
+            self._send(self._calls["token"].approve(spender, amount))
 
     # -------------------------------------------------------------- tasks and stake
 
@@ -272,7 +291,7 @@ class AllianceClient:
                 ),
             )  # fmt: skip
         self._approve(config.reward_pool)
-        result = self._send(self.alliance.functions.createTask(config.as_abi()))
+        result = self._send(self._calls["alliance"].createTask(config.as_abi()))
         (event,) = self.events(result, "TaskCreated")
         return int(event["taskId"]), result
 
@@ -284,27 +303,27 @@ class AllianceClient:
         hash (protocol.params.dataset_hash of the DVC hash). The first stake must register;
         later ones may pass zeros (keep) or the same values."""
         self._approve(amount)
-        return self._send(self.alliance.functions.stake(task_id, amount, num_samples, data_hash))
+        return self._send(self._calls["alliance"].stake(task_id, amount, num_samples, data_hash))
 
     def cancel_task(self, task_id: int) -> TxResult:
         """End the task now (its creator, between rounds): no stake or round from here, the
         pool can be reclaimed."""
-        return self._send(self.alliance.functions.cancelTask(task_id))
+        return self._send(self._calls["alliance"].cancelTask(task_id))
 
     def request_unstake(self, task_id: int, amount: int) -> TxResult:
         """Start unbonding `amount` of active stake."""
-        return self._send(self.alliance.functions.requestUnstake(task_id, amount))
+        return self._send(self._calls["alliance"].requestUnstake(task_id, amount))
 
     def withdraw(self, task_id: int) -> TxResult:
         """Withdraw unbonded stake after the delay."""
-        return self._send(self.alliance.functions.withdraw(task_id))
+        return self._send(self._calls["alliance"].withdraw(task_id))
 
     # -------------------------------------------------------------- rounds
 
     def start_round(self, task_id: int, draw: bool = True) -> tuple[int, TxResult]:
         """Start the next round and, unless `draw` is False, wait for its seed and draw it;
         returns (round index, the draw's tx, or the start's without `draw`)."""
-        result = self._send(self.alliance.functions.startRound(task_id))
+        result = self._send(self._calls["alliance"].startRound(task_id))
         (event,) = self.events(result, "RoundRequested")
         round_ = int(event["round"])
         if not draw:
@@ -314,7 +333,7 @@ class AllianceClient:
     def seed_state(self, task_id: int, round_: int) -> tuple[SeedState, bytes]:
         """What the seed source says of a round's seed: its state and, once ready, the seed."""
         state, seed = self._call(
-            self.seeds.functions.seedOf(self.alliance.address, task_id, round_)
+            self._calls["seeds"].seedOf(self.alliance.address, task_id, round_)
         )
         return SeedState(state), bytes(seed)
 
@@ -333,7 +352,7 @@ class AllianceClient:
             if state is SeedState.READY:
                 return seed
             if state is SeedState.LAPSED:
-                self._send(self.alliance.functions.renewSeed(task_id, round_))
+                self._send(self._calls["alliance"].renewSeed(task_id, round_))
             elif state is SeedState.NONE:
                 raise ChainSetupError(
                     f"round {round_ + 1} of task {task_id} has no seed request; start it first"
@@ -349,7 +368,7 @@ class AllianceClient:
         """Blocks to mine until a FutureBlockSeed request is ready (1 for another source)."""
         try:
             target = int(
-                self.seeds.functions.targetOf(self.alliance.address, task_id, round_).call()
+                self._calls["seeds"].targetOf(self.alliance.address, task_id, round_).call()
             )
         except self.tx._reverts:
             return 1
@@ -359,7 +378,7 @@ class AllianceClient:
         """Wait for the round's seed (wait_for_seed) and draw it: roles and deadlines exist
         from this transaction."""
         self.wait_for_seed(task_id, round_)
-        return self._send(self.alliance.functions.drawRound(task_id, round_))
+        return self._send(self._calls["alliance"].drawRound(task_id, round_))
 
     def open_round(self, task_id: int, round_: int) -> RoundInfo:
         """Round `round_` drawn, whatever was done before (crash-safe): started if it was not,
@@ -377,7 +396,7 @@ class AllianceClient:
     ) -> TxResult:
         """Commit this proposer's update hash (training phase)."""
         return self._send(
-            self.alliance.functions.submitUpdate(task_id, round_, update_hash, num_samples)
+            self._calls["alliance"].submitUpdate(task_id, round_, update_hash, num_samples)
         )
 
     def commit_vote(
@@ -407,14 +426,14 @@ class AllianceClient:
         commitment = vote_commitment(
             task_id, round_, self.address, aggregate_hash, score, salt, values
         )
-        result = self._send(self.alliance.functions.commitVote(task_id, round_, commitment))
+        result = self._send(self._calls["alliance"].commitVote(task_id, round_, commitment))
         vote = Vote(task_id, round_, self.address, aggregate_hash, score, salt, commitment, values)
         return vote, result
 
     def reveal_vote(self, vote: Vote) -> TxResult:
         """Reveal a committed vote: its hash, score, contributions and salt (reveal phase)."""
         return self._send(
-            self.alliance.functions.revealVote(
+            self._calls["alliance"].revealVote(
                 vote.task_id,
                 vote.round,
                 vote.aggregate_hash,
@@ -428,27 +447,27 @@ class AllianceClient:
         """Finalize a round after its reveal deadline; None if it already was (crash-safe)."""
         if self.phase_of(task_id, round_) is Phase.FINALIZED:
             return None
-        return self._send(self.alliance.functions.finalizeRound(task_id, round_))
+        return self._send(self._calls["alliance"].finalizeRound(task_id, round_))
 
     def report_no_show(self, task_id: int, round_: int, account: str) -> TxResult:
         """Slash a participant selected in a finalized round that did nothing."""
         return self._send(
-            self.alliance.functions.reportNoShow(task_id, round_, to_checksum_address(account))
+            self._calls["alliance"].reportNoShow(task_id, round_, to_checksum_address(account))
         )
 
     def settle(self, task_id: int, account: str) -> TxResult:
         """Settle `account`'s last finalized round (reward credited or slash taken)."""
-        return self._send(self.alliance.functions.settle(task_id, to_checksum_address(account)))
+        return self._send(self._calls["alliance"].settle(task_id, to_checksum_address(account)))
 
     def claim(self, task_id: int) -> tuple[int, TxResult]:
         """Pull everything accrued in a task; returns (amount paid, tx). Safe to repeat."""
-        result = self._send(self.alliance.functions.claim(task_id))
+        result = self._send(self._calls["alliance"].claim(task_id))
         paid = sum(int(e["amount"]) for e in self.events(result, "Claimed"))
         return paid, result
 
     def reclaim_pool(self, task_id: int) -> tuple[int, TxResult]:
         """Creator takes back the pool left after the last round; returns (amount, tx)."""
-        result = self._send(self.alliance.functions.reclaimPool(task_id))
+        result = self._send(self._calls["alliance"].reclaimPool(task_id))
         (event,) = self.events(result, "PoolReclaimed")
         return int(event["amount"]), result
 
@@ -456,12 +475,12 @@ class AllianceClient:
 
     def task_config(self, task_id: int) -> TaskConfig:
         """The task's creation parameters."""
-        return TaskConfig.from_abi(tuple(self._call(self.alliance.functions.taskParams(task_id))))
+        return TaskConfig.from_abi(tuple(self._call(self._calls["alliance"].taskParams(task_id))))
 
     def task_state(self, task_id: int) -> TaskState:
         """The task's progress and token buckets."""
         creator, started, participants, model, pool, staked, allotted, claimable = self._call(
-            self.alliance.functions.taskState(task_id)
+            self._calls["alliance"].taskState(task_id)
         )
         return TaskState(
             creator, started, participants, bytes(model), pool, staked, allotted, claimable
@@ -469,13 +488,13 @@ class AllianceClient:
 
     def round_info(self, task_id: int, round_: int) -> RoundInfo:
         """A round's seed, deadlines, accumulators, settlement and outcome."""
-        values = self._call(self.alliance.functions.roundInfo(task_id, round_))
+        values = self._call(self._calls["alliance"].roundInfo(task_id, round_))
         return self._struct(RoundInfo, "roundInfo", values)
 
     def record_of(self, task_id: int, round_: int, account: str | None = None) -> Record:
         """What `account` (the signer by default) did in a round, as proposer and as voter."""
         values = self._call(
-            self.alliance.functions.recordOf(
+            self._calls["alliance"].recordOf(
                 task_id, round_, to_checksum_address(account or self.address)
             )
         )
@@ -483,13 +502,13 @@ class AllianceClient:
 
     def tally_of(self, task_id: int, round_: int, aggregate_hash: bytes) -> Tally:
         """The revealed votes of a round that named `aggregate_hash`."""
-        values = self._call(self.alliance.functions.tallyOf(task_id, round_, aggregate_hash))
+        values = self._call(self._calls["alliance"].tallyOf(task_id, round_, aggregate_hash))
         return self._struct(Tally, "tallyOf", values)
 
     def round_updates(self, task_id: int, round_: int) -> list[UpdateView]:
         """Every update of a round in submission order, scored for its leading hash (one
         call for the whole round)."""
-        rows = self._call(self.alliance.functions.roundUpdates(task_id, round_))
+        rows = self._call(self._calls["alliance"].roundUpdates(task_id, round_))
         return [
             self._struct(UpdateView, "roundUpdates", row, index=index)
             for index, row in enumerate(rows)
@@ -514,25 +533,56 @@ class AllianceClient:
         return cls(**raw)
 
     def _components(self, function: str) -> list[dict[str, Any]]:
-        """The components of the struct (or struct array) `function` returns."""
-        abi = cast(list[dict[str, Any]], self.alliance.abi)
-        (entry,) = (e for e in abi if e["type"] == "function" and e["name"] == function)
-        return cast(list[dict[str, Any]], entry["outputs"][0]["components"])
+        """The components of the struct (or struct array) `function` returns (looked up in the
+        ABI once per function; clients made with `as_signer` share the lookups)."""
+        found = self._struct_fields.get(function)
+        if found is None:
+            abi = cast(list[dict[str, Any]], self.alliance.abi)
+            (entry,) = (e for e in abi if e["type"] == "function" and e["name"] == function)
+            found = cast(list[dict[str, Any]], entry["outputs"][0]["components"])
+            self._struct_fields[function] = found
+        return found
 
     def participant_of(self, task_id: int, account: str | None = None) -> ParticipantStake:
         """`account`'s stake in a task and its registered dataset."""
         values = self._call(
-            self.alliance.functions.participantOf(
+            self._calls["alliance"].participantOf(
                 task_id, to_checksum_address(account or self.address)
             )
         )
         return self._struct(ParticipantStake, "participantOf", values)
 
+    def participants_of(self, task_id: int, accounts: Sequence[str]) -> list[ParticipantStake]:
+        """`participant_of` of several accounts, read in one JSON-RPC batch (one round trip
+        to the node; an in-process chain has no round trip and reads them one by one)."""
+        fn = self._calls["alliance"].participantOf
+        found = self._call_many([fn(task_id, to_checksum_address(a)) for a in accounts])
+        return [self._struct(ParticipantStake, "participantOf", v) for v in found]
+
+    def roles_of(self, task_id: int, round_: int, accounts: Sequence[str]) -> list[Role]:
+        """`role_of` of several accounts in a started round, read in one JSON-RPC batch."""
+        fn = self._calls["alliance"].roleOf
+        calls = [fn(task_id, round_, to_checksum_address(a)) for a in accounts]
+        return [Role(int(v)) for v in self._call_many(calls)]
+
+    def _call_many(self, calls: Sequence[EncodedCall]) -> list[Any]:
+        """Several contract reads in one JSON-RPC batch; a revert raises its named error."""
+        if self.chain.kind == "py-evm" or not calls:
+            return [self._call(c) for c in calls]
+        try:
+            with self.chain.w3.batch_requests() as batch:
+                for c in calls:
+                    batch.add(c.request())
+                raw = batch.execute()
+        except self.tx._reverts as exc:
+            raise self.tx.decoder.translate(exc) from None
+        return [c.function.decode(bytes(cast(Any, r))) for c, r in zip(calls, raw, strict=True)]
+
     def role_of(self, task_id: int, round_: int, account: str | None = None) -> Role:
         """The role sortition gives `account` in a started round."""
         return Role(
             self._call(
-                self.alliance.functions.roleOf(
+                self._calls["alliance"].roleOf(
                     task_id, round_, to_checksum_address(account or self.address)
                 )
             )
@@ -542,7 +592,7 @@ class AllianceClient:
         """`account`'s stake as counted for a round's roles."""
         return int(
             self._call(
-                self.alliance.functions.stakeAt(
+                self._calls["alliance"].stakeAt(
                     task_id, to_checksum_address(account or self.address), round_
                 )
             )
@@ -550,13 +600,13 @@ class AllianceClient:
 
     def phase_of(self, task_id: int, round_: int) -> Phase:
         """The phase a round is in now."""
-        return Phase(self._call(self.alliance.functions.phaseOf(task_id, round_)))
+        return Phase(self._call(self._calls["alliance"].phaseOf(task_id, round_)))
 
     def claimable_of(self, task_id: int, account: str | None = None) -> int:
         """Settled, unclaimed tokens of `account`."""
         return int(
             self._call(
-                self.alliance.functions.claimableOf(
+                self._calls["alliance"].claimableOf(
                     task_id, to_checksum_address(account or self.address)
                 )
             )
@@ -565,10 +615,10 @@ class AllianceClient:
     def events(self, result: TxResult, name: str) -> list[dict[str, Any]]:
         """Decoded `name` events of a transaction, as dicts of their arguments."""
         event = getattr(self.alliance.events, name, None) or getattr(self.token.events, name)
-        receipt = self.tx.receipt(result.tx_hash)
+        receipt = {"logs": result.logs}  # the logs the send already has: no second request
         return [
             dict(e["args"])
-            for e in event().process_receipt(receipt, errors=DISCARD)
+            for e in event().process_receipt(cast(Any, receipt), errors=DISCARD)
             if e["address"] in (self.alliance.address, self.token.address)
         ]
 

@@ -159,14 +159,8 @@ class ModelRegistry:
         ``<data_dir>/mlartifacts``. A URI that cannot be used raises TrackingError here, fast.
         """
         data_dir = Path(data_dir)
-        if not tracking_uri:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            tracking_uri = f"sqlite:///{(data_dir / 'mlflow.db').resolve()}"
+        tracking_uri = cls.check_uri(tracking_uri, data_dir)
         scheme = urlparse(tracking_uri).scheme.lower()
-        if scheme == "sqlite":
-            _check_sqlite(tracking_uri)
-        elif scheme in _HTTP_SCHEMES:
-            _check_http(tracking_uri)
         try:
             with _quiet():
                 client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -188,6 +182,22 @@ class ModelRegistry:
                 f"cannot open tracking URI {tracking_uri!r}: {type(exc).__name__}: {exc}"
             ) from None
         return cls(client, tracking_uri, experiment_id, registered_name)
+
+    @staticmethod
+    def check_uri(tracking_uri: str | None, data_dir: Path) -> str:
+        """The tracking URI ``open`` would use (``None``: the embedded SQLite file), after the
+        quick checks that catch a user's mistake (a SQLite path that cannot be, a server that
+        does not answer); raises TrackingError naming the fix. Opening the store itself (for a
+        new SQLite file: MLflow's schema migrations, seconds) is left to ``open``."""
+        if not tracking_uri:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            tracking_uri = f"sqlite:///{(Path(data_dir) / 'mlflow.db').resolve()}"
+        scheme = urlparse(tracking_uri).scheme.lower()
+        if scheme == "sqlite":
+            _check_sqlite(tracking_uri)
+        elif scheme in _HTTP_SCHEMES:
+            _check_http(tracking_uri)
+        return tracking_uri
 
     @staticmethod
     def _create_experiment(client: MlflowClient, name: str, location: str | None) -> str:
@@ -248,11 +258,15 @@ class ModelRegistry:
                     weights_file = Path(tmp) / Path(WEIGHTS_ARTIFACT).name
                     weights_file.write_bytes(data)
                     mlflow.log_artifact(str(weights_file), str(Path(WEIGHTS_ARTIFACT).parent))
+                    # No serving-input validation: it loads the model back and predicts on
+                    # the example (a fifth of the call); the network is our own, built and
+                    # loaded above, and the tests load a logged model through models:/.
                     info = mlflow.pytorch.log_model(
                         network,
                         name="model",
                         input_example=example,
                         pip_requirements=_pip_requirements(),
+                        validate_serving_input=False,
                     )
                 version = self._register(run_id, info, all_tags)
         except MlflowException as exc:
