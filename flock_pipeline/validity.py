@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args, overload
 
 import torch
 
@@ -47,16 +47,19 @@ __all__ = [
     "Checked",
     "Invalid",
     "InvalidReason",
+    "Oversized",
     "SignatureCheck",
     "Valid",
     "check_submissions",
     "check_update",
     "fetch_blob",
     "is_invalid",
+    "update_size_limit",
 ]
 
 InvalidReason = Literal[
     "unavailable",
+    "too_large",
     "unsigned",
     "bad_signature",
     "wrong_signer",
@@ -122,7 +125,7 @@ def is_invalid(reason: str | None) -> bool:
 
 
 def check_update(
-    blob: bytes | None,
+    blob: bytes | Oversized | None,
     reference: Mapping[str, torch.Tensor],
     num_samples: int,
     registered_samples: int | None = None,
@@ -136,6 +139,12 @@ def check_update(
     asked for)."""
     if blob is None:
         return Invalid("unavailable", "no bytes behind the committed hash")
+    if isinstance(blob, Oversized):
+        return Invalid(
+            "too_large",
+            f"{blob.size} bytes behind the committed hash; an update of this model takes at "
+            f"most {blob.limit}",
+        )
     if signature is not None:
         refusal = verify_update(
             signature.envelope,
@@ -182,14 +191,43 @@ def check_update(
     return Valid(weights)
 
 
-def fetch_blob(store: BlobStore, digest: str) -> bytes | None:
+@dataclass(frozen=True)
+class Oversized:
+    """A blob :func:`fetch_blob` left unread: ``size`` bytes, more than ``limit``."""
+
+    size: int
+    limit: int
+
+
+def update_size_limit(reference: Mapping[str, torch.Tensor]) -> int:
+    """The most bytes an update of the model ``reference`` can take: its tensors' bytes plus
+    1 MiB for the safetensors header (a real header of this project's models is a few KB)."""
+    return sum(t.numel() * t.element_size() for t in reference.values()) + (1 << 20)
+
+
+@overload
+def fetch_blob(store: BlobStore, digest: str, max_bytes: None = None) -> bytes | None: ...
+
+
+@overload
+def fetch_blob(store: BlobStore, digest: str, max_bytes: int) -> bytes | Oversized | None: ...
+
+
+def fetch_blob(
+    store: BlobStore, digest: str, max_bytes: int | None = None
+) -> bytes | Oversized | None:
     """The bytes behind a committed hash, or None when the store has none that hash to it.
 
     A store that cannot be reached raises (StorageError): an outage is not the proposer's fault
     and must not flag its update. A blob that is there but cannot be read back intact (bytes
-    that do not hash to their address) is the proposer's: it counts as unavailable."""
-    if not store.exists(digest):
+    that do not hash to their address) is the proposer's: it counts as unavailable. With
+    ``max_bytes``, a larger blob is not read at all (:class:`Oversized`): a proposer cannot make
+    every voter load gigabytes."""
+    size = store.size(digest)
+    if size is None:
         return None
+    if max_bytes is not None and size > max_bytes:
+        return Oversized(size, max_bytes)
     try:
         return store.get(digest)
     except StorageError:
@@ -212,7 +250,7 @@ class Checked:
 
 
 def check_submissions(
-    submissions: Iterable[tuple[str, bytes | None, int]],
+    submissions: Iterable[tuple[str, bytes | Oversized | None, int]],
     reference: Mapping[str, torch.Tensor],
     registered_samples: Mapping[str, int] | None = None,
     signatures: Mapping[str, SignatureCheck] | None = None,

@@ -69,7 +69,7 @@ from flock_pipeline.serialization import Weights, canonical_bytes, from_bytes
 from flock_pipeline.storage import digest_of
 from flock_pipeline.tracking import TrackingError
 from flock_pipeline.tracking.registry import HASH_TAG
-from flock_pipeline.validity import Checked, check_submissions, fetch_blob
+from flock_pipeline.validity import Checked, check_submissions, fetch_blob, update_size_limit
 from flows.world import TOKEN, Member, World, get_world, open_world
 
 __all__ = ["federated_round", "federated_task"]
@@ -144,9 +144,10 @@ def _committed(w: World, r: int, reference: Weights) -> Checked:
     flagged invalid, never raised. One event query and one batch of stake reads for the
     round."""
     entries, members = [], []
+    limit = update_size_limit(reference)
     for ev in w.submissions(r):
         member = w.by_address(str(ev["proposer"]))
-        blob = fetch_blob(w.store, _hex(ev["updateHash"]))
+        blob = fetch_blob(w.store, _hex(ev["updateHash"]), max_bytes=limit)
         entries.append((member.id, blob, int(ev["numSamples"])))
         members.append(member)
     stakes = w.creator.participants_of(w.task_id, [m.address for m in members])  # one batch

@@ -33,6 +33,11 @@ class BlobStore(Protocol):
         """Whether a blob with this digest is stored (its content is not checked)."""
         ...
 
+    def size(self, digest: str) -> int | None:
+        """How many bytes are stored under this digest (None: no blob), read without fetching
+        them, so a reader can refuse a blob too large to be what it claims before it loads it."""
+        ...
+
     def uri(self, digest: str) -> str:
         """Where the blob lives: a ``file://`` URI or ``s3://bucket/key``."""
         ...

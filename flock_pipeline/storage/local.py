@@ -65,6 +65,12 @@ class LocalBlobStore:
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def size(self, digest: str) -> int | None:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
     def uri(self, digest: str) -> str:
         return self.path(digest).as_uri()
 

@@ -149,6 +149,10 @@ class S3BlobStore:
     def exists(self, digest: str) -> bool:
         return self._head(self.key(digest)) is not None
 
+    def size(self, digest: str) -> int | None:
+        head = self._head(self.key(digest))
+        return None if head is None else int(head["ContentLength"])
+
     def uri(self, digest: str) -> str:
         return f"s3://{self.bucket}/{self.key(digest)}"
 

@@ -50,7 +50,7 @@ def test_put_returns_the_sha256_digest_and_get_returns_the_same_bytes(data_dir: 
     assert isinstance(store, LocalBlobStore)
     assert store.put(BLOB) == DIGEST
     assert store.get(DIGEST) == BLOB
-    assert store.exists(DIGEST)
+    assert store.exists(DIGEST) and store.size(DIGEST) == len(BLOB)
 
 
 def test_the_digest_is_the_weights_content_hash_committed_on_chain(data_dir: Path) -> None:
@@ -206,9 +206,9 @@ def test_s3_round_trip_puts_the_object_in_the_served_folder(
     s3_store: BlobStore, s3_server: S3Server
 ) -> None:
     assert isinstance(s3_store, S3BlobStore)
-    assert not s3_store.exists(DIGEST)
+    assert not s3_store.exists(DIGEST) and s3_store.size(DIGEST) is None
     assert s3_store.put(BLOB) == DIGEST
-    assert s3_store.exists(DIGEST)
+    assert s3_store.exists(DIGEST) and s3_store.size(DIGEST) == len(BLOB)
     assert s3_store.get(DIGEST) == BLOB
     key = f"task-1/sha256/{DIGEST[2:4]}/{DIGEST[2:]}"
     assert s3_store.uri(DIGEST) == f"s3://flock-blobs/{key}"

@@ -30,6 +30,7 @@ from flock_pipeline.validity import (
     check_submissions,
     check_update,
     fetch_blob,
+    update_size_limit,
 )
 
 GLOBAL: Weights = {
@@ -112,8 +113,8 @@ def test_a_claim_above_the_registered_count_is_too_many_samples_and_only_when_kn
 def test_every_reason_reads_as_an_invalid_flag() -> None:
     assert Invalid("not_finite", "x").flag == "invalid:not_finite"
     assert set(INVALID_REASONS) == {
-        "unavailable", "too_many_samples", "not_safetensors", "wrong_tensors", "wrong_shape",
-        "wrong_dtype", "not_finite", "unsigned", "bad_signature", "wrong_signer",
+        "unavailable", "too_large", "too_many_samples", "not_safetensors", "wrong_tensors",
+        "wrong_shape", "wrong_dtype", "not_finite", "unsigned", "bad_signature", "wrong_signer",
         "wrong_context", "replayed", "expired",
     }  # fmt: skip
     assert set(SIGNATURE_REASONS) <= set(INVALID_REASONS)
@@ -320,6 +321,29 @@ def test_fetch_gives_the_stored_bytes_and_none_for_a_missing_or_a_corrupt_blob(
     assert fetch_blob(store, kept) == b"kept"
     assert fetch_blob(store, lost) is None
     assert fetch_blob(store, corrupt) is None
+
+
+def test_a_blob_larger_than_any_update_of_the_model_is_too_large_and_never_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: an honest update and one padded past what the model's tensors can take
+    store = LocalBlobStore(tmp_path)
+    honest = canonical_bytes(_weights(0.1))
+    limit = update_size_limit(GLOBAL)
+    assert len(honest) <= limit
+    padded = store.put(honest + b"\0" * (limit - len(honest) + 1))
+    fits = store.put(honest)
+    read: list[str] = []
+    get = store.get
+    monkeypatch.setattr(store, "get", lambda d: read.append(d) or get(d))
+    # Execute
+    big, small = fetch_blob(store, padded, max_bytes=limit), fetch_blob(store, fits, limit)
+    # Assert: the large one is refused by its size alone, the other read as before
+    assert read == [fits] and small == honest
+    verdict = check_update(big, GLOBAL, 10)
+    assert _reason(verdict) == "too_large" and str(limit) in verdict.detail  # type: ignore[union-attr]
+    assert _reason(check_update(small, GLOBAL, 10)) is None
+    assert store.size(fits) == len(honest) and store.size("0x" + "0" * 64) is None
 
 
 # ---------------------------------------------------------------- the round steps
