@@ -165,7 +165,10 @@ class AnvilNode:
             # Also when the binding cannot hold (preexec None): the record lets the next `up`
             # find the node an ended run left behind.
             info |= {"owner_pid": os.getpid(), "owner_ticks": start_ticks(os.getpid())}
-        self.info_file.write_text(json.dumps(info))
+        # Whole or not at all: `flock chain status` and a parallel run read it at any moment.
+        tmp = self.info_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.info_file)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
