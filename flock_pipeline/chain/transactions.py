@@ -121,7 +121,14 @@ class ContractCalls:
     def __init__(self, w3: Web3, address: str, abi: Iterable[Any]) -> None:
         self._w3 = w3
         self._address = to_checksum_address(address)
-        self._functions = {e["name"]: _Function.of(e) for e in abi if e["type"] == "function"}
+        entries = [e for e in abi if e["type"] == "function"]
+        self._functions = {e["name"]: _Function.of(e) for e in entries}
+        if len(self._functions) != len(entries):  # by name alone an overload would be lost
+            names = sorted(
+                {e["name"] for e in entries if [x["name"] for x in entries].count(e["name"]) > 1}
+            )
+            raise ValueError(f"contract at {self._address} overloads {', '.join(names)}: "
+                             "ContractCalls looks functions up by name only")  # fmt: skip
 
     def __getattr__(self, name: str) -> Callable[..., EncodedCall]:
         try:

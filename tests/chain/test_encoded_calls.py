@@ -61,3 +61,17 @@ def test_an_encoded_transaction_that_would_revert_raises_its_named_error(world: 
         proposer.submit_update(rut.task_id, rut.round, BOGUS, 1)
     assert caught.value.name
     assert world.chain.w3.eth.get_transaction_count(proposer.signer.address) == nonce
+
+
+def test_an_abi_with_an_overloaded_function_is_refused_not_half_read() -> None:
+    from web3 import Web3
+
+    from flock_pipeline.chain.transactions import ContractCalls
+
+    def fn(*inputs: str) -> dict[str, Any]:
+        return {"type": "function", "name": "f", "outputs": [],
+                "inputs": [{"name": f"a{i}", "type": t} for i, t in enumerate(inputs)]}  # fmt: skip
+
+    ContractCalls(Web3(), "0x" + "11" * 20, [fn("uint256")])  # one of each name: fine
+    with pytest.raises(ValueError, match="overloads f"):
+        ContractCalls(Web3(), "0x" + "11" * 20, [fn("uint256"), fn("address")])
