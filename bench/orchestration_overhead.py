@@ -72,7 +72,7 @@ import web3.providers.rpc  # noqa: E402
 from prefect import flow  # noqa: E402
 
 import flows.federated as federated  # noqa: E402
-import flows.world as world  # noqa: E402
+import flock_pipeline.runtime.world as world  # noqa: E402
 from flock_pipeline.chain import AllianceClient, Chain  # noqa: E402
 from flock_pipeline.chain.anvil import AnvilNode  # noqa: E402
 from flock_pipeline.snapshots import DatasetSnapshots  # noqa: E402

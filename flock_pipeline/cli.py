@@ -127,7 +127,7 @@ def run(
     # (training, anvil, the server itself) can miss; a user's own setting wins.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.federated import federated_task
-    from flows.world import preflight
+    from flock_pipeline.runtime.world import preflight
 
     preflight(cfg)
     _start_run(cfg, "flock run")

@@ -8,6 +8,7 @@ Unknown keys and wrong types are errors, never silently ignored.
 from __future__ import annotations
 
 import math
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -349,6 +350,30 @@ class TrackingConfig(_Section):
     registered_name: str | None = Field(None, description="None: flock-<dataset>-<model>")
 
 
+class WorkersConfig(_Section):
+    """Participants on their own machines: one Prefect worker each (``flock participant
+    start``), triggered by the task flow through ``run_deployment``. Unset ``pool``: every
+    participant runs inside the task's own process (the in-process engine)."""
+
+    pool: str | None = Field(
+        None, description="Prefect process work pool the participants' workers serve; None: "
+        "the in-process engine",
+    )  # fmt: skip
+    members: list[str] = Field(
+        [], description="the participants' addresses, p0 first; only these may stake"
+    )
+    deadline_seconds: float = Field(
+        900, gt=0, description="how long a participant has for one duty before it is a no-show"
+    )
+    join_seconds: float = Field(
+        600, gt=0, description="how long the task waits for every member to stake before round 1"
+    )
+    quorum: int = Field(
+        1, ge=1, description="fewest updates a round votes on; below it the round is void (its "
+        "pot carries over) and the task goes on with the next",
+    )  # fmt: skip
+
+
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("flock_file_values")
 
 
@@ -389,6 +414,29 @@ class FlockConfig(BaseSettings):
     vote: VoteConfig = VoteConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
+    workers: WorkersConfig = WorkersConfig()
+
+    @model_validator(mode="after")
+    def _worker_members(self) -> FlockConfig:
+        w = self.workers
+        if w.pool is None:
+            return self
+        if len(w.members) != self.participants:
+            raise ValueError(
+                f"workers.members lists {len(w.members)} addresses for {self.participants} "
+                "participants: list one address per participant (p0 first)"
+            )
+        bad = [a for a in w.members if not re.fullmatch(r"0x[0-9a-fA-F]{40}", a)]
+        if bad:
+            raise ValueError(f"workers.members: {bad[0]!r} is not a 0x-prefixed 20-byte address")
+        if len({a.lower() for a in w.members}) != len(w.members):
+            raise ValueError("workers.members lists an address twice: one per participant")
+        if self.data.validation == "shared":
+            raise ValueError(
+                "data.validation: shared is not available with participant workers yet (the "
+                "shared set would have to reach every worker); use data.validation: holdout"
+            )
+        return self
 
     @model_validator(mode="after")
     def _attack_targets(self) -> FlockConfig:

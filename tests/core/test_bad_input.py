@@ -199,7 +199,7 @@ def test_a_dev_chain_whose_funder_cannot_fund_everyone_is_refused_before_a_trans
     tmp_path: Path,
 ) -> None:
     from flock_pipeline.chain.anvil import AnvilNode
-    from flows.world import _check_funding
+    from flock_pipeline.runtime.world import _check_funding
 
     node = AnvilNode(tmp_path, port=0)
     try:
@@ -263,7 +263,7 @@ def test_an_unwritable_blob_store_is_refused_before_any_server(tmp_path: Path, w
 
 def _finished_task(tmp_path: Path, config: dict[str, Any]) -> tuple[str, Path]:
     """A task folder as a finished run leaves it, for ``config``; (name, summary path)."""
-    from flows.world import config_hash
+    from flock_pipeline.runtime.world import config_hash
 
     path = tmp_path / "task.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -293,7 +293,7 @@ def test_rerunning_a_finished_task_says_so_names_its_summary_and_sends_nothing(
 
 
 def test_a_deployment_run_of_a_finished_task_is_refused_before_the_chain(tmp_path: Path) -> None:
-    from flows.world import open_world
+    from flock_pipeline.runtime.world import open_world
 
     name, _ = _finished_task(tmp_path, SMALL)
     cfg = load_config(tmp_path / "task.yaml", {"data_dir": str(tmp_path / "d"), "task": name})

@@ -164,7 +164,7 @@ def test_on_a_shared_validation_set_a_reversed_vote_is_never_paid(tmp_path):
     every honest voter measures the same score and contributions on it, so the dishonest voter's
     reversed vote is on the losing side whenever it differs: never paid, and never slashed (it
     revealed the same aggregate; only its judgement differs)."""
-    from flows.world import validation_hash
+    from flock_pipeline.runtime.world import validation_hash
 
     config = {
         **TASK,

@@ -167,7 +167,7 @@ def test_an_update_lost_from_the_store_after_its_commit_counts_as_unavailable(
     tmp_path: Path, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: p1's committed update disappears before any voter fetches it
-    from flows.world import get_world
+    from flock_pipeline.runtime.world import get_world
 
     def lose_p1(name: str, r: int) -> None:
         w = get_world(name)
@@ -196,7 +196,7 @@ def test_a_global_model_lost_from_the_store_is_restored_and_the_task_goes_on(
 ) -> None:
     # Prepare: before each round the current global model vanishes from the store (round 1:
     # the initial model; round 2: round 1's aggregate, registered in MLflow)
-    from flows.world import get_world
+    from flock_pipeline.runtime.world import get_world
 
     lost: list[str] = []
 
@@ -223,7 +223,7 @@ def test_a_global_model_lost_everywhere_names_its_hash_its_path_and_the_fix(
     tmp_path: Path, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: before round 2, round 1's model leaves the store and MLflow's artifacts go too
-    from flows.world import get_world
+    from flock_pipeline.runtime.world import get_world
 
     lost: list[str] = []
 

@@ -34,7 +34,7 @@ def test_a_resumed_proposer_submits_the_update_it_kept_and_never_trains_again(
 ) -> None:
     # Prepare: a task with DP-SGD on, round 1 started; count the trainings
     import flows.federated as federated
-    from flows.world import open_world
+    from flock_pipeline.runtime.world import open_world
 
     cfg = load_config(
         None,

@@ -213,7 +213,7 @@ def test_shared_validation_settings_make_another_task_only_when_on():
     """A task started with held-out validation (as every task before the shared set existed)
     keeps its config hash whatever validation_per_class says, so it still resumes."""
     from flock_pipeline.config import load_config
-    from flows.world import config_hash
+    from flock_pipeline.runtime.world import config_hash
 
     base = config_hash(load_config())
     assert config_hash(load_config(overrides={"data.validation_per_class": 7})) == base
@@ -224,7 +224,7 @@ def test_shared_validation_settings_make_another_task_only_when_on():
 
 
 def test_the_validation_hash_is_read_from_the_task_metadata_uri():
-    from flows.world import validation_hash
+    from flock_pipeline.runtime.world import validation_hash
 
     assert validation_hash("flock://flock-digits-mlp") is None
     assert validation_hash("flock://a?b?validation=md5:abc.dir") == "abc.dir"

@@ -1,21 +1,22 @@
-"""Everything a task's rounds act on, opened once per flow run: data, chain, stores, registry.
+"""Open (create or resume) a task: its coordinator and, for the in-process engine, every
+participant's runtime, each with its own key, data snapshot and ledger.
 
 Each outside system is reached through its adapter; this module only wires them together and
-checks, before any training starts, that every one of them is usable.
+checks, before any training starts, that every one of them is usable. Nothing is kept in a
+module global: what ``open_world`` returns is all there is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy.typing as npt
-from eth_utils.crypto import keccak
+from eth_utils.address import to_checksum_address
+from web3.types import Wei
 
 from flock_pipeline.chain import (
     AllianceClient,
@@ -30,29 +31,27 @@ from flock_pipeline.chain import (
 )
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig
-from flock_pipeline.data import Federation, ParticipantData
+from flock_pipeline.data import Federation, ParticipantData, build_federation, load_dataset
 from flock_pipeline.data.schema import task_schema
 from flock_pipeline.errors import ConfigError, DataError, TaskFinished
 from flock_pipeline.limits import DEV_FUNDING_WEI, check_flow_limits
 from flock_pipeline.privacy import LedgerStore, PrivacyLedger
-from flock_pipeline.protocol import Role
-from flock_pipeline.protocol.params import dataset_hash, dev_address
-from flock_pipeline.protocol.tally import RevealedVote
-from flock_pipeline.protocol.view import RoundView
+from flock_pipeline.protocol.params import dev_address
 from flock_pipeline.round import initial_weights, prepare_federation
+from flock_pipeline.runtime.coordinator import Coordinator
+from flock_pipeline.runtime.participant import Participant, local_federation
+from flock_pipeline.runtime.task import TaskCard, TaskView
 from flock_pipeline.serialization import canonical_bytes
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
-from flock_pipeline.storage import BlobStore, open_store
+from flock_pipeline.storage import open_store
 from flock_pipeline.tracking import ModelRegistry
 from flock_pipeline.training.local import plan_spend
 
-__all__ = ["Member", "World", "config_hash", "open_world", "preflight", "validation_hash"]
+__all__ = ["OpenTask", "config_hash", "open_world", "preflight", "validation_hash"]
 
 TOKEN = 10**18
 IN_PROCESS = "py-evm"
 """``chain.url`` of an in-process py-evm chain: gone with the process, for tests and trials."""
-_WORLDS: dict[str, World] = {}
-_LOCK = threading.Lock()
 
 
 def config_hash(cfg: FlockConfig) -> str:
@@ -66,110 +65,24 @@ def config_hash(cfg: FlockConfig) -> str:
             data["data"].pop(key)
     if cfg.data.folder_schema is None:  # tasks from before data schemas still resume
         data["data"].pop("folder_schema")
+    for key in ("deadline_seconds", "join_seconds"):  # how long to wait is not the task
+        data["workers"].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
-class Member:
-    """One participant: its data index, its key and chain client, its privacy ledger."""
+class OpenTask:
+    """An opened task: its coordinator and the participants this process runs (all of them
+    for the in-process engine; none when each runs its own worker)."""
 
-    id: str
-    index: int
-    client: AllianceClient
-    ledger: PrivacyLedger | None
-    snapshot: Snapshot
+    coordinator: Coordinator
+    participants: list[Participant]
 
-    @property
-    def address(self) -> str:
-        return self.client.address
-
-    def salt(self, task_id: int, round_index: int) -> bytes:
-        """A vote salt only this participant can compute: stable across a crash and restart."""
-        key = bytes(self.client.signer.account.key)
-        return keccak(key + f"flock-vote/{task_id}/{round_index}".encode())
-
-
-@dataclass
-class World:
-    cfg: FlockConfig
-    name: str
-    folder: Path
-    fed: Federation
-    chain: Chain
-    creator: AllianceClient
-    task_id: int
-    members: list[Member]
-    store: BlobStore
-    registry: ModelRegistry
-    snapshots: DatasetSnapshots
-    ledgers: LedgerStore | None
-    anvil: AnvilNode | None = None
-    started_anvil: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
-    finalized_trust: dict[int, dict[str, float]] = field(default_factory=dict)
-    """Trust scores of finalized rounds, by round index: final on chain, so read once."""
-    validation: Snapshot | None = None
-    """The DVC snapshot of the task's shared validation set (``data.validation: shared``)."""
-
-    @property
-    def from_block(self) -> int:
-        """The block the task was created in: event queries start there, not at genesis."""
-        return int(self.meta.get("from_block", 0))
-
-    def roles(self, r: int) -> dict[str, Role]:
-        """Every member's role in round ``r``, read from the contract in one batch."""
-        found = self.creator.roles_of(self.task_id, r, [m.address for m in self.members])
-        return {m.id: Role(int(v)) for m, v in zip(self.members, found, strict=True)}
-
-    def submissions(self, r: int) -> list[dict[str, Any]]:
-        """The round's ``UpdateSubmitted`` events in submission (index) order."""
-        events = self.creator.round_events(self.task_id, r, "UpdateSubmitted", self.from_block)
-        return sorted(events, key=lambda e: int(e["index"]))
-
-    def round_view(self, r: int) -> RoundView:
-        """What the chain decided in round ``r`` and what it implies per participant, computed
-        by the protocol model from three reads: the round, its updates and its reveals."""
-        info = self.creator.round_info(self.task_id, r)
-        proposers = [self.by_address(str(e["proposer"])).id for e in self.submissions(r)]
-        reveals = [
-            RevealedVote(
-                voter=self.by_address(str(e["voter"])).id,
-                weight=int(e["weight"]),
-                aggregate_hash=bytes(e["aggregateHash"]),
-                score=int(e["score"]),
-                contributions=tuple(int(c) for c in e["contributions"]),
-                own_index=proposers.index(pid) if (pid := self.by_address(str(e["voter"])).id)
-                in proposers else None,
-            )
-            for e in self.creator.round_events(self.task_id, r, "VoteRevealed", self.from_block)
-        ]  # fmt: skip
-        return RoundView.of(info.outcome, info.aggregate_hash, proposers, reveals)
-
-    def member(self, pid: str) -> Member:
-        return next(m for m in self.members if m.id == pid)
-
-    def by_address(self, address: str) -> Member:
-        return next(m for m in self.members if m.address.lower() == address.lower())
-
-    def save_ledger(self, member: Member) -> None:
-        if self.ledgers is not None and member.ledger is not None:
-            self.ledgers.save(member.ledger)
+    def participant(self, pid: str) -> Participant:
+        return next(p for p in self.participants if p.id == pid)
 
     def close(self) -> None:
-        with _LOCK:
-            _WORLDS.pop(self.name, None)
-        if self.anvil is not None and self.started_anvil:
-            self.anvil.down()
-
-
-def get_world(name: str) -> World:
-    with _LOCK:
-        try:
-            return _WORLDS[name]
-        except KeyError:
-            raise ConfigError(
-                f"task {name!r} is not open in this process; run it through federated_task"
-            ) from None
+        self.coordinator.close()
 
 
 def _task_name(cfg: FlockConfig, digest: str) -> tuple[str, bool]:
@@ -322,28 +235,12 @@ def _resumed_meta(cfg: FlockConfig, name: str) -> dict[str, Any]:
     return meta
 
 
-_FEDERATION: dict[str, Federation] = {}
-"""The federation ``preflight`` built, for the ``open_world`` of the same config to take."""
-
-
-def _federation_key(cfg: FlockConfig) -> str:
-    parts = {"participants": cfg.participants, "seed": cfg.seed, "data": cfg.data,
-             "partition": cfg.partition}  # fmt: skip
-    return json.dumps({k: str(v) for k, v in parts.items()}, sort_keys=True)
-
-
-def _federation(cfg: FlockConfig, keep: bool = False) -> Federation:
-    """The task's partition of its data set: built here, or taken from ``preflight``."""
-    key = _federation_key(cfg)
-    with _LOCK:
-        fed = _FEDERATION.get(key) if keep else _FEDERATION.pop(key, None)
-    if fed is None:
-        fed = prepare_federation(cfg)
-        if keep:
-            with _LOCK:
-                _FEDERATION.clear()
-                _FEDERATION[key] = fed
-    return fed
+def _public_federation(cfg: FlockConfig) -> Federation:
+    """What the coordinator of a task with participant workers holds: the data set's test split,
+    its input shape and classes. The participants' data is on their machines."""
+    dataset = load_dataset(cfg.data.dataset, cfg.data.fashion_mnist_dir)
+    fed = build_federation(dataset, cfg.participants, cfg.data, cfg.partition, cfg.seed)
+    return replace(fed, participants=[], counts=fed.counts[:0])
 
 
 def _check_privacy(cfg: FlockConfig, fed: Federation) -> None:
@@ -388,15 +285,61 @@ def preflight(cfg: FlockConfig) -> None:
             recorded_sets[VALIDATION] = meta["validation"]
         for pid, recorded in recorded_sets.items():
             snapshots.verify(Snapshot(pid, snapshots.folder(pid), recorded))
-    _check_privacy(cfg, _federation(cfg, keep=True))
+    if cfg.workers.pool is None:  # a worker checks its own budget against its own data
+        _check_privacy(cfg, prepare_federation(cfg))
 
 
-def open_world(cfg: FlockConfig) -> World:
-    """Open (or resume) the task of ``cfg``. Fails before any training if a system is unusable."""
+def _public_config(cfg: FlockConfig) -> dict[str, Any]:
+    """The task's configuration as its card shows it: no data folder, no worker settings, and
+    the blob store as a location every participant reaches (the default folder, absolute)."""
+    data = json.loads(cfg.model_dump_json(exclude={"data_dir", "task", "workers"}))
+    if not cfg.storage.url:
+        data["storage"]["url"] = str((cfg.data_dir / "blobs").resolve())
+    return dict(data)
+
+
+def _chain_url(cfg: FlockConfig, anvil: AnvilNode | None) -> str | None:
+    """The RPC URL the task card names: the configured one, or the managed anvil's."""
+    if cfg.chain.url not in (None, IN_PROCESS):
+        return cfg.chain.url
+    return None if anvil is None else anvil.status().url
+
+
+def _roster(cfg: FlockConfig, people: list[Signer]) -> dict[str, str]:
+    """Participant id -> address: the dev signers in process, else the configured members."""
+    if cfg.workers.pool is not None:
+        return {f"p{i}": str(a) for i, a in enumerate(cfg.workers.members)}
+    return {f"p{i}": s.address for i, s in enumerate(people)}
+
+
+def _fund_members(cfg: FlockConfig, chain: Chain, creator: AllianceClient) -> None:
+    """On a dev chain, give each member of a worker task gas money and its stake in tokens
+    (a public chain's participants bring their own)."""
+    if chain.kind == "rpc":
+        return
+    rich = chain.w3.eth.accounts[0]
+    stake = cfg.chain.stake * TOKEN
+    for address in cfg.workers.members:
+        if chain.balance(address) < DEV_FUNDING_WEI // 2:
+            tx = chain.w3.eth.send_transaction(
+                {"from": rich, "to": to_checksum_address(address), "value": Wei(DEV_FUNDING_WEI)}
+            )
+            chain.w3.eth.wait_for_transaction_receipt(tx)
+        if creator.balance_of(address) < stake:
+            creator.mint(to_checksum_address(address), stake)
+
+
+def open_world(cfg: FlockConfig) -> OpenTask:
+    """Open (or resume) the task of ``cfg``. Fails before any training if a system is unusable.
+
+    The in-process engine cuts every participant's data from the task's data set, snapshots
+    each with DVC and builds one ``Participant`` per signer; with ``workers.pool`` set, the
+    coordinator holds only the public test split and each participant joins from its worker."""
     check_flow_limits(cfg)
     digest = config_hash(cfg)
     name, resume = _task_name(cfg, digest)
     folder = cfg.data_dir / "tasks" / name
+    in_process = cfg.workers.pool is None
     if resume:
         meta = _resumed_meta(cfg, name)
     # Cheap checks first: tracking and storage open or fail by name. Opening the tracking
@@ -411,22 +354,36 @@ def open_world(cfg: FlockConfig) -> World:
     pool.shutdown(wait=False)  # the one job runs on; the pool takes no other
     store = open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url)
     store.check_writable()
-    fed = _federation(cfg)  # before the chain: a data set that cannot be split starts nothing
+    # Before the chain: a data set that cannot be split starts nothing.
+    fed = prepare_federation(cfg) if in_process else _public_federation(cfg)
     chain, anvil, started = _open_chain(cfg)
     try:
-        creator_signer, people = _signers(cfg, chain)
+        if in_process:
+            creator_signer, people = _signers(cfg, chain)
+        else:
+            if chain.kind == "rpc":
+                raise ChainSetupError(
+                    "a task on a public chain needs its creator's key from the environment; "
+                    "run it on a dev chain (anvil) for now"
+                )
+            (creator_signer,) = dev_signers(chain, 1, label="flock-creator")
+            people = []
         deployment = load_or_deploy(
             chain, creator_signer, cfg.data_dir / "chain" / "deployment.json"
         )
         creator = AllianceClient(chain, deployment, creator_signer)
+        roster = _roster(cfg, people)
 
         snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
-        sets = {p.id: {k: getattr(p, k) for k in _PARTICIPANT_ARRAYS} for p in fed.participants}
-        pinned = _pinned(snapshots, sets, dict(meta["datasets"]) if resume else None)
-        snaps = {pid: snapshot for pid, (snapshot, _) in pinned.items()}
-        parts = [ParticipantData(pid, *(arrays[k] for k in _PARTICIPANT_ARRAYS))
-                 for pid, (_, arrays) in pinned.items()]  # fmt: skip
-        fed = replace(fed, participants=parts)
+        snaps: dict[str, Snapshot] = {}
+        if in_process:
+            sets = {p.id: {k: getattr(p, k) for k in _PARTICIPANT_ARRAYS}
+                    for p in fed.participants}  # fmt: skip
+            pinned = _pinned(snapshots, sets, dict(meta["datasets"]) if resume else None)
+            snaps = {pid: snapshot for pid, (snapshot, _) in pinned.items()}
+            parts = [ParticipantData(pid, *(arrays[k] for k in _PARTICIPANT_ARRAYS))
+                     for pid, (_, arrays) in pinned.items()]  # fmt: skip
+            fed = replace(fed, participants=parts)
         validation = None
         if fed.x_validation is not None and fed.y_validation is not None:
             if resume and not meta.get("validation"):
@@ -470,6 +427,21 @@ def open_world(cfg: FlockConfig) -> World:
             }
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "task.json").write_text(json.dumps(meta, indent=2))
+        card = TaskCard(
+            name=name,
+            chain_id=chain.chain_id,
+            chain_url=_chain_url(cfg, anvil),
+            alliance=deployment.alliance,
+            token=deployment.token,
+            task_id=task_id,
+            from_block=int(meta["from_block"]),
+            initial_model=str(meta["initial_model"]),
+            data_schema=task_schema(cfg),
+            config=_public_config(cfg),
+            roster=roster,
+            validation=meta.get("validation"),
+        )
+        card.write(folder / "card.json")
         if validation is not None:  # the task's metadata is fixed at creation: check it once
             on_chain = validation_hash(creator.task_config(task_id).metadata_uri)
             if on_chain != validation.hash:
@@ -477,55 +449,57 @@ def open_world(cfg: FlockConfig) -> World:
                     f"the task's validation set hashes to {validation.hash}, but task {task_id} "
                     f"on chain names {on_chain}: score only on the set the task committed"
                 )
-
+        view = TaskView(creator, name, task_id, int(meta["from_block"]), roster)
+        participants = []
         ledgers = LedgerStore(folder / "privacy") if cfg.privacy.enabled else None
-        members = []
-        for i, (p, signer) in enumerate(zip(fed.participants, people, strict=True)):
-            client = creator.as_signer(signer)
-            ledger = (
-                ledgers.load(p.id, cfg.privacy.delta, cfg.privacy.epsilon_budget)
-                if ledgers is not None
-                else None
+        shared = None if validation is None else (fed.x_validation, fed.y_validation)
+        for part, signer in zip(fed.participants, people, strict=True):
+            participants.append(
+                Participant(
+                    cfg=cfg,
+                    id=part.id,
+                    client=creator.as_signer(signer),
+                    view=view,
+                    fed=local_federation(cfg, part, fed.input_shape, fed.num_classes, shared),
+                    data_hash=snaps[part.id].hash,
+                    store=store,
+                    state=folder,
+                    ledgers=ledgers,
+                    snapshots=snapshots,
+                    snapshot=snaps[part.id],
+                )
             )
-            members.append(Member(p.id, i, client, ledger, snaps[p.id]))
         # Stake once; a resumed task finds the stake already there, and one whose every round
         # has started takes no more (the contract refuses it: TaskClosed).
-        open_rounds = creator.task_state(task_id).rounds_started < cfg.rounds
-        for m in members if open_rounds else []:
-            if m.client.participant_of(task_id).active < cfg.chain.stake * TOKEN:
-                if m.client.balance_of() < cfg.chain.stake * TOKEN:
-                    creator.mint(m.address, cfg.chain.stake * TOKEN)
-                data = fed.participants[m.index]
-                m.client.stake(
-                    task_id,
-                    cfg.chain.stake * TOKEN,
-                    num_samples=len(data.y_train),
-                    data_hash=dataset_hash(m.snapshot.hash),
-                )
+        stake = cfg.chain.stake * TOKEN
+        if creator.task_state(task_id).rounds_started < cfg.rounds:
+            for p in participants:
+                if p.client.participant_of(task_id).active < stake:
+                    if p.client.balance_of() < stake:
+                        creator.mint(p.address, stake)
+                    p.join(stake)
+            if not in_process:
+                _fund_members(cfg, chain, creator)
         registry = opening.result()
     except BaseException:
         if anvil is not None and started:
             anvil.down()
         raise
-
-    world = World(
+    coordinator = Coordinator(
         cfg=cfg,
         name=name,
         folder=folder,
-        fed=fed,
         chain=chain,
         creator=creator,
-        task_id=task_id,
-        members=members,
+        view=view,
         store=store,
         registry=registry,
+        public=fed,
+        meta=meta,
         snapshots=snapshots,
-        ledgers=ledgers,
+        validation=validation,
         anvil=anvil,
         started_anvil=started,
-        meta=meta,
-        validation=validation,
+        dataset_hashes={pid: s.hash for pid, s in snaps.items()},
     )
-    with _LOCK:
-        _WORLDS[name] = world
-    return world
+    return OpenTask(coordinator, participants)

@@ -1,0 +1,255 @@
+"""Participants on their own workers: the coordinator's side (trigger each duty with
+``run_deployment`` and a deadline, read the receipts back) and the participant's side (create
+its deployments, serve them with a Prefect process worker on its own work queue).
+
+Names are a convention both sides compute from the task card: participant ``p`` of task ``t``
+serves ``participant-<duty>/<t>-<p>`` from work queue ``<t>-<p>`` of the task's pool, so no
+worker ever picks up another participant's run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling
+
+from flock_pipeline.errors import ConfigError
+from flock_pipeline.runtime.coordinator import Coordinator, RoundStart
+from flock_pipeline.runtime.task import TaskCard
+
+__all__ = ["Duties", "WorkerDuties", "deployment_name", "queue_name", "serve_participant"]
+
+TOKEN = 10**18
+_FLOW_NAMES = {"train": "participant-train", "validate": "participant-validate",
+               "reveal": "participant-reveal", "claim": "participant-claim"}  # fmt: skip
+_REPO = Path(__file__).resolve().parent.parent
+
+
+class Duties(Protocol):
+    """Who carries out the participants' duties for a task flow, and how."""
+
+    engine: str
+
+    def wait_for_members(self) -> None: ...
+    def train(self, r: int, pids: list[str], global_hash: str,
+              started: RoundStart) -> dict[str, dict[str, Any]]: ...  # fmt: skip
+    def validate(self, r: int, pids: list[str], state_hash: str | None,
+                 started: RoundStart) -> dict[str, dict[str, Any]]: ...  # fmt: skip
+    def reveal(self, r: int, votes: dict[str, dict[str, Any]], started: RoundStart) -> None: ...
+    def after_finalize(self, r: int, started: RoundStart) -> None: ...
+    def holdouts(self, global_hash: str) -> dict[str, tuple[float, float] | None]: ...
+    def claim(self) -> None: ...
+
+
+def queue_name(task: str, pid: str) -> str:
+    """The work queue participant ``pid`` of ``task`` serves (Prefect-safe characters)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{task}-{pid}")
+
+
+def deployment_name(task: str, pid: str) -> str:
+    return queue_name(task, pid)
+
+
+def _receipt(client: Any, flow_run_id: Any) -> dict[str, Any] | None:
+    """The receipt a participant's run published (``flows.participant``), if any."""
+    from flows.participant import RECEIPT_MARK
+
+    found = client.read_artifacts(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    )
+    for artifact in found:
+        text = str(artifact.data or "")
+        if text.startswith(RECEIPT_MARK):
+            body = text.split("```json\n", 1)[-1].rsplit("\n```", 1)[0]
+            try:
+                value = json.loads(body)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
+
+
+class WorkerDuties:
+    """Each duty is a run of the participant's own deployment, started with
+    ``run_deployment`` and given ``workers.deadline_seconds``. A run that has not completed by
+    then is cancelled, and the participant is a no-show (reported once the round is final).
+    A participant's receipt is all the coordinator reads from it; the chain says the rest."""
+
+    engine = "workers"
+
+    def __init__(self, c: Coordinator, log: Any) -> None:
+        self.c = c
+        self.log = log
+        self.missed: dict[int, set[str]] = {}
+
+    def _run(self, duty: str, pids: list[str], params: dict[str, Any],
+             r: int | None) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+        """Run ``duty`` for every participant in ``pids`` at once; each one's receipt, None
+        for one that missed the deadline or failed."""
+        c = self.c
+        deadline = c.cfg.workers.deadline_seconds
+        label = "" if r is None else f"-round-{r + 1}"
+
+        def one(pid: str) -> dict[str, Any] | None:
+            name = f"{_FLOW_NAMES[duty]}/{deployment_name(c.name, pid)}"
+            try:
+                run = run_deployment(
+                    name, parameters=params, timeout=deadline, poll_interval=0.5,
+                    flow_run_name=f"{c.name}{label}-{pid}-{duty}", as_subflow=True,
+                )  # fmt: skip
+            except Exception as exc:  # no such deployment: its worker never registered
+                self.log.warning("%s of %s could not start: %s", duty, pid, exc)
+                return None
+            with get_client(sync_client=True) as client:
+                state = run.state
+                if state is None or not state.is_final():
+                    client.set_flow_run_state(run.id, Cancelling(), force=True)
+                    self.log.warning("%s missed the %s deadline (%gs) of round %s",
+                                     pid, duty, deadline, label or "-")  # fmt: skip
+                    return None
+                if not state.is_completed():
+                    self.log.warning("%s's %s run ended %s: %s", pid, duty, state.name,
+                                     state.message)  # fmt: skip
+                    return None
+                return _receipt(client, run.id)
+
+        if not pids:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(pids), thread_name_prefix="flock-duty") as pool:
+            futures = {pid: pool.submit(contextvars.copy_context().run, one, pid) for pid in pids}
+            return {pid: f.result() for pid, f in futures.items()}
+
+    def wait_for_members(self) -> None:
+        """Wait (``workers.join_seconds``) until every member has staked; go on without the
+        ones that did not (they hold no role)."""
+        c = self.c
+        stake = c.cfg.chain.stake * TOKEN
+        until = time.monotonic() + c.cfg.workers.join_seconds
+        missing = list(c.roster)
+        while missing:
+            stakes = c.creator.participants_of(c.task_id, [c.roster[p] for p in missing])
+            missing = [p for p, s in zip(missing, stakes, strict=True) if s.active < stake]
+            if not missing or time.monotonic() > until:
+                break
+            time.sleep(0.5)
+        if missing:
+            self.log.warning("%s did not stake within %gs; the task goes on without them",
+                             ", ".join(missing), c.cfg.workers.join_seconds)  # fmt: skip
+
+    def train(self, r: int, pids: list[str], global_hash: str,
+              started: RoundStart) -> dict[str, dict[str, Any]]:  # fmt: skip
+        found = self._run("train", pids, {"round_index": r, "global_hash": global_hash}, r)
+        receipts = {}
+        for pid, receipt in found.items():
+            if receipt is None:
+                self.missed.setdefault(r, set()).add(pid)
+                continue
+            receipt["dataset_hash"] = self.c.check_dataset(pid, receipt.get("dataset_hash"))
+            receipts[pid] = receipt
+        return receipts
+
+    def validate(self, r: int, pids: list[str], state_hash: str | None,
+                 started: RoundStart) -> dict[str, dict[str, Any]]:  # fmt: skip
+        found = self._run("validate", pids, {"round_index": r, "state_hash": state_hash}, r)
+        votes = {}
+        for pid, receipt in found.items():
+            if receipt is None:
+                self.missed.setdefault(r, set()).add(pid)
+            elif receipt.get("committed"):
+                votes[pid] = receipt
+        return votes
+
+    def reveal(self, r: int, votes: dict[str, dict[str, Any]], started: RoundStart) -> None:
+        self._run("reveal", list(votes), {"round_index": r}, r)
+
+    def after_finalize(self, r: int, started: RoundStart) -> None:
+        """Report the participants that missed a deadline of round ``r`` and did not do their
+        part on chain either (the contract refuses anyone else's report)."""
+        absent = sorted(self.missed.get(r, set()))
+        if absent:
+            reported = self.c.report_no_shows(r, absent, self.log)
+            if reported:
+                self.log.warning("round %d: reported no-shows %s", r + 1, ", ".join(reported))
+
+    def holdouts(self, global_hash: str) -> dict[str, tuple[float, float] | None]:
+        return {}  # a participant's held-out data never leaves its machine
+
+    def claim(self) -> None:
+        self._run("claim", list(self.c.roster), {}, None)
+
+
+# ---------------------------------------------------------------- the participant's side
+
+
+def serve_participant(
+    card_path: Path,
+    data: Path,
+    key_env: str,
+    pool: str,
+    state: Path,
+    rpc_url: str | None = None,
+    run_once: bool = False,
+) -> None:
+    """Join the task (stake, once) and serve this participant's duties from ``pool`` until
+    interrupted: what ``flock participant start`` runs."""
+    import asyncio
+
+    from prefect.flows import Flow
+    from prefect.workers.process import ProcessWorker
+
+    from flock_pipeline.runtime.participant import open_participant
+
+    card = TaskCard.read(card_path)
+    me = open_participant(card_path, data, key_env, state, rpc_url)  # every check, by name
+    cfg = me.cfg
+    me.join(cfg.chain.stake * TOKEN)
+    queue = queue_name(card.name, me.id)
+    params = {"card": str(Path(card_path).resolve()), "data": str(Path(data).resolve()),
+              "key_env": key_env, "state": str(Path(state).resolve()),
+              "rpc_url": rpc_url}  # fmt: skip
+    _ensure_pool(pool)
+    for duty in _FLOW_NAMES:
+        entrypoint = f"flows/participant.py:participant_{duty}"
+        source = Flow.from_source(source=str(_REPO), entrypoint=entrypoint)
+        source.deploy(
+            name=deployment_name(card.name, me.id),
+            work_pool_name=pool,
+            work_queue_name=queue,
+            parameters=params,
+            build=False,
+            push=False,
+            print_next_steps=False,
+            ignore_warnings=True,
+        )
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
+    worker = ProcessWorker(work_pool_name=pool, work_queues=[queue], name=f"flock-{queue}",
+                           prefetch_seconds=1)  # fmt: skip
+
+    async def serve() -> None:
+        async with worker:
+            await worker.start(run_once=run_once)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+def _ensure_pool(pool: str) -> None:
+    """Create process work pool ``pool`` unless it exists."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", pool):
+        raise ConfigError(f"work pool name {pool!r}: use letters, digits, '_', '-' and '.'")
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
