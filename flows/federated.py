@@ -22,6 +22,7 @@ the task, when each claims); the report reads what the chain recorded.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.settings import temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -66,27 +68,35 @@ _RETRY: dict[str, Any] = {
 }
 
 
+def _logger() -> Any:
+    """The run's logger; the module's when a task body is called outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("flows.federated")
+
+
 # ---------------------------------------------------------------- tasks: one runtime call each
 
 
 @task(name="start-round", **_RETRY)
 def start_round(c: Coordinator, r: int) -> RoundStart:
     """Start round ``r`` if it was not and draw it; every participant's role."""
-    return c.start_round(r, get_run_logger())
+    return c.start_round(r, _logger())
 
 
 @task(name="train-and-submit", **_RETRY)
 def train_and_submit(p: Participant, r: int, global_hash: str) -> dict[str, Any]:
     """A proposer trains from the global model, uploads its update and commits its hash."""
     p.verify_data()
-    return p.receipt(p.train_and_submit(r, global_hash, get_run_logger()))
+    return p.receipt(p.train_and_submit(r, global_hash, _logger()))
 
 
 @task(name="validate-and-commit", **_RETRY)
 def validate_and_commit(p: Participant, r: int, state_hash: str | None) -> dict[str, Any]:
     """A voter recomputes the aggregate, judges it and commits hash, score and contributions."""
     p.verify_data()
-    return p.validate_and_commit(r, state_hash, get_run_logger())
+    return p.validate_and_commit(r, state_hash, _logger())
 
 
 @task(name="reveal", **_RETRY)

@@ -24,8 +24,8 @@ CRASH_EXIT = 137
 def _crash_after_start(round_number: int) -> None:
     original = federated.start_round
 
-    def start_then_die(name: str, r: int) -> dict[str, Any]:
-        started: dict[str, Any] = original.fn(name, r)
+    def start_then_die(c: Any, r: int) -> Any:
+        started = original.fn(c, r)
         if r + 1 == round_number:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -59,31 +59,31 @@ def _by_id(participants: list[ParticipantRound]) -> dict[str, ParticipantRound]:
     return {p.id: p for p in participants}
 
 
-def _before_validation(before: Callable[[str, int], None], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run ``before(task name, round)`` ahead of every voter's validate-and-commit, then the
-    real task: a fault injected into a real run, nothing else changed."""
+def _before_validation(before: Callable[[Any, int], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``before(voter's runtime, round)`` ahead of every voter's validate-and-commit, then
+    the real task: a fault injected into a real run, nothing else changed."""
     import flows.federated as federated
 
     original = federated.validate_and_commit
 
     @task(name=original.name, cache_policy=NO_CACHE)
-    def wrapped(name: str, r: int, pid: str, training_ends: int) -> Any:
-        before(name, r)
-        return original.fn(name, r, pid, training_ends)
+    def wrapped(p: Any, r: int, state_hash: str | None) -> Any:
+        before(p, r)
+        return original.fn(p, r, state_hash)
 
     monkeypatch.setattr(federated, "validate_and_commit", wrapped)
 
 
-def _before_round(before: Callable[[str, int], None], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run ``before(task name, round)`` ahead of each round's start-round task."""
+def _before_round(before: Callable[[Any, int], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``before(coordinator, round)`` ahead of each round's start-round task."""
     import flows.federated as federated
 
     original = federated.start_round
 
     @task(name=original.name, cache_policy=NO_CACHE)
-    def wrapped(name: str, r: int) -> Any:
-        before(name, r)
-        return original.fn(name, r)
+    def wrapped(c: Any, r: int) -> Any:
+        before(c, r)
+        return original.fn(c, r)
 
     monkeypatch.setattr(federated, "start_round", wrapped)
 
@@ -167,13 +167,10 @@ def test_an_update_lost_from_the_store_after_its_commit_counts_as_unavailable(
     tmp_path: Path, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: p1's committed update disappears before any voter fetches it
-    from flock_pipeline.runtime.world import get_world
-
-    def lose_p1(name: str, r: int) -> None:
-        w = get_world(name)
-        for ev in w.submissions(r):
-            if w.by_address(str(ev["proposer"])).id == "p1":
-                _store(w.cfg).path("0x" + bytes(ev["updateHash"]).hex()).unlink(missing_ok=True)
+    def lose_p1(p: Any, r: int) -> None:
+        for ev in p.view.submissions(r):
+            if p.view.id_of(str(ev["proposer"])) == "p1":
+                _store(p.cfg).path("0x" + bytes(ev["updateHash"]).hex()).unlink(missing_ok=True)
 
     _before_validation(lose_p1, monkeypatch)
 
@@ -196,14 +193,11 @@ def test_a_global_model_lost_from_the_store_is_restored_and_the_task_goes_on(
 ) -> None:
     # Prepare: before each round the current global model vanishes from the store (round 1:
     # the initial model; round 2: round 1's aggregate, registered in MLflow)
-    from flock_pipeline.runtime.world import get_world
-
     lost: list[str] = []
 
-    def lose_global(name: str, r: int) -> None:
-        w = get_world(name)
-        digest = "0x" + w.creator.task_state(w.task_id).global_model_hash.hex()
-        _store(w.cfg).path(digest).unlink()
+    def lose_global(c: Any, r: int) -> None:
+        digest = c.global_hash()
+        _store(c.cfg).path(digest).unlink()
         lost.append(digest)
 
     _before_round(lose_global, monkeypatch)
@@ -223,16 +217,13 @@ def test_a_global_model_lost_everywhere_names_its_hash_its_path_and_the_fix(
     tmp_path: Path, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: before round 2, round 1's model leaves the store and MLflow's artifacts go too
-    from flock_pipeline.runtime.world import get_world
-
     lost: list[str] = []
 
-    def lose_everything(name: str, r: int) -> None:
+    def lose_everything(c: Any, r: int) -> None:
         if r == 1:
-            w = get_world(name)
-            digest = "0x" + w.creator.task_state(w.task_id).global_model_hash.hex()
-            _store(w.cfg).path(digest).unlink()
-            shutil.rmtree(w.cfg.data_dir / "mlartifacts")
+            digest = c.global_hash()
+            _store(c.cfg).path(digest).unlink()
+            shutil.rmtree(c.cfg.data_dir / "mlartifacts")
             lost.append(digest)
 
     _before_round(lose_everything, monkeypatch)

@@ -54,19 +54,22 @@ def test_a_resumed_proposer_submits_the_update_it_kept_and_never_trains_again(
     )
     (tmp_path / "flock").mkdir()
     shutil.copy(migrated_mlflow_db, tmp_path / "flock" / "mlflow.db")
-    trained: list[int] = []
-    real_train = federated.train_participant
+    import flock_pipeline.runtime.participant as runtime
+
+    trained: list[str] = []
+    real_train = runtime.train_participant
 
     def counting_train(*args: Any, **kwargs: Any) -> Any:
-        trained.append(args[2])
+        trained.append(args[1].participants[0].id)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(federated, "train_participant", counting_train)
-    w = open_world(cfg)
+    monkeypatch.setattr(runtime, "train_participant", counting_train)
+    opened = open_world(cfg)
+    w = opened.coordinator
     try:
-        federated.start_round.fn(w.name, 0)
-        global_hash = "0x" + bytes(w.creator.task_state(w.task_id).global_model_hash).hex()
-        p0, p1 = w.member("p0"), w.member("p1")
+        federated.start_round.fn(w, 0)
+        global_hash = w.global_hash()
+        p0, p1 = opened.participant("p0"), opened.participant("p1")
 
         # Execute: p1 dies after its upload, before its commit; p0 commits; both are resumed
         def killed(*args: Any, **kwargs: Any) -> Any:
@@ -75,17 +78,17 @@ def test_a_resumed_proposer_submits_the_update_it_kept_and_never_trains_again(
         with monkeypatch.context() as crash:
             crash.setattr(p1.client, "submit_update", killed)
             with pytest.raises(Killed):
-                federated.train_and_submit(w.name, 0, "p1", global_hash)
+                federated.train_and_submit(p1, 0, global_hash)
         uploaded = (w.folder / "updates" / "1-p1.json").read_text()
-        first = federated.train_and_submit(w.name, 0, "p0", global_hash)
-        again = federated.train_and_submit(w.name, 0, "p0", global_hash)
-        resumed = federated.train_and_submit(w.name, 0, "p1", global_hash)
+        first = federated.train_and_submit(p0, 0, global_hash)
+        again = federated.train_and_submit(p0, 0, global_hash)
+        resumed = federated.train_and_submit(p1, 0, global_hash)
 
         # Assert: one training each; the resumed run returns and commits what the first made
-        assert sorted(trained) == [p0.index, p1.index]
+        assert sorted(trained) == ["p0", "p1"]
         assert again == first and first["train_loss"] is not None
         assert resumed["update_hash"] in uploaded and w.store.exists(resumed["update_hash"])
-        committed = {"0x" + bytes(e["updateHash"]).hex() for e in w.submissions(0)}
+        committed = {"0x" + bytes(e["updateHash"]).hex() for e in w.view.submissions(0)}
         assert committed == {first["update_hash"], resumed["update_hash"]}
         for m, result in ((p0, first), (p1, resumed)):
             assert m.ledger is not None and len(m.ledger.history) == 1  # spent once
