@@ -126,8 +126,8 @@ def run(
     # Prefect's ephemeral API server gets 20 s to start by default, which a busy 2-core machine
     # (training, anvil, the server itself) can miss; a user's own setting wins.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.federated import federated_task
     from flock_pipeline.runtime.world import preflight
+    from flows.federated import federated_task
 
     preflight(cfg)
     _start_run(cfg, "flock run")
@@ -170,9 +170,17 @@ def simulate(
 
 
 @app.command()
-def partition(config: ConfigOpt = None, out: OutOpt = None) -> None:
+def partition(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="write each participant's data folder (p0/train.npz, ...) here"),
+    ] = None,
+) -> None:
     """Show how the data set is split among participants (table; with --out also
-    partition.json and partition.png)."""
+    partition.json and partition.png; with --export one data folder per participant, for
+    trying participant workers on one machine: docs/workers.md)."""
     cfg = load_config(config)
     check_limits(cfg)
     from flock_pipeline.reporting import partition_table, plot_partition
@@ -186,6 +194,11 @@ def partition(config: ConfigOpt = None, out: OutOpt = None) -> None:
         counts = {pid: [int(v) for v in row] for pid, row in zip(ids, fed.counts, strict=True)}
         (out / "partition.json").write_text(json.dumps(counts, indent=2) + "\n")
         err.print(f"partition plot: {plot_partition(fed.counts, ids, out / 'partition.png')}")
+    if export is not None:
+        from flock_pipeline.data.folder import write_folder
+
+        for p in fed.participants:
+            err.print(f"{p.id}: {write_folder(export / p.id, p)}")
 
 
 @app.command("evaluate")

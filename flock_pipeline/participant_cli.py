@@ -130,3 +130,36 @@ def check(
     line = report.model_dump(mode="json")
     line["classes_present"] = report.classes_present
     print(json.dumps(line))
+
+
+@participant_app.command()
+def start(
+    task: Annotated[
+        Path, typer.Option("--task", help="the task's card.json (from the task's creator)")
+    ],
+    data: Annotated[Path, typer.Option("--data", help="this participant's data folder")],
+    key_env: Annotated[
+        str, typer.Option("--key-env", help="environment variable holding this participant's key")
+    ],
+    pool: Annotated[str, typer.Option("--pool", help="the task's Prefect process work pool")],
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="this participant's state folder (default: .flock-<id>)"),
+    ] = None,
+    rpc: Annotated[
+        str | None, typer.Option("--rpc", help="JSON-RPC URL (default: the card's)")
+    ] = None,
+) -> None:
+    """Join a task and serve this participant's duties (train, validate, reveal, claim) from a
+    Prefect process worker on its own work queue, until interrupted. Only this machine holds
+    the key and the data; the coordinator receives hashes and updates."""
+    from flock_pipeline.chain import signer_from_env
+    from flock_pipeline.runtime.task import TaskCard
+
+    card = TaskCard.read(task)
+    pid = card.participant_of(signer_from_env(key_env).address)
+    folder = state or Path(f".flock-{pid}")
+    _err.print(f"{pid} of task {card.name}: state in {folder}, pool {pool}")
+    from flows.workers import serve_participant
+
+    serve_participant(task, data, key_env, pool, folder, rpc)

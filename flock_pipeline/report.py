@@ -110,7 +110,7 @@ class RoundRecord(_Model):
 
 
 class TaskInfo(_Model):
-    engine: Literal["simulation", "flow"]
+    engine: Literal["simulation", "flow", "workers"]
     name: str
     dataset: str
     participants: int

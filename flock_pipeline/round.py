@@ -182,7 +182,12 @@ def aggregate(
     rounds' contribution scores) for its trust check, then the strategy over what it kept.
     ``invalid`` (proposer -> ``invalid:<reason>``, ``flock_pipeline.validity``) are the
     round's updates that failed the validity check: never in ``updates``, flagged like the
-    screen's exclusions. With nothing kept, the global model and the state stay as they are."""
+    screen's exclusions. With nothing kept, the global model and the state stay as they are.
+
+    The updates are combined in participant-id order, whatever order they were submitted in:
+    float sums depend on their order, and submission order is timing (which worker finished
+    first), so the aggregate must not."""
+    updates = sorted(updates, key=lambda u: u.participant)
     invalid = dict(invalid or {})
     if screen is None:
         if not invalid:

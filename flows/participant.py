@@ -19,16 +19,48 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flock_pipeline.runtime.participant import Participant, open_participant
+from flock_pipeline.storage.counting import CountingStore
 
 __all__ = ["DUTIES", "RECEIPT_MARK", "participant_claim", "participant_reveal",
            "participant_train", "participant_validate"]  # fmt: skip
 
+TRAFFIC = "traffic.jsonl"
+"""In a participant's state folder: the bytes each of its runs sent and received."""
 RECEIPT_MARK = "flock-receipt"
 """The first line of a receipt artifact; the JSON follows in a code block."""
 
 
 def _open(card: str, data: str, key_env: str, state: str, rpc_url: str | None) -> Participant:
-    return open_participant(Path(card), Path(data), key_env, Path(state), rpc_url)
+    p = open_participant(Path(card), Path(data), key_env, Path(state), rpc_url)
+    p.store = CountingStore(p.store)
+    _count_rpc(p)
+    return p
+
+
+def _count_rpc(p: Participant) -> None:
+    """Count the JSON-RPC bytes (request and response bodies) of this run's connection."""
+    session = p.client.chain.session
+    counts = p.traffic
+    counts.update(rpc_sent=0, rpc_received=0)
+
+    def hook(response: Any, *args: Any, **kwargs: Any) -> Any:
+        body = response.request.body or b""
+        counts["rpc_sent"] += len(body)
+        counts["rpc_received"] += len(response.content)
+        return response
+
+    if session is not None:
+        session.hooks["response"].append(hook)
+
+
+def _traffic(p: Participant, duty: str, round_index: int | None) -> None:
+    """Append what this run sent and received to ``traffic.jsonl`` in the state folder."""
+    store = p.store
+    entry = dict(p.traffic, duty=duty, round=round_index)
+    entry["blob_sent"] = getattr(store, "sent", 0)
+    entry["blob_received"] = getattr(store, "received", 0)
+    with (p.state / TRAFFIC).open("a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def _publish(receipt: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +79,9 @@ def participant_train(
     """Train from the global model, upload the update, commit its hash."""
     p = _open(card, data, key_env, state, rpc_url)
     p.verify_data()
-    return _publish(p.receipt(p.train_and_submit(round_index, global_hash, get_run_logger())))
+    receipt = p.receipt(p.train_and_submit(round_index, global_hash, get_run_logger()))
+    _traffic(p, "train", round_index)
+    return _publish(receipt)
 
 
 @flow(name="participant-validate")
@@ -59,6 +93,7 @@ def participant_validate(
     p = _open(card, data, key_env, state, rpc_url)
     p.verify_data()
     vote = p.validate_and_commit(round_index, state_hash, get_run_logger())
+    _traffic(p, "validate", round_index)
     return _publish({"committed": bool(vote), "hash": vote.get("hash")})
 
 
@@ -68,7 +103,9 @@ def participant_reveal(
 ) -> dict[str, Any]:
     """Reveal what it committed."""
     p = _open(card, data, key_env, state, rpc_url)
-    return _publish({"revealed": p.reveal(round_index)})
+    revealed = p.reveal(round_index)
+    _traffic(p, "reveal", round_index)
+    return _publish({"revealed": revealed})
 
 
 @flow(name="participant-claim")
@@ -77,7 +114,9 @@ def participant_claim(
 ) -> dict[str, Any]:
     """Claim what the task owes it."""
     p = _open(card, data, key_env, state, rpc_url)
-    return _publish({"claimed": str(p.claim())})
+    claimed = p.claim()
+    _traffic(p, "claim", None)
+    return _publish({"claimed": str(claimed)})
 
 
 DUTIES = {

@@ -212,8 +212,6 @@ def serve_participant(
 
     card = TaskCard.read(card_path)
     me = open_participant(card_path, data, key_env, state, rpc_url)  # every check, by name
-    cfg = me.cfg
-    me.join(cfg.chain.stake * TOKEN)
     queue = queue_name(card.name, me.id)
     params = {"card": str(Path(card_path).resolve()), "data": str(Path(data).resolve()),
               "key_env": key_env, "state": str(Path(state).resolve()),
@@ -232,6 +230,9 @@ def serve_participant(
             print_next_steps=False,
             ignore_warnings=True,
         )
+    # Stake only once its deployments exist: the task starts when everyone has staked, and
+    # a duty triggered before its deployment exists would find nothing to run.
+    me.join(me.cfg.chain.stake * TOKEN)
     os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
     worker = ProcessWorker(work_pool_name=pool, work_queues=[queue], name=f"flock-{queue}",
                            prefetch_seconds=1)  # fmt: skip

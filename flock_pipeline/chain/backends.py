@@ -42,6 +42,8 @@ class Chain:
     w3: Web3
     kind: ChainKind
     tester: Any = None
+    session: requests.Session | None = None
+    """The HTTP session of a JSON-RPC connection (None in process)."""
 
     @functools.cached_property
     def chain_id(self) -> int:
@@ -111,9 +113,8 @@ def connect(url: str, kind: ChainKind = "rpc", timeout: float = 30.0) -> Chain:
     The chain id is asked once per connection and thread (web3 validates it before every call
     and estimate), and a node on loopback is reached without the environment's proxy and netrc
     settings, which requests would otherwise look up on every request."""
-    session = None
+    session = requests.Session()
     if urlparse(url).hostname in _LOOPBACK:
-        session = requests.Session()
         session.trust_env = False
     provider = HTTPProvider(
         url,
@@ -128,7 +129,7 @@ def connect(url: str, kind: ChainKind = "rpc", timeout: float = 30.0) -> Chain:
         raise ChainSetupError(
             f"no JSON-RPC node answers at {url}; start one (`flock chain up`) or fix the URL"
         )
-    return Chain(w3=w3, kind=kind)
+    return Chain(w3=w3, kind=kind, session=session)
 
 
 def signer_from_env(var: str = DEFAULT_KEY_ENV) -> Signer:

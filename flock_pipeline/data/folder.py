@@ -472,3 +472,18 @@ def _labels(file: Path, raw: npt.NDArray[Any], schema: DataSchema) -> npt.NDArra
         + (" or class names" if schema.class_names else "")
         + " (y.astype('int64') if every value is whole)",
     )
+
+
+def write_folder(path: Path, data: ParticipantData) -> Path:
+    """Write ``data`` as a participant folder (``train.npz`` and ``holdout.npz``) that
+    :func:`read_folder` reads back to the same arrays."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, x, y in (("train", data.x_train, data.y_train),
+                       ("holdout", data.x_holdout, data.y_holdout)):  # fmt: skip
+        buffer = io.BytesIO()
+        np.savez(buffer, x=x, y=y)
+        tmp = folder / f".{name}.npz.tmp"
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(folder / f"{name}.npz")
+    return folder

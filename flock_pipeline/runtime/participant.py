@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+import os
+import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,8 @@ class Participant:
     snapshots: DatasetSnapshots | None = None
     snapshot: Snapshot | None = None
     """Its data's DVC snapshot, checked before it trains or scores."""
+    traffic: dict[str, int] = field(default_factory=dict)
+    """Bytes its chain connection sent and received (counted by a participant worker's run)."""
 
     def __post_init__(self) -> None:
         if self.ledgers is not None and self.ledger is None:
@@ -382,6 +386,17 @@ class Participant:
 
 
 _ARRAYS = ("x_train", "y_train", "x_holdout", "y_holdout")
+LOADED = "loaded.jsonl"
+"""In a participant's state folder: one line per process that opened its runtime, naming
+the key (its address and variable) and the data folder it loaded. An operator's record of
+what ran with the participant's key, and the test's proof that nothing else was loaded."""
+
+
+def _audit(state: Path, entry: dict[str, Any]) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(dict(entry, pid=os.getpid(), time=round(time.time(), 3)))
+    with (state / LOADED).open("a") as f:
+        f.write(line + "\n")
 
 
 def open_participant(
@@ -398,7 +413,7 @@ def open_participant(
     from flock_pipeline.chain import Deployment, connect, signer_from_env
     from flock_pipeline.chain.errors import ChainSetupError
     from flock_pipeline.data.folder import read_folder
-    from flock_pipeline.errors import DataError
+    from flock_pipeline.errors import ConfigError, DataError
     from flock_pipeline.runtime.task import TaskCard
     from flock_pipeline.storage import open_store
 
@@ -421,7 +436,10 @@ def open_participant(
             f"the node at {url} serves chain {chain.chain_id}, task {card.name!r} lives on chain "
             f"{card.chain_id}: pass --rpc a node of chain {card.chain_id}"
         )
-    deployment = Deployment(card.chain_id, card.token, card.alliance, deployer="")
+    known = {f.name for f in fields(Deployment)}
+    deployment = Deployment(**{k: v for k, v in card.deployment.items() if k in known})
+    if deployment.alliance.lower() != card.alliance.lower():
+        raise ConfigError(f"task card {card_path} names two alliance contracts; get a fresh copy")
     client = AllianceClient(chain, deployment, signer)
     snapshots = DatasetSnapshots(state / "datasets")
     snapshot = snapshots.recorded(pid)
@@ -437,6 +455,8 @@ def open_participant(
             f"{pid} staked on task {card.name!r} with another data snapshot than the one in "
             f"{snapshots.root}: restore the data it staked with (`dvc checkout` there)"
         )
+    _audit(state, {"participant": pid, "address": signer.address, "key_env": key_env,
+                   "data": str(Path(data).resolve()), "snapshot": snapshot.hash})  # fmt: skip
     schema = card.data_schema
     shape: Any = tuple(schema.feature_shape)  # a built-in model's (C, H, W); a factory's own
     return Participant(

@@ -46,6 +46,8 @@ class TaskCard(BaseModel):
     """The RPC the creator used; a participant may use any node of the same chain."""
     alliance: str
     token: str
+    deployment: dict[str, Any]
+    """Every contract of the deployment (``chain.Deployment`` fields)."""
     task_id: int
     from_block: int
     initial_model: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy.typing as npt
@@ -433,6 +433,7 @@ def open_world(cfg: FlockConfig) -> OpenTask:
             chain_url=_chain_url(cfg, anvil),
             alliance=deployment.alliance,
             token=deployment.token,
+            deployment=asdict(deployment),
             task_id=task_id,
             from_block=int(meta["from_block"]),
             initial_model=str(meta["initial_model"]),

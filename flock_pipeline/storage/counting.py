@@ -1,0 +1,40 @@
+"""A blob store that counts the bytes a participant sends to and receives from another.
+
+``put`` of bytes the store already holds is still counted as sent: the participant cannot know
+without asking, and its upload is what a network would carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flock_pipeline.storage.base import BlobStore
+
+__all__ = ["CountingStore"]
+
+
+@dataclass
+class CountingStore:
+    inner: BlobStore
+    sent: int = 0
+    received: int = 0
+
+    def put(self, data: bytes) -> str:
+        self.sent += len(data)
+        return self.inner.put(data)
+
+    def get(self, digest: str) -> bytes:
+        data = self.inner.get(digest)
+        self.received += len(data)
+        return data
+
+    def exists(self, digest: str) -> bool:
+        return self.inner.exists(digest)
+
+    def size(self, digest: str) -> int | None:
+        return self.inner.size(digest)
+
+    def uri(self, digest: str) -> str:
+        return self.inner.uri(digest)
+
+    def check_writable(self) -> None:
+        self.inner.check_writable()
