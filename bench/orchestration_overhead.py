@@ -71,8 +71,10 @@ import mlflow.pytorch  # noqa: E402
 import web3.providers.rpc  # noqa: E402
 from prefect import flow  # noqa: E402
 
-import flows.federated as federated  # noqa: E402
+import flock_pipeline.runtime.coordinator as coordinator_rt  # noqa: E402
+import flock_pipeline.runtime.participant as participant_rt  # noqa: E402
 import flock_pipeline.runtime.world as world  # noqa: E402
+import flows.federated as federated  # noqa: E402
 from flock_pipeline.chain import AllianceClient, Chain  # noqa: E402
 from flock_pipeline.chain.anvil import AnvilNode  # noqa: E402
 from flock_pipeline.snapshots import DatasetSnapshots  # noqa: E402
@@ -208,18 +210,20 @@ def _patch_public(t: Timers, owner: type, category: str, detail: str | None = No
 def _install_timers() -> None:
     t = TIMERS
     # The same work in both engines.
-    for mod in (simulation, federated):
+    for mod in (simulation, participant_rt):
         t.patch(mod, "train_participant", "train")
-    t.patch(federated, "judgement_score", "judgement")
+    t.patch(participant_rt, "judgement_score", "judgement")
     # The simulation judges for all voters at once: each model's per-sample losses on every
     # voter's set in one batch (the judgement itself is arithmetic on those).
     t.patch(GroupLosses, "per_sample", "judgement")
     t.patch(simulation, "aggregate", "aggregate")
-    t.patch(federated, "aggregate_updates", "aggregate")
+    t.patch(participant_rt, "aggregate_updates", "aggregate")
+    t.patch(coordinator_rt, "aggregate_updates", "aggregate")  # its own check of the winner
     t.patch(simulation, "contribution_table", "contribution_scoring")
-    t.patch(federated, "contributions", "contribution_scoring")  # its losses call evaluate
+    t.patch(participant_rt, "contributions", "contribution_scoring")  # losses call evaluate
     t.patch(simulation, "evaluate_round", "evaluate")
-    t.patch(federated, "evaluate", "evaluate")  # the round's test and held-out evaluations
+    t.patch(coordinator_rt, "evaluate", "evaluate")  # the round's test evaluation
+    t.patch(participant_rt, "evaluate", "evaluate")  # held-out evaluations
     _patch_public(t, Alliance, "chain")
     for mod in (simulation, world):
         t.patch(mod, "prepare_federation", "data")

@@ -229,7 +229,7 @@ def federated_task(
             # The task's own flow run sends the heartbeats of this process; a round's would
             # add nothing but its thread's last sleep (up to a second) to every round's end.
             with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-                named = run.round.with_options(flow_run_name=f"{c.name}-round-{r + 1}")
+                named: Any = run.round.with_options(flow_run_name=f"{c.name}-round-{r + 1}")
                 run.rounds.append(named(r))
         report = run.finish(out_dir)
         logger.info("summary: %s", Path(out_dir or cfg.data_dir / "runs" / c.name) / "summary.json")

@@ -104,7 +104,7 @@ class WorkerDuties:
         def one(pid: str) -> dict[str, Any] | None:
             name = f"{_FLOW_NAMES[duty]}/{deployment_name(c.name, pid)}"
             try:
-                run = run_deployment(
+                run: Any = run_deployment(
                     name, parameters=params, timeout=deadline, poll_interval=0.5,
                     flow_run_name=f"{c.name}{label}-{pid}-{duty}", as_subflow=True,
                 )  # fmt: skip
@@ -219,7 +219,7 @@ def serve_participant(
     _ensure_pool(pool)
     for duty in _FLOW_NAMES:
         entrypoint = f"flows/participant.py:participant_{duty}"
-        source = Flow.from_source(source=str(_REPO), entrypoint=entrypoint)
+        source: Any = Flow.from_source(source=str(_REPO), entrypoint=entrypoint)
         source.deploy(
             name=deployment_name(card.name, me.id),
             work_pool_name=pool,

@@ -6,15 +6,13 @@ same config, and each participant's processes loaded only its own key and data."
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from eth_account import Account
 from flow_helpers import flock_cmd, flock_env
 
 from flock_pipeline.chain.anvil import AnvilNode
@@ -23,15 +21,13 @@ from flock_pipeline.data.folder import write_folder
 from flock_pipeline.protocol.params import dev_key
 from flock_pipeline.round import prepare_federation
 from flock_pipeline.runtime.participant import LOADED
+from flows.trial import run_trial
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 N = 4
-KEY_ENV = "FLOCK_PARTICIPANT_KEY"
-TASK = "workers-trial"
-
 CONFIG: dict[str, Any] = {
-    "task": TASK,
+    "task": "workers-trial",
     "participants": N,
     "rounds": 2,
     "seed": 3,
@@ -43,113 +39,46 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str], seconds: float) -> None:
-    until = time.monotonic() + seconds
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"the coordinator exited ({proc.returncode}): {proc.stderr}")
-        if time.monotonic() > until:
-            raise AssertionError(f"{path} did not appear in {seconds}s")
-        time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _essence(report: dict[str, Any]) -> dict[str, Any]:
     """What both engines must agree on: outcomes, models, updates, votes and money. Not
     timings, transaction hashes, the engine's name, or what only the in-process engine can
     see (the partition table and each participant's held-out metrics)."""
-    rounds = []
-    for r in report["rounds"]:
-        rounds.append({
-            k: r[k] for k in ("round", "outcome", "accepted", "aggregate_hash",
-                              "global_model_hash", "selected", "screened", "accept_weight",
-                              "reject_weight")
-        } | {"global": r["global"], "participants": [
-            {k: p[k] for k in ("id", "address", "role", "update_hash", "num_samples",
-                               "dataset_hash", "vote", "flagged", "contribution",
-                               "trust_score", "reward", "slashed")}
-            for p in r["participants"]
-        ]})  # fmt: skip
+    keep_round = ("round", "outcome", "accepted", "aggregate_hash", "global_model_hash",
+                  "selected", "screened", "accept_weight", "reject_weight", "global")  # fmt: skip
+    keep_p = ("id", "address", "role", "update_hash", "num_samples", "dataset_hash", "vote",
+              "flagged", "contribution", "trust_score", "slashed")  # fmt: skip
+    rounds = [
+        {k: r[k] for k in keep_round}
+        | {"participants": [{k: p[k] for k in keep_p} for p in r["participants"]]}
+        for r in report["rounds"]
+    ]
     final = {k: report["final"][k] for k in ("accuracy", "model_hash", "accepted_rounds",
                                              "honest_slashes")}  # fmt: skip
-    return {"rounds": rounds, "claimed": report["claimed"], "final": final}
+    return {"rounds": rounds, "final": final}
+
+
+def _paid(report: dict[str, Any]) -> list[list[int]]:
+    """Each round's rewards, in participant order."""
+    return [[int(p["reward"]) for p in r["participants"]] for r in report["rounds"]]
 
 
 def test_four_participant_workers_finish_the_task_the_in_process_engine_finishes(
     tmp_path: Path,
 ) -> None:
     # Prepare: an anvil; each participant's own data folder and key; the task's config
-
     node = AnvilNode(tmp_path / "anvil", port=0)
     node.up(owner="test")
-    url = str(node.status().url)
     keys = [dev_key("flock-participant", i) for i in range(N)]
-    from eth_account import Account
-
     addresses = [Account.from_key(k).address for k in keys]
-    fed = prepare_federation(load_config(None, {"data_dir": str(tmp_path / "x"), **_flat(CONFIG)}))
+    cfg = load_config(None, {"data_dir": str(tmp_path / "x"), **_flat(CONFIG)})
+    fed = prepare_federation(cfg)
     folders = [write_folder(tmp_path / "owners" / p.id / "data", p) for p in fed.participants]
     home = tmp_path / "coordinator"
-    home.mkdir()
-    workers_cfg = dict(CONFIG, data_dir=str(home), chain={"url": url}, workers={
-        "pool": "flock-test-pool", "members": addresses, "deadline_seconds": 300,
-        "join_seconds": 300,
-    })  # fmt: skip
-    (home / "task.yaml").write_text(yaml.safe_dump(workers_cfg))
-    started: list[subprocess.Popen[str]] = []
+    workers = {"pool": "flock-test-pool", "members": addresses, "deadline_seconds": 300}
+    config = dict(CONFIG, data_dir=str(home), chain={"url": node.status().url}, workers=workers)
     try:
-        # Execute: the coordinator creates the task and waits; each participant joins
-        coordinator = subprocess.Popen(
-            flock_cmd("run", "-c", str(home / "task.yaml"), "--out", str(home / "out")),
-            cwd=home, env=flock_env(home), text=True, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        started.append(coordinator)
-        card = home / "tasks" / TASK / "card.json"
-        _wait_for(card, coordinator, 240)
-        for i, folder in enumerate(folders):
-            owner = folder.parent
-            env = flock_env(owner, **{KEY_ENV: "0x" + keys[i].hex()})
-            for other in ("FLOCK_CHAIN_PRIVATE_KEY",):
-                env.pop(other, None)
-            started.append(
-                subprocess.Popen(
-                    flock_cmd(
-                        "participant",
-                        "start",
-                        "--task",
-                        str(card),
-                        "--data",
-                        str(folder),
-                        "--key-env",
-                        KEY_ENV,
-                        "--pool",
-                        "flock-test-pool",
-                        "--state",
-                        str(owner / "state"),
-                    ),
-                    cwd=owner,
-                    env=env,
-                    text=True,
-                    start_new_session=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=open(owner / "worker.log", "w"),  # noqa: SIM115  # closed at exit
-                )
-            )
-        _, err = coordinator.communicate(timeout=1200)
-        assert coordinator.returncode == 0, err[-4000:]
-        distributed = json.loads((home / "out" / "summary.json").read_text())
-
-        # The in-process engine on the same config, on a fresh chain folder
+        # Execute: the coordinator and four workers; then the in-process engine alone
+        trial = run_trial(config, home, keys, folders, "flock-test-pool", env=flock_env(home))
         alone = tmp_path / "alone"
         alone.mkdir()
         (alone / "task.yaml").write_text(yaml.safe_dump(dict(CONFIG, data_dir=str(alone))))
@@ -160,19 +89,22 @@ def test_four_participant_workers_finish_the_task_the_in_process_engine_finishes
         assert done.returncode == 0, done.stderr[-4000:]
         in_process = json.loads((alone / "out" / "summary.json").read_text())
     finally:
-        for proc in started:
-            _stop(proc)
         node.down()
 
     # Assert: the task completed, as the in-process engine completes it
+    distributed = trial.summary
     assert distributed["task"]["engine"] == "workers"
     assert [r["outcome"] for r in distributed["rounds"]] == ["accepted", "accepted"]
     assert _essence(distributed) == _essence(in_process)
+    # The same money: a round's pot in total; a participant's share up to rounding dust, which
+    # the contract hands out in the order participants settle (claim order, here timing)
+    for ours, theirs in zip(_paid(distributed), _paid(in_process), strict=True):
+        assert sum(ours) == sum(theirs)
+        assert all(abs(a - b) <= N for a, b in zip(ours, theirs, strict=True))
     # ... and each participant's processes loaded its own key and its own folder, nothing else
-    for i, folder in enumerate(folders):
-        lines = (folder.parent / "state" / LOADED).read_text().splitlines()
-        loaded = [json.loads(line) for line in lines]
-        assert len({e["pid"] for e in loaded}) >= 2 * 3 + 1  # its worker, then its runs
+    for i, (folder, state) in enumerate(zip(folders, trial.states, strict=True)):
+        loaded = [json.loads(line) for line in (state / LOADED).read_text().splitlines()]
+        assert len({e["pid"] for e in loaded}) >= 2 * 3 + 2  # its worker, then 7 runs
         assert {e["address"] for e in loaded} == {addresses[i]}
         assert {e["data"] for e in loaded} == {str(folder.resolve())}
         assert {e["participant"] for e in loaded} == {f"p{i}"}
