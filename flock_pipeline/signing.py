@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
+    "ENVELOPE_MAX_BYTES",
     "SIGNATURE_REASONS",
     "UPDATE_TYPE",
     "SignatureReason",
@@ -94,7 +95,7 @@ _TYPES: dict[str, list[dict[str, str]]] = {
 }
 _UINT256 = 2**256
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-_MAX_ENVELOPE = 4_096
+ENVELOPE_MAX_BYTES = 4_096
 """Bytes: an envelope is ~500; anything much larger is refused before parsing."""
 _INT_FIELDS = ("chain_id", "task_id", "round", "num_samples", "nonce", "deadline")
 
@@ -124,8 +125,8 @@ class SignedUpdate:
     @classmethod
     def from_json(cls, data: bytes) -> SignedUpdate:
         """Parse the wire form strictly; ValueError names the first thing wrong."""
-        if len(data) > _MAX_ENVELOPE:
-            raise ValueError(f"envelope of {len(data)} bytes, at most {_MAX_ENVELOPE}")
+        if len(data) > ENVELOPE_MAX_BYTES:
+            raise ValueError(f"envelope of {len(data)} bytes, at most {ENVELOPE_MAX_BYTES}")
         try:
             raw = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

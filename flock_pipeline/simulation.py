@@ -18,13 +18,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from eth_account import Account
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flock_pipeline.aggregation import CentralDP, StrategyState
-from flock_pipeline.attacks.updates import submission_bytes
+from flock_pipeline.attacks.updates import submission_bytes, submission_envelope
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contribution_table, submission_scores
 from flock_pipeline.data import Federation
@@ -70,7 +71,10 @@ from flock_pipeline.round import (
 )
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, content_hash, write_weights
-from flock_pipeline.validity import check_submissions
+from flock_pipeline.validity import SignatureCheck, check_submissions
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 __all__ = ["SimulationResult", "run_simulation"]
 
@@ -124,6 +128,10 @@ def run_simulation(
     creator = dev_address(CREATOR, 0)
     address = {pid: dev_address(PARTICIPANT, i) for i, pid in enumerate(ids)}
     by_address = {a.lower(): pid for pid, a in address.items()}
+    # Each participant signs its updates (flock_pipeline.signing) with a key of this run alone,
+    # fresh from the OS: the voters check the envelopes exactly as on chain. The model has no
+    # chain id or contract address of its own; it signs for chain 0 and the creator's address.
+    keys = {pid: Account.create() for pid in ids}
     params = task_params(cfg, bytes.fromhex(content_hash(weights)[2:]))
     chain = Alliance(params, creator)
     for pid in ids:  # no DVC snapshot here: the registration names the arrays' sha256
@@ -188,6 +196,12 @@ def run_simulation(
             blobs = {u.participant: submission_bytes(u, cfg.attacks.get(u.participant))
                      for u in updates}  # fmt: skip
             digests = {pid: hashlib.sha256(b).hexdigest() for pid, b in blobs.items()}
+            signatures = {}
+            for u in updates:
+                signatures[u.participant] = _signed(
+                    cfg, keys[u.participant], u.participant, chain, creator, r,
+                    "0x" + digests[u.participant], u.num_samples, info.training_ends,
+                )  # fmt: skip
             refused = set()
             for u in updates:
                 committed = bytes.fromhex(digests[u.participant])
@@ -213,6 +227,7 @@ def run_simulation(
                     [(u.participant, blobs[u.participant], u.num_samples) for u in updates],
                     weights,
                     {pid: chain.participant_of(address[pid]).num_samples for pid in blobs},
+                    signatures,
                 )
                 for pid, flag in submitted.invalid.items():
                     console.print(f"round {r + 1}: the voters flag the update of {pid} as "
@@ -405,3 +420,26 @@ def run_simulation(
         )
         write_weights(weights, result_.files["model"])
     return result_
+
+
+def _signed(
+    cfg: FlockConfig,
+    key: LocalAccount,
+    pid: str,
+    chain: Alliance,
+    contract: str,
+    r: int,
+    digest: str,
+    num_samples: int,
+    deadline: int,
+) -> SignatureCheck:
+    """What the voters check of ``pid``'s signature: the envelope it commits with its update
+    (chain 0, the creator's address for the contract), against what the model recorded."""
+    envelope = submission_envelope(
+        cfg.attacks.get(pid), key, chain_id=0, contract=contract, task_id=chain.task_id,
+        round_=r, content_hash=digest, num_samples=num_samples, deadline=deadline,
+    )  # fmt: skip
+    return SignatureCheck(
+        envelope=envelope, signer=key.address, chain_id=0, contract=contract,
+        task_id=chain.task_id, round=r, content_hash=digest, submitted_at=chain.now,
+    )  # fmt: skip

@@ -50,6 +50,7 @@ library AllianceLogic {
         uint256 taskId,
         uint256 round,
         bytes32 updateHash,
+        bytes32 signatureHash,
         uint256 numSamples
     ) external {
         requirePhase(t, taskId, round, AllianceTypes.Phase.Training);
@@ -70,7 +71,7 @@ library AllianceLogic {
         t.updates[round][index] = AllianceTypes.Update(msg.sender, uint128(weight));
         r.updates = index + 1;
         emit AllianceTypes.UpdateSubmitted(
-            taskId, round, msg.sender, updateHash, numSamples, weight, index
+            taskId, round, msg.sender, updateHash, signatureHash, numSamples, weight, index
         );
     }
 

@@ -205,6 +205,7 @@ interface AllianceTypes {
         uint256 indexed round,
         address indexed proposer,
         bytes32 updateHash,
+        bytes32 signatureHash,
         uint256 numSamples,
         uint256 weight,
         uint256 index

@@ -283,13 +283,22 @@ contract FlockAlliance is AllianceTypes, ReentrancyGuardTransient {
     /// @notice Commit to a local update (training phase, selected proposers only, once).
     /// @param taskId The task.
     /// @param round The current round.
-    /// @param updateHash Hash of the signed update blob, as stored off chain.
+    /// @param updateHash sha256 of the update's bytes, as stored off chain.
+    /// @param signatureHash sha256 of the proposer's EIP-712 signature envelope over the update
+    ///        (UpdateDigest), stored off chain next to it. Not checked here: every reader checks
+    ///        it, and an update that is unsigned (zero) or wrongly signed is flagged invalid.
     /// @param numSamples Training samples behind the update (for the aggregation); at most
     ///        the caller's registered dataset size.
-    function submitUpdate(uint256 taskId, uint256 round, bytes32 updateHash, uint256 numSamples)
-        external
-    {
-        AllianceLogic.submitUpdate(_tasks[taskId], taskId, round, updateHash, numSamples);
+    function submitUpdate(
+        uint256 taskId,
+        uint256 round,
+        bytes32 updateHash,
+        bytes32 signatureHash,
+        uint256 numSamples
+    ) external {
+        AllianceLogic.submitUpdate(
+            _tasks[taskId], taskId, round, updateHash, signatureHash, numSamples
+        );
     }
 
     /// @notice Commit to a hidden vote (commit phase, selected voters only, once, and only if

@@ -18,6 +18,8 @@ abstract contract AllianceFixture is Test {
     /// @dev Every participant's registered dataset: its size and its hash.
     uint64 internal constant SAMPLES = 1_000;
     bytes32 internal constant DATA = keccak256("dataset.dir");
+    /// @dev A signature envelope's hash: the contract records it, readers check it.
+    bytes32 internal constant SIG = keccak256("signature envelope");
     /// @dev How long a task runs before its deadline.
     uint64 internal constant LIFETIME = 30 days;
 

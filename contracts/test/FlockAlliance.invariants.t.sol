@@ -17,6 +17,7 @@ abstract contract HandlerBase is Cheats {
     uint256 public taskId;
     address[] internal actors;
     address internal keeper;
+    bytes32 internal constant SIG = keccak256("signature envelope");
 
     uint256 public deposited;
     uint256 public paidOut;
@@ -214,7 +215,7 @@ contract AllianceHandler is HandlerBase {
         address who = seed % 4 == 0 ? _actor(seed) : _selected(seed, true);
         uint256 round = _round(); // read before prank: any external call consumes it
         vm.prank(who);
-        try alliance.submitUpdate(taskId, round, keccak256(abi.encode(seed)), 10) {} catch {}
+        try alliance.submitUpdate(taskId, round, keccak256(abi.encode(seed)), SIG, 10) {} catch {}
     }
 
     /// @dev One contribution per update, mostly in range (full credit, none, a mild or a
@@ -346,7 +347,7 @@ contract HonestHandler is HandlerBase {
         for (uint256 i = 0; i < actors.length; i++) {
             if (!_isProposer(round, actors[i])) continue;
             vm.prank(actors[i]);
-            alliance.submitUpdate(taskId, round, keccak256(abi.encode(seed, i)), 10 + i);
+            alliance.submitUpdate(taskId, round, keccak256(abi.encode(seed, i)), SIG, 10 + i);
             n++;
         }
         AllianceTypes.Round memory info = alliance.roundInfo(taskId, round);

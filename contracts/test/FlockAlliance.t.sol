@@ -28,7 +28,7 @@ contract FlockAllianceTest is AllianceFixture {
     function _submitAll(uint256 id, address[] memory proposers) internal {
         for (uint256 i = 0; i < proposers.length; i++) {
             vm.prank(proposers[i]);
-            alliance.submitUpdate(id, 0, keccak256(abi.encode(proposers[i])), 100);
+            alliance.submitUpdate(id, 0, keccak256(abi.encode(proposers[i])), SIG, 100);
         }
     }
 
@@ -544,7 +544,7 @@ contract FlockAllianceTest is AllianceFixture {
         _submitAll(id, first);
         vm.prank(people[256]);
         vm.expectRevert(abi.encodeWithSelector(AllianceTypes.RoundFull.selector, id, 0, 256));
-        alliance.submitUpdate(id, 0, keccak256("one too many"), 100);
+        alliance.submitUpdate(id, 0, keccak256("one too many"), SIG, 100);
         assertEq(alliance.roundInfo(id, 0).updates, 256, "MAX_UPDATES");
         _to(id, 0, AllianceTypes.Phase.Committing);
         Vote memory v = _v(people[256], AGGREGATE, 5e16, _same(256, 5e17));
@@ -1199,13 +1199,13 @@ contract FlockAllianceTest is AllianceFixture {
                 AllianceTypes.NotSelected.selector, id, 0, voters[0], PROPOSER
             )
         );
-        alliance.submitUpdate(id, 0, keccak256("update"), 1);
+        alliance.submitUpdate(id, 0, keccak256("update"), SIG, 1);
         _submitAll(id, proposers);
         vm.prank(proposers[0]);
         vm.expectRevert(
             abi.encodeWithSelector(AllianceTypes.DuplicateSubmission.selector, id, 0, proposers[0])
         );
-        alliance.submitUpdate(id, 0, keccak256("again"), 1);
+        alliance.submitUpdate(id, 0, keccak256("again"), SIG, 1);
         _to(id, 0, AllianceTypes.Phase.Committing);
         vm.prank(proposers[0]);
         vm.expectRevert(
@@ -1237,7 +1237,7 @@ contract FlockAllianceTest is AllianceFixture {
         vm.assume(alliance.roleOf(id, 0, outsider) == NONE);
         vm.prank(outsider);
         vm.expectPartialRevert(AllianceTypes.NotSelected.selector);
-        alliance.submitUpdate(id, 0, keccak256("sneaky"), 1);
+        alliance.submitUpdate(id, 0, keccak256("sneaky"), SIG, 1);
         (address[] memory proposers, address[] memory voters) = _roles(id, 0);
         _submitAll(id, proposers);
         _to(id, 0, AllianceTypes.Phase.Committing);

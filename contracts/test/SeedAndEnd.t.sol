@@ -50,10 +50,10 @@ contract SeedAndEndTest is AllianceFixture {
         vm.expectRevert(
             abi.encodeWithSelector(AllianceTypes.TooManySamples.selector, SAMPLES + 1, SAMPLES)
         );
-        alliance.submitUpdate(id, 0, keccak256("update"), SAMPLES + 1);
+        alliance.submitUpdate(id, 0, keccak256("update"), SIG, SAMPLES + 1);
         vm.expectRevert(AllianceTypes.ZeroValue.selector);
-        alliance.submitUpdate(id, 0, keccak256("update"), 0);
-        alliance.submitUpdate(id, 0, keccak256("update"), SAMPLES);
+        alliance.submitUpdate(id, 0, keccak256("update"), SIG, 0);
+        alliance.submitUpdate(id, 0, keccak256("update"), SIG, SAMPLES);
         vm.stopPrank();
     }
 
@@ -61,7 +61,7 @@ contract SeedAndEndTest is AllianceFixture {
         (uint256 id, address[] memory proposers,) = _openRound();
         address who = proposers[0];
         vm.prank(who);
-        alliance.submitUpdate(id, 0, keccak256("update"), 10);
+        alliance.submitUpdate(id, 0, keccak256("update"), SIG, 10);
         vm.startPrank(who);
         vm.expectRevert(
             abi.encodeWithSelector(AllianceTypes.PendingSettlement.selector, id, 0, who)
@@ -117,7 +117,7 @@ contract SeedAndEndTest is AllianceFixture {
         (uint256 id, address[] memory proposers, address[] memory voters) = _openRound();
         // round 0 runs and is paid; then the deadline passes
         vm.prank(proposers[0]);
-        alliance.submitUpdate(id, 0, keccak256("update"), 10);
+        alliance.submitUpdate(id, 0, keccak256("update"), SIG, 10);
         _to(id, 0, AllianceTypes.Phase.Committing);
         int128[] memory cs = new int128[](1);
         cs[0] = 1e18;
@@ -160,7 +160,7 @@ contract SeedAndEndTest is AllianceFixture {
         // an honest round: both proposers, both voters
         for (uint256 i = 0; i < 2; i++) {
             vm.prank(proposers[i]);
-            alliance.submitUpdate(id, 0, keccak256(abi.encode(i)), 10);
+            alliance.submitUpdate(id, 0, keccak256(abi.encode(i)), SIG, 10);
         }
         int128[] memory cs = new int128[](2);
         (cs[0], cs[1]) = (1e18, 1e18);

@@ -26,6 +26,8 @@ AttackKind = Literal[
     "nan_update",
     "wrong_shape",
     "inflated_samples",
+    "unsigned",
+    "foreign_signature",
 ]
 ATTACK_KINDS: tuple[str, ...] = get_args(AttackKind)
 
@@ -47,8 +49,12 @@ class AttackSpec(BaseModel):
     - ``nan_update``: its honest update with one coordinate set to NaN (seeded position).
     - ``wrong_shape``: its honest update with one tensor grown by a row (another architecture).
     - ``inflated_samples``: its honest update, claiming ``factor`` x its real sample count.
+    - ``unsigned``: its honest update, committed without a signature envelope.
+    - ``foreign_signature``: its honest update, with an envelope signed by a key that is not
+      its own (a blob relayed from someone else, or a forged one).
 
-    The first three are invalid updates (``flock_pipeline.validity``): flagged and penalized.
+    ``corrupt_update``, ``nan_update``, ``wrong_shape``, ``unsigned`` and
+    ``foreign_signature`` make invalid updates (``flock_pipeline.validity``): flagged and penalized.
     An inflated claim is bounded by ``aggregation.max_weight_share`` (and refused outright
     where the chain knows the registered count).
     """

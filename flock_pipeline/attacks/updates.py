@@ -3,23 +3,30 @@
 Deltas are computed in float64 and rounded once to each tensor's dtype. Non-floating tensors
 (counters) keep the update's own values, except for the free rider, which submits the global
 model as is. ``submission_bytes`` is what a participant uploads: the canonical file of its
-update, or, for ``corrupt_update``, bytes that are not safetensors.
+update, or, for ``corrupt_update``, bytes that are not safetensors; ``submission_envelope`` is
+the signature envelope it commits next to them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
+from eth_account import Account
 
 from flock_pipeline.aggregation.base import ordered
 from flock_pipeline.attacks.spec import AttackSpec
 from flock_pipeline.errors import AggregationError, ConfigError
 from flock_pipeline.serialization import Weights, canonical_bytes
+from flock_pipeline.signing import sign_update
 from flock_pipeline.update import Update
 
-__all__ = ["skips_training", "submission_bytes", "tamper_update"]
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+__all__ = ["skips_training", "submission_bytes", "submission_envelope", "tamper_update"]
 
 
 def skips_training(spec: AttackSpec | None) -> bool:
@@ -109,6 +116,30 @@ def submission_bytes(update: Update, spec: AttackSpec | None) -> bytes:
     return data
 
 
+def submission_envelope(
+    spec: AttackSpec | None,
+    key: LocalAccount,
+    *,
+    chain_id: int,
+    contract: str,
+    task_id: int,
+    round_: int,
+    content_hash: str,
+    num_samples: int,
+    deadline: int,
+) -> bytes | None:
+    """The signature envelope (``flock_pipeline.signing``) a participant commits with its
+    update: ``key``'s signature over it; none for ``unsigned``; for ``foreign_signature``, the
+    signature of a fresh key that is not the participant's."""
+    if spec is not None and spec.kind == "unsigned":
+        return None
+    signer = Account.create() if spec is not None and spec.kind == "foreign_signature" else key
+    return sign_update(
+        signer, chain_id=chain_id, contract=contract, task_id=task_id, round_=round_,
+        content_hash=content_hash, num_samples=num_samples, deadline=deadline,
+    ).to_json()  # fmt: skip
+
+
 def _copy_source(update: Update, spec: AttackSpec, others: Sequence[Update]) -> Update:
     candidates = [u for u in others if u.participant != update.participant]
     if spec.copy_from is not None:
@@ -139,11 +170,13 @@ def tamper_update(
     ``seed`` drives the Gaussian noise (``torch.Generator().manual_seed(seed)``) and the NaN's
     position; ``others`` are the round's other updates a copier may copy. ``label_flip``,
     ``dishonest_voter``, ``corrupt_update`` (its bytes are tampered with, see
-    ``submission_bytes``) and no spec return ``update`` itself. Participant id, metrics and
+    ``submission_bytes``), ``unsigned`` and ``foreign_signature`` (its envelope is, see
+    ``submission_envelope``) and no spec return ``update`` itself. Participant id, metrics and
     privacy accounting are always the attacker's own, and so is the sample count except under
     ``inflated_samples``.
     """
-    if spec is None or spec.kind in ("label_flip", "dishonest_voter", "corrupt_update"):
+    untouched = ("label_flip", "dishonest_voter", "corrupt_update", "unsigned", "foreign_signature")
+    if spec is None or spec.kind in untouched:
         return update
     if spec.kind == "inflated_samples":
         claimed = max(update.num_samples, round(update.num_samples * spec.factor))

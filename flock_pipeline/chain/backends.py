@@ -136,11 +136,18 @@ def signer_from_env(var: str = DEFAULT_KEY_ENV) -> Signer:
     """The signer whose private key is in environment variable `var` (never a file in a repo)."""
     key = os.environ.get(var, "").strip()
     if not key:
-        raise ChainSetupError(f"set {var} to the hex private key of the account to send from")
+        raise ChainSetupError(
+            f"environment variable {var} is not set: export it as the hex private key of the "
+            "account to send from (or pass --key-env with the variable that holds it)"
+        )
     try:
         account: LocalAccount = Account.from_key(key)
-    except (ValueError, TypeError) as exc:
-        raise ChainSetupError(f"{var} does not hold a valid hex private key") from exc
+    except (ValueError, TypeError):
+        # The key itself stays out of the message and the chained exception.
+        raise ChainSetupError(
+            f"environment variable {var} does not hold a private key: it must be 32 bytes as 64 "
+            "hex characters (0x optional); export the account's key again"
+        ) from None
     return Signer(account)
 
 

@@ -392,11 +392,21 @@ class AllianceClient:
         return self.round_info(task_id, round_)
 
     def submit_update(
-        self, task_id: int, round_: int, update_hash: bytes, num_samples: int
+        self,
+        task_id: int,
+        round_: int,
+        update_hash: bytes,
+        num_samples: int,
+        *,
+        signature_hash: bytes = bytes(32),
     ) -> TxResult:
-        """Commit this proposer's update hash (training phase)."""
+        """Commit this proposer's update hash and the hash of its signature envelope over it
+        (training phase). The chain records the envelope's hash without checking it; every
+        reader does, and flags an update whose envelope is missing (zero: unsigned) or wrong."""
         return self._send(
-            self._calls["alliance"].submitUpdate(task_id, round_, update_hash, num_samples)
+            self._calls["alliance"].submitUpdate(
+                task_id, round_, update_hash, signature_hash, num_samples
+            )
         )
 
     def commit_vote(
@@ -625,8 +635,13 @@ class AllianceClient:
     def round_events(
         self, task_id: int, round_: int, name: str, from_block: int = 0
     ) -> list[dict[str, Any]]:
-        """All `name` events of one round (e.g. UpdateSubmitted to recompute the aggregate)."""
+        """All `name` events of one round (e.g. UpdateSubmitted to recompute the aggregate).
+        Each is the event's arguments plus ``blockNumber``, the block that recorded it."""
         return self._logs(name, {"taskId": task_id, "round": round_}, from_block)
+
+    def block_timestamp(self, number: int) -> int:
+        """The timestamp of block ``number``: public, the same for every reader."""
+        return int(self.chain.w3.eth.get_block(number)["timestamp"])
 
     def task_events(self, task_id: int, name: str, from_block: int = 0) -> list[dict[str, Any]]:
         """All `name` events of a task, every round, in one query (e.g. every Settled event
@@ -637,7 +652,7 @@ class AllianceClient:
         logs = getattr(self.alliance.events, name)().get_logs(
             from_block=from_block, argument_filters=filters
         )
-        return [dict(log["args"]) for log in logs]
+        return [dict(log["args"], blockNumber=int(log["blockNumber"])) for log in logs]
 
 
 def _snake(name: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from eth_utils.crypto import keccak
 
-from flock_pipeline.attacks.updates import submission_bytes
+from flock_pipeline.attacks.updates import submission_bytes, submission_envelope
 from flock_pipeline.chain import AllianceClient, ContractRevert, Vote, to_fixed
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contributions, submission_scores
@@ -255,10 +255,15 @@ class Participant:
         (the store has it)."""
         saved: dict[str, Any] = json.loads(kept.read_text())
         digest = self.store.put(blob.read_bytes())
+        envelope = self.envelope(r, digest, int(saved["num_samples"]))
+        signature_hash = bytes(32) if envelope is None else bytes.fromhex(
+            self.store.put(envelope)[2:]
+        )  # fmt: skip
         try:
             self.client.submit_update(
-                self.task_id, r, bytes.fromhex(digest[2:]), saved["num_samples"]
-            )
+                self.task_id, r, bytes.fromhex(digest[2:]), saved["num_samples"],
+                signature_hash=signature_hash,
+            )  # fmt: skip
         except ContractRevert as exc:
             if exc.name == "TooManySamples":  # more than it registered: refused outright
                 log.warning("%s: the chain refuses its update of round %d (%s)", self.id, r + 1,
@@ -273,6 +278,23 @@ class Participant:
         blob.unlink()
         log.info("%s submitted round %d: update %s", self.id, r + 1, digest[:12])
         return saved
+
+    def envelope(self, r: int, digest: str, num_samples: int) -> bytes | None:
+        """This participant's EIP-712 signature envelope over its update of round ``r``
+        (``attacks.updates.submission_envelope``), good until the round's training phase ends:
+        no submission is accepted later. Deterministic (RFC 6979), so a resumed run signs the
+        same envelope."""
+        return submission_envelope(
+            self.cfg.attacks.get(self.id),
+            self.client.signer.account,
+            chain_id=self.client.deployment.chain_id,
+            contract=str(self.client.alliance.address),
+            task_id=self.task_id,
+            round_=r,
+            content_hash=digest,
+            num_samples=num_samples,
+            deadline=self.client.round_info(self.task_id, r).training_ends,
+        )
 
     # ------------------------------------------------------------------ vote
 

@@ -25,8 +25,16 @@ from flock_pipeline.errors import ConfigError
 from flock_pipeline.protocol.tally import RevealedVote
 from flock_pipeline.protocol.view import RoundView
 from flock_pipeline.serialization import Weights
+from flock_pipeline.signing import ENVELOPE_MAX_BYTES
 from flock_pipeline.storage import BlobStore
-from flock_pipeline.validity import Checked, check_submissions, fetch_blob, update_size_limit
+from flock_pipeline.validity import (
+    Checked,
+    Oversized,
+    SignatureCheck,
+    check_submissions,
+    fetch_blob,
+    update_size_limit,
+)
 
 __all__ = ["TaskCard", "TaskView", "hex_bytes"]
 
@@ -151,18 +159,48 @@ class TaskView:
         """The round's updates as committed on chain, in submission order (the contract's
         update index), fetched by hash from ``store`` and checked against the global model
         ``reference`` (``flock_pipeline.validity``): an update that is missing, unreadable or
-        malformed is flagged invalid, never raised. One event query and one batch of stake
-        reads."""
+        malformed, or whose signature envelope (``flock_pipeline.signing``) is missing, another
+        key's or for another slot, is flagged invalid, never raised. One event query, one batch
+        of stake reads and one block read per block that recorded a submission."""
         entries, addresses = [], []
+        signatures: dict[str, SignatureCheck] = {}
         limit = update_size_limit(reference)
+        stamps: dict[int, int] = {}
         for ev in self.submissions(r):
             proposer = str(ev["proposer"])
-            blob = fetch_blob(store, hex_bytes(ev["updateHash"]), max_bytes=limit)
-            entries.append((self.id_of(proposer), blob, int(ev["numSamples"])))
+            pid = self.id_of(proposer)
+            digest = hex_bytes(ev["updateHash"])
+            blob = fetch_blob(store, digest, max_bytes=limit)
+            entries.append((pid, blob, int(ev["numSamples"])))
             addresses.append(proposer)
+            block = int(ev["blockNumber"])
+            if block not in stamps:
+                stamps[block] = self.client.block_timestamp(block)
+            signatures[pid] = SignatureCheck(
+                envelope=self._envelope(store, bytes(ev["signatureHash"])),
+                signer=proposer,
+                chain_id=self.client.deployment.chain_id,
+                contract=str(self.client.alliance.address),
+                task_id=self.task_id,
+                round=r,
+                content_hash=digest,
+                submitted_at=stamps[block],
+            )
         stakes = self.client.participants_of(self.task_id, addresses)
         registered = {self.id_of(a): s.num_samples for a, s in zip(addresses, stakes, strict=True)}
-        return check_submissions(entries, reference, registered)
+        return check_submissions(entries, reference, registered, signatures)
+
+    @staticmethod
+    def _envelope(store: BlobStore, signature_hash: bytes) -> bytes | None:
+        """The signature envelope committed as ``signature_hash``: None when the proposer
+        committed none (zero) or the store has none that hashes to it; an oversized one comes
+        back as that many bytes unread, which the envelope parser refuses by size."""
+        if signature_hash == bytes(32):
+            return None
+        found = fetch_blob(store, hex_bytes(signature_hash), max_bytes=ENVELOPE_MAX_BYTES)
+        if isinstance(found, Oversized):
+            return bytes(ENVELOPE_MAX_BYTES + 1)
+        return found
 
     def trust_history(self, r: int, enabled: bool) -> list[dict[str, float]]:
         """The screen's trust input for round ``r``: the trust scores of the finalized rounds

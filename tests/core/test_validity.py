@@ -438,6 +438,8 @@ SMALL = {
         ("corrupt_update", "invalid:not_safetensors"),
         ("nan_update", "invalid:not_finite"),
         ("wrong_shape", "invalid:wrong_shape"),
+        ("unsigned", "invalid:unsigned"),
+        ("foreign_signature", "invalid:wrong_signer"),
     ],
 )
 def test_the_simulation_flags_and_penalizes_an_invalid_update_and_goes_on(

@@ -98,6 +98,8 @@ def _store(cfg: FlockConfig) -> LocalBlobStore:
         ("corrupt_update", "invalid:not_safetensors"),
         ("nan_update", "invalid:not_finite"),
         ("wrong_shape", "invalid:wrong_shape"),
+        ("unsigned", "invalid:unsigned"),
+        ("foreign_signature", "invalid:wrong_signer"),
     ],
 )
 def test_an_invalid_update_is_flagged_its_proposer_penalized_and_the_task_completes(

@@ -335,7 +335,7 @@ class AllianceMachine(RuleBasedStateMachine):
         self.act(
             a,
             "submitUpdate",
-            (1, r, update, samples),
+            (1, r, update, bytes([who + 1]) * 32, samples),
             lambda: self.model.submit_update(a, r, update, samples),
         )
 
