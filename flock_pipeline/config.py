@@ -327,6 +327,10 @@ class ChainConfig(_Section):
     training_seconds: int = Field(3_600, ge=1, description="training phase length")
     commit_seconds: int = Field(600, ge=1)
     reveal_seconds: int = Field(600, ge=1)
+    log_chunk_blocks: int = Field(
+        10_000, ge=1, description="most blocks one eth_getLogs read covers (public RPCs cap "
+        "the range); a refused read is retried in halves",
+    )  # fmt: skip
 
 
 class VoteConfig(_Section):

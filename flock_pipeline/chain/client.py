@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from eth_utils.address import to_checksum_address
 from web3.contract import Contract
+from web3.exceptions import Web3RPCError
 from web3.logs import DISCARD
 
 from flock_pipeline.chain.artifacts import CONTRACT_NAMES, load_artifact
@@ -197,6 +198,10 @@ class AllianceClient:
     Writes are signed by `signer`; reads need no key. `as_signer` gives a client for another
     participant sharing the same connection.
     """
+
+    log_chunk_blocks: int = 10_000
+    """Most blocks one ``eth_getLogs`` covers: within what public RPCs accept (Base's public
+    endpoints take 10 000); a refused chunk is read again in halves."""
 
     def __init__(self, chain: Chain, deployment: Deployment, signer: Signer) -> None:
         if chain.chain_id != deployment.chain_id:
@@ -649,10 +654,38 @@ class AllianceClient:
         return self._logs(name, {"taskId": task_id}, from_block)
 
     def _logs(self, name: str, filters: dict[str, Any], from_block: int) -> list[dict[str, Any]]:
-        logs = getattr(self.alliance.events, name)().get_logs(
-            from_block=from_block, argument_filters=filters
-        )
-        return [dict(log["args"], blockNumber=int(log["blockNumber"])) for log in logs]
+        """Every ``name`` event from ``from_block`` to the latest block, read in chunks of at
+        most ``log_chunk_blocks`` blocks. A chunk the RPC refuses (public RPCs cap the range or
+        the result count of ``eth_getLogs``) is read again in halves; a single block refused
+        is a ChainSetupError naming the RPC's answer and the fix."""
+        event = getattr(self.alliance.events, name)()
+        latest = int(self.chain.w3.eth.block_number)
+        found: list[dict[str, Any]] = []
+        start, span = from_block, max(1, self.log_chunk_blocks)
+        while start <= latest:
+            end = min(latest, start + span - 1)
+            try:
+                logs = event.get_logs(from_block=start, to_block=end, argument_filters=filters)
+            except (Web3RPCError, ValueError) as exc:
+                if end == start:
+                    raise ChainSetupError(
+                        f"the RPC refuses to return {name} events even for block {start} alone "
+                        f"({_rpc_message(exc)}): use an RPC that serves eth_getLogs (an archive "
+                        "or a paid endpoint) with chain.url"
+                    ) from None
+                span = max(1, (end - start + 1) // 2)  # and keep the smaller span after
+                continue
+            found.extend(dict(log["args"], blockNumber=int(log["blockNumber"])) for log in logs)
+            start = end + 1
+        return found
+
+
+def _rpc_message(exc: Exception) -> str:
+    """The RPC's own words for an error (web3 wraps its JSON-RPC error object)."""
+    detail = exc.args[0] if exc.args else exc
+    if isinstance(detail, dict):
+        return f"{detail.get('message', detail)} (code {detail.get('code', '?')})"
+    return str(detail)[:200]
 
 
 def _snake(name: str) -> str:

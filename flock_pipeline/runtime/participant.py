@@ -463,6 +463,7 @@ def open_participant(
     if deployment.alliance.lower() != card.alliance.lower():
         raise ConfigError(f"task card {card_path} names two alliance contracts; get a fresh copy")
     client = AllianceClient(chain, deployment, signer)
+    client.log_chunk_blocks = cfg.chain.log_chunk_blocks
     snapshots = DatasetSnapshots(state / "datasets")
     snapshot = snapshots.recorded(pid)
     if snapshot is None:

@@ -67,6 +67,7 @@ def config_hash(cfg: FlockConfig) -> str:
         data["data"].pop("folder_schema")
     for key in ("deadline_seconds", "join_seconds"):  # how long to wait is not the task
         data["workers"].pop(key)
+    data["chain"].pop("log_chunk_blocks")  # how to read the chain is not the task either
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -372,6 +373,7 @@ def open_world(cfg: FlockConfig) -> OpenTask:
             chain, creator_signer, cfg.data_dir / "chain" / "deployment.json"
         )
         creator = AllianceClient(chain, deployment, creator_signer)
+        creator.log_chunk_blocks = cfg.chain.log_chunk_blocks
         roster = _roster(cfg, people)
 
         snapshots = DatasetSnapshots(cfg.data_dir / "datasets" / name)
