@@ -39,10 +39,10 @@ from eth_account import Account  # noqa: E402
 from flock_pipeline.chain.anvil import AnvilNode  # noqa: E402
 from flock_pipeline.config import load_config  # noqa: E402
 from flock_pipeline.data.folder import write_folder  # noqa: E402
+from flock_pipeline.faces.serve import start_prefect_server  # noqa: E402
 from flock_pipeline.protocol.params import dev_key  # noqa: E402
 from flock_pipeline.round import initial_weights, prepare_federation  # noqa: E402
 from flock_pipeline.serialization import canonical_bytes  # noqa: E402
-from flock_pipeline.serve import start_prefect_server  # noqa: E402
 from flows.participant import TRAFFIC  # noqa: E402
 from flows.trial import run_trial  # noqa: E402
 

@@ -1,3 +1,3 @@
-from flock_pipeline.cli import main
+from flock_pipeline.faces.cli import main
 
 main()

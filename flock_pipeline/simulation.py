@@ -30,6 +30,7 @@ from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contribution_table, submission_scores
 from flock_pipeline.data import Federation
 from flock_pipeline.errors import LocalTrainingTimeout, PrivacyBudgetExceeded
+from flock_pipeline.faces.plots import partition_table, plot_accuracy, plot_partition, plot_rewards
 from flock_pipeline.privacy import LedgerStore
 from flock_pipeline.protocol import Outcome, new_salt, to_fixed, vote_commitment
 from flock_pipeline.protocol.decision import judge
@@ -54,7 +55,6 @@ from flock_pipeline.report import (
     honest_slashes,
     totals,
 )
-from flock_pipeline.reporting import partition_table, plot_accuracy, plot_partition, plot_rewards
 from flock_pipeline.round import (
     RoundOutcome,
     aggregate,

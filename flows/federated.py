@@ -37,8 +37,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.chain import Phase
 from flock_pipeline.config import FlockConfig, load_config
+from flock_pipeline.faces.plots import plot_accuracy, plot_rewards
 from flock_pipeline.report import RunReport, totals
-from flock_pipeline.reporting import plot_accuracy, plot_rewards
 from flock_pipeline.runtime.coordinator import Coordinator, RoundStart
 from flock_pipeline.runtime.participant import Participant
 from flock_pipeline.runtime.world import TOKEN, OpenTask, open_world

@@ -39,7 +39,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real Prefect server for the session's `flock` subprocesses, started on 127.0.0.1
     and stopped by PID: each subprocess would otherwise start (and migrate) a temporary server
     of its own. A port another process takes first is retried on a new one."""
-    from flock_pipeline.serve import ServiceError, start_prefect_server
+    from flock_pipeline.faces.serve import ServiceError, start_prefect_server
 
     home = tmp_path_factory.mktemp("prefect-server")
     error: ServiceError | None = None

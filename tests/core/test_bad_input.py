@@ -64,7 +64,7 @@ def _flock(
         import atexit, json, sys
         atexit.register(lambda: print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})),
                                       file=sys.__stdout__))
-        from flock_pipeline.cli import main
+        from flock_pipeline.faces.cli import main
         sys.argv = ["flock", *sys.argv[1:]]
         main()
         """
@@ -313,7 +313,7 @@ def test_a_user_error_inside_a_prefect_task_logs_no_traceback(
             """
             from prefect import flow, task
 
-            from flock_pipeline.cli import quiet_user_errors
+            from flock_pipeline.faces.cli import quiet_user_errors
             from flock_pipeline.errors import ConfigError
 
             @task

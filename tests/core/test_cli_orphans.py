@@ -202,7 +202,7 @@ def test_a_ui_server_dies_with_flock_ui_even_on_sigkill(tmp_path: Path, bound: b
         [sys.executable, "-c", textwrap.dedent(f"""
             import socket, sys, time
             from pathlib import Path
-            import flock_pipeline.serve as serve
+            import flock_pipeline.faces.serve as serve
             if not {bound}:
                 serve.bound_to_parent = lambda: None
             with socket.socket() as s:

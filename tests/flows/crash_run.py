@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 import flows.federated as federated
-from flock_pipeline.cli import main
+from flock_pipeline.faces.cli import main
 
 CRASH_EXIT = 137
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from flock_pipeline.chain.cli import chain_app
 from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.errors import FlockError
+from flock_pipeline.faces.participant_cli import participant_app
 from flock_pipeline.limits import check_flow_limits, check_limits
-from flock_pipeline.participant_cli import participant_app
 
 __all__ = ["UserErrorFilter", "app", "main", "quiet_user_errors"]
 
@@ -183,7 +183,7 @@ def partition(
     trying participant workers on one machine: docs/workers.md)."""
     cfg = load_config(config)
     check_limits(cfg)
-    from flock_pipeline.reporting import partition_table, plot_partition
+    from flock_pipeline.faces.plots import partition_table, plot_partition
     from flock_pipeline.round import prepare_federation
 
     fed = prepare_federation(cfg)
@@ -209,7 +209,7 @@ def evaluate_cmd(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate a finished task: its champion on the global test split, metrics per round."""
-    from flock_pipeline.evaluation_report import evaluate_task
+    from flock_pipeline.faces.evaluate import evaluate_task
 
     cfg = load_config(config, _overrides(data_dir=data_dir))
     print(json.dumps(evaluate_task(cfg, summary, out), sort_keys=True))
@@ -231,7 +231,7 @@ def serve(
 ) -> None:
     """Serve federated_task as a scheduled Prefect deployment (typed form in the UI) until
     Ctrl-C. Set PREFECT_API_URL to the server of `flock ui` to see and trigger it there."""
-    from flock_pipeline.serve import check_schedule, serve_deployment
+    from flock_pipeline.faces.serve import check_schedule, serve_deployment
 
     cfg = load_config(config, _overrides(data_dir=data_dir))
     check_flow_limits(cfg)
@@ -247,7 +247,7 @@ def ui(
     mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
 ) -> None:
     """Start the Prefect UI and the MLflow UI on 127.0.0.1 over the runs' stores; Ctrl-C stops."""
-    from flock_pipeline.serve import run_ui
+    from flock_pipeline.faces.serve import run_ui
 
     run_ui(data_dir or load_config().data_dir, prefect_port, mlflow_port, console=err)
 
