@@ -184,18 +184,23 @@ def aggregate(
     round's updates that failed the validity check: never in ``updates``, flagged like the
     screen's exclusions. With nothing kept, the global model and the state stay as they are.
 
-    The updates are combined in participant-id order, whatever order they were submitted in:
-    float sums depend on their order, and submission order is timing (which worker finished
-    first), so the aggregate must not."""
-    updates = sorted(updates, key=lambda u: u.participant)
+    The screen sees the submission order (of two near-identical updates, the later one is the
+    copy: a copier can only copy what was committed before it). The strategy combines the
+    kept updates in participant-id order, whatever order they were submitted in: float sums
+    depend on their order, and submission order is timing (which worker finished first), so
+    the aggregate must not."""
+
+    def by_id(kept: Sequence[Update]) -> list[Update]:
+        return sorted(kept, key=lambda u: u.participant)
+
     invalid = dict(invalid or {})
     if screen is None:
         if not invalid:
-            return strategy.aggregate(list(updates), global_weights, state or {}, seed)
-        return aggregate_kept(strategy, updates, global_weights, state, seed, invalid)
-    result = screen(updates, global_weights, history)
+            return strategy.aggregate(by_id(updates), global_weights, state or {}, seed)
+        return aggregate_kept(strategy, by_id(updates), global_weights, state, seed, invalid)
+    result = screen(list(updates), global_weights, history)
     flagged = {**invalid, **result.flagged}
-    return aggregate_kept(strategy, result.kept, global_weights, state, seed, flagged)
+    return aggregate_kept(strategy, by_id(result.kept), global_weights, state, seed, flagged)
 
 
 def aggregate_kept(

@@ -66,6 +66,16 @@ def test_the_first_submitter_keeps_its_update_and_the_later_copy_is_flagged():
     assert Screen()([a, b, copy_of_b], GLOBAL).flagged == {"c": "copy"}
 
 
+def test_the_round_flags_the_later_copy_even_when_its_id_sorts_first():
+    # The strategy combines updates in participant-id order, but the screen judges who copied
+    # whom by submission order: "a-copier" sorts before "h1", yet it submitted after it.
+    h0, h1, h2 = honest_updates(3)
+    copier = Update("a-copier", dict(h1.weights), 10)
+    agg = aggregate(FedAvg(), [h0, h1, h2, copier], GLOBAL, None, 0, Screen())
+    assert agg.flagged == {"a-copier": "copy"}
+    assert agg.selected == ("h0", "h1", "h2")
+
+
 def test_outlier_checks_need_a_consensus():
     pair = [toy_update("a", DIRECTION), toy_update("b", -DIRECTION)]
     assert Screen()(pair, GLOBAL).flagged == {}  # two updates: nobody to side with
