@@ -1,6 +1,5 @@
 """Prefect flows: a federated round as a DAG, the task that runs R rounds as subflows, and
-the participant duties a participant's own worker serves."""
+the participant duties a participant's own worker serves.
 
-from flows.federated import TaskRun, federated_task
-
-__all__ = ["TaskRun", "federated_task"]
+Nothing is imported here: a participant's duty run loads ``flows.participant`` alone, without
+the coordinator's flow and what it pulls in (MLflow, the report)."""
