@@ -62,3 +62,24 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture()
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "flock"
+
+
+# The longest test files, longest first (seconds on 2 cores, from `pytest --durations`). With
+# `--dist loadfile` each file runs on one worker, in collection order as workers free up: a
+# long file collected last keeps one worker busy alone at the end (8 min for the worker test).
+# Longest first keeps both busy to the end.
+LONGEST_FIRST = (
+    "tests/flows/test_workers.py",  # ~510
+    "tests/flows/test_task_flow.py",  # ~340
+    "tests/flows/test_contribution_rewards.py",  # ~250
+    "tests/flows/test_dvc_pipeline.py",  # ~160
+    "tests/core/test_cli_orphans.py",  # ~160
+    "tests/core/test_simulation_e2e.py",  # ~150
+    "tests/protocol/test_protocol_differential.py",  # ~140
+    "tests/flows/test_deployment.py",  # ~190 with its server
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
