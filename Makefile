@@ -37,9 +37,11 @@ run: setup
 
 # Two workers (2 cores), each test file on one worker (module fixtures start servers once).
 # One torch thread per process: two workers with a thread per core each would oversubscribe.
+# Files go out in collection order (tests/conftest.py puts the longest first), not xdist's
+# default of most tests first, which left the one-test worker file running alone at the end.
 TEST_WORKERS ?= 2
 test: setup lint typecheck
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check flock_pipeline flows tests bench

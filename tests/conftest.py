@@ -65,9 +65,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 # The longest test files, longest first (seconds on 2 cores, from `pytest --durations`). With
-# `--dist loadfile` each file runs on one worker, in collection order as workers free up: a
-# long file collected last keeps one worker busy alone at the end (8 min for the worker test).
-# Longest first keeps both busy to the end.
+# `--dist loadfile --no-loadscope-reorder` (the Makefile's) each file runs on one worker, in
+# collection order as workers free up: a long file collected last keeps one worker busy alone
+# at the end (8 min for the worker test). Longest first keeps both busy to the end.
 LONGEST_FIRST = (
     "tests/flows/test_workers.py",  # ~510
     "tests/flows/test_task_flow.py",  # ~340
