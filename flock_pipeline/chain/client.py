@@ -666,7 +666,7 @@ class AllianceClient:
             end = min(latest, start + span - 1)
             try:
                 logs = event.get_logs(from_block=start, to_block=end, argument_filters=filters)
-            except (Web3RPCError, ValueError) as exc:
+            except Web3RPCError as exc:  # the RPC answered with an error, not our bug
                 if end == start:
                     raise ChainSetupError(
                         f"the RPC refuses to return {name} events even for block {start} alone "
