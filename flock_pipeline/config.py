@@ -327,6 +327,10 @@ class ChainConfig(_Section):
     training_seconds: int = Field(3_600, ge=1, description="training phase length")
     commit_seconds: int = Field(600, ge=1)
     reveal_seconds: int = Field(600, ge=1)
+    key_env: str = Field(
+        "FLOCK_CHAIN_PRIVATE_KEY", description="environment variable holding the task "
+        "creator's (coordinator's) private key on a chain that is not a dev chain",
+    )  # fmt: skip
     log_chunk_blocks: int = Field(
         10_000, ge=1, description="most blocks one eth_getLogs read covers (public RPCs cap "
         "the range); a refused read is retried in halves",
@@ -378,6 +382,17 @@ class WorkersConfig(_Section):
     )  # fmt: skip
 
 
+class RunnerConfig(_Section):
+    """Where the in-process engine runs its participants' duties (Prefect task runners)."""
+
+    kind: Literal["sequential", "dask"] = Field(
+        "sequential", description="sequential: one duty at a time in the flow's process; "
+        "dask: a local Dask cluster (prefect-dask) runs the proposers' training in parallel",
+    )  # fmt: skip
+    processes: int = Field(2, ge=1, description="Dask worker processes (kind dask)")
+    threads_per_process: int = Field(1, ge=1, description="threads per Dask worker (kind dask)")
+
+
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("flock_file_values")
 
 
@@ -419,6 +434,7 @@ class FlockConfig(BaseSettings):
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     workers: WorkersConfig = WorkersConfig()
+    runner: RunnerConfig = RunnerConfig()
 
     @model_validator(mode="after")
     def _worker_members(self) -> FlockConfig:
