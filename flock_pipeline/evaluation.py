@@ -25,9 +25,10 @@ __all__ = [
 FORWARD_BATCH = 128
 """Samples per forward pass. A batch of 1,024 28x28 images puts ~50 MB of activations through
 every layer, far past the CPU's caches; 128 ran the CNN ~2.5x faster on this project's machines.
-A sample's logits do not depend on the batch it is in (each layer works per sample; but see
-``_logits`` on a batch of one), and every reduction keeps its own chunks, so no result changes
-with it."""
+Each layer works per sample and every reduction keeps its own chunks, so a result changes
+with it at most in the last bits: a CPU may take other kernels for other batch sizes (see
+``_logits`` on a batch of one), which is why the project fixes it rather than tuning it per
+machine."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Servers a command starts for its own use die with it; any left behind are found and named.
+"""The one process supervisor: every server the project starts (anvil, Prefect, MLflow,
+``rclone serve s3``, PostgreSQL) goes through ``start_server``: on 127.0.0.1, in its own process
+group, health-checked until it answers, and stopped by PID (``Server.stop`` /
+``stop_process``), the whole group with it.
+
+Servers a command starts for its own use die with it; any left behind are found and named.
 
 A server a command starts for itself (Prefect's temporary server, the anvil of a run, the UIs
 of ``flock ui``) is bound to that command: Linux sends it SIGTERM when the command dies, even by
@@ -20,23 +25,35 @@ import ctypes.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flock_pipeline.errors import FlockError
+
 __all__ = [
+    "Server",
+    "ServerError",
     "ServerRecord",
     "ServerRegistry",
     "alive",
     "bind_prefect_temporary_server",
     "bound_to_parent",
+    "free_port",
+    "http_ready",
+    "port_free",
+    "start_server",
     "start_ticks",
     "stop_process",
+    "tcp_ready",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -76,14 +93,25 @@ def alive(pid: int, ticks: int | None = None) -> bool:
     return ticks is None or start_ticks(pid) in (None, ticks)
 
 
-def stop_process(pid: int, ticks: int | None = None, timeout: float = 10.0) -> bool:
+def _signal(pid: int, sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def stop_process(
+    pid: int, ticks: int | None = None, timeout: float = 10.0, group: bool = True
+) -> bool:
     """SIGTERM ``pid`` (it may save its state), SIGKILL it after ``timeout``; False if it was
-    not running."""
+    not running. ``group``: a process that leads its own group (every ``start_server``
+    server) is signalled with its group, so workers it forked (uvicorn's, gunicorn's,
+    PostgreSQL's backends) end with it."""
     if not alive(pid, ticks):
         return False
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+        _signal(pid, sig, group)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
@@ -113,6 +141,139 @@ def bound_to_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
             os._exit(1)
 
     return bind
+
+
+class ServerError(FlockError):
+    """A server could not start: its port is taken, it exited, or it never answered; the
+    message names the server and its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    """Ready when ``url`` answers a GET with a 2xx status."""
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return 200 <= int(resp.status) < 300
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    return ready
+
+
+def tcp_ready(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
+    """Ready when something accepts TCP connections on ``host:port``."""
+
+    def ready() -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            return sock.connect_ex((host, port)) == 0
+
+    return ready
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class Server:
+    """A server ``start_server`` started: its own process group, its log, where it answers."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int | None = None
+    url: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def ticks(self) -> int | None:
+        return start_ticks(self.process.pid)
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the server's group, SIGKILL it after ``timeout``; reap it."""
+        if self.process.poll() is None:
+            _signal(self.pid, signal.SIGTERM, True)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal(self.pid, signal.SIGKILL, True)
+                self.process.wait()
+        # Workers of the group may outlive their leader (uvicorn, gunicorn).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def start_server(
+    name: str,
+    command: list[str],
+    *,
+    log: Path,
+    ready: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    url: str | None = None,
+    timeout: float = 60.0,
+    bound: bool = True,
+) -> Server:
+    """Start ``command`` in its own process group, its output appended to ``log``, and wait
+    until ``ready()``. ``port``: refused at once when something already listens there.
+    ``bound``: the server dies with this process, even on SIGKILL (``bound_to_parent``);
+    unbound, it runs until stopped by its PID. Raises ServerError naming ``name`` and the
+    log when the server exits before it answers or does not answer within ``timeout``."""
+    if port is not None and not port_free(port, host):
+        raise ServerError(f"{name}: port {port} on {host} is already in use; choose another")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        try:
+            process = subprocess.Popen(
+                command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=bound_to_parent() if bound else None,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ServerError(f"{name}: cannot run {command[0]}: {exc}") from None
+    server = Server(name, process, log, port, url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(
+                f"{name} exited with code {process.returncode} before answering; see {log}:\n"
+                f"{_tail(log)}"
+            )
+        if ready():
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise ServerError(f"{name} did not answer within {timeout:.0f} s; see {log}:\n{_tail(log)}")
 
 
 @dataclass(frozen=True)

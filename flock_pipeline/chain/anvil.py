@@ -17,9 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +24,15 @@ from web3.types import RPCEndpoint
 
 from flock_pipeline.chain.backends import Chain, connect
 from flock_pipeline.chain.errors import ChainSetupError
-from flock_pipeline.processes import alive, bound_to_parent, start_ticks, stop_process
+from flock_pipeline.processes import (
+    ServerError,
+    alive,
+    free_port,
+    port_free,
+    start_server,
+    start_ticks,
+    stop_process,
+)
 
 __all__ = ["ANVIL_CHAIN_ID", "AnvilNode", "AnvilStatus", "find_anvil"]
 
@@ -54,21 +59,6 @@ def find_anvil() -> Path:
     raise ChainSetupError("anvil not found; run `make setup` (npm ci) or set FLOCK_ANVIL_BIN")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 @dataclass(frozen=True)
 class AnvilStatus:
     """What `flock chain status` reports."""
@@ -91,10 +81,22 @@ class AnvilStatus:
 class AnvilNode:
     """One anvil per data folder; its files live in <data_dir>/chain/."""
 
-    def __init__(self, data_dir: Path, port: int = 8545, state_interval: int = 5) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 8545,
+        state_interval: int = 5,
+        realtime: bool = False,
+        block_seconds: int | None = None,
+    ) -> None:
+        """``realtime``: block time follows the wall clock from now, as on a public chain (no
+        fixed genesis, no chain-time steps); ``block_seconds``: mine on an interval then, not
+        on each transaction."""
         self.dir = Path(data_dir) / "chain"
         self.port = port
         self.state_interval = state_interval
+        self.realtime = realtime
+        self.block_seconds = block_seconds
 
     @property
     def state_file(self) -> Path:
@@ -136,7 +138,7 @@ class AnvilNode:
         elif running is not None:
             return self.status()
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = self.port if self.port and _port_free(self.port) else _free_port()
+        port = self.port if self.port and port_free(self.port) else free_port()
         command = [
             str(find_anvil()),
             "--host", "127.0.0.1",
@@ -146,54 +148,50 @@ class AnvilNode:
             "--state-interval", str(self.state_interval),
         ]  # fmt: skip
         restart = self.state_file.exists()
-        if not restart:
+        if not restart and not self.realtime:
             command += ["--timestamp", str(GENESIS_TIMESTAMP)]
-        preexec = bound_to_parent() if bound else None
-        with (self.dir / "anvil.log").open("ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
+        if self.realtime and self.block_seconds:
+            command += ["--block-time", str(self.block_seconds)]
         url = f"http://127.0.0.1:{port}"
-        info: dict[str, object] = {"pid": process.pid, "url": url, "port": port,
-                                   "ticks": start_ticks(process.pid), "owner": owner}  # fmt: skip
+
+        def answers() -> bool:
+            try:
+                connect(url, kind="anvil", timeout=2.0)
+            except ChainSetupError:
+                return False
+            return True
+
+        try:
+            server = start_server(
+                "anvil", command, log=self.dir / "anvil.log", ready=answers, port=port,
+                url=url, timeout=timeout, bound=bound,
+            )  # fmt: skip
+        except ServerError as exc:
+            raise ChainSetupError(str(exc)) from None
+        info: dict[str, object] = {"pid": server.pid, "url": url, "port": port,
+                                   "ticks": server.ticks, "owner": owner}  # fmt: skip
         if bound:
-            # Also when the binding cannot hold (preexec None): the record lets the next `up`
-            # find the node an ended run left behind.
+            # Also when the binding cannot hold (off the main thread): the record lets the
+            # next `up` find the node an ended run left behind.
             info |= {"owner_pid": os.getpid(), "owner_ticks": start_ticks(os.getpid())}
         # Whole or not at all: `flock chain status` and a parallel run read it at any moment.
         tmp = self.info_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.info_file)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                self.info_file.unlink(missing_ok=True)
-                raise ChainSetupError(
-                    f"anvil exited with code {process.returncode}; see {self.dir / 'anvil.log'}"
-                )
-            try:
-                chain = connect(url, kind="anvil", timeout=2.0)
-            except ChainSetupError:
-                time.sleep(0.05)
-                continue
-            # Block time follows the chain, not the wall clock: with a fixed genesis, the same
-            # transactions give the same block hashes, hence the same round seeds and roles.
-            if restart:
-                # A node loaded from its state keeps time by the wall clock, which would jump
-                # past every open deadline: resume the clock at the last block's time.
-                latest = int(chain.w3.eth.get_block("latest")["timestamp"])
-                chain.w3.provider.make_request(RPCEndpoint("anvil_setTime"), [latest])
-            chain.w3.provider.make_request(
-                RPCEndpoint("anvil_setBlockTimestampInterval"), [BLOCK_INTERVAL]
-            )
+        if self.realtime:
             return self.status()
-        self.down()
-        raise ChainSetupError(f"anvil did not answer on {url} within {timeout} s")
+        chain = connect(url, kind="anvil", timeout=2.0)
+        # Block time follows the chain, not the wall clock: with a fixed genesis, the same
+        # transactions give the same block hashes, hence the same round seeds and roles.
+        if restart:
+            # A node loaded from its state keeps time by the wall clock, which would jump
+            # past every open deadline: resume the clock at the last block's time.
+            latest = int(chain.w3.eth.get_block("latest")["timestamp"])
+            chain.w3.provider.make_request(RPCEndpoint("anvil_setTime"), [latest])
+        chain.w3.provider.make_request(
+            RPCEndpoint("anvil_setBlockTimestampInterval"), [BLOCK_INTERVAL]
+        )
+        return self.status()
 
     def down(self, timeout: float = 10.0) -> bool:
         """Stop the node by PID (SIGTERM, so it dumps its state); False if none was running."""

@@ -15,24 +15,19 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.console import Console
 
 from flock_pipeline.config import FlockConfig
-from flock_pipeline.errors import ConfigError, FlockError
-from flock_pipeline.processes import bound_to_parent
+from flock_pipeline.errors import ConfigError
+from flock_pipeline.processes import Server, ServerError, http_ready, start_server
 
 __all__ = [
     "DEFAULT_CRON",
@@ -56,8 +51,8 @@ _START_TIMEOUT = 90.0
 _STOP_TIMEOUT = 15.0
 
 
-class ServiceError(FlockError):
-    """A local server could not start: its port is taken or it died; the message names its log."""
+ServiceError = ServerError
+"""A local server could not start: its port is taken or it died; the message names its log."""
 
 
 def check_schedule(cron: str, timezone: str) -> Any:
@@ -123,59 +118,8 @@ def mlflow_backend_uri(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'mlflow.db').resolve()}"
 
 
-@dataclass
-class Service:
-    """A server started as a child process (its own process group, bound to this process:
-    ``processes.bound_to_parent``) with its log file."""
-
-    name: str
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """SIGTERM the server's process group, SIGKILL it if it does not exit in time."""
-        if self.process.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, sig)
-            try:
-                self.process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # The group may hold workers that outlive their leader (uvicorn, gunicorn).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return 200 <= int(resp.status) < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+Service = Server
+"""A server ``flock ui`` started (``processes.start_server``)."""
 
 
 def _start(
@@ -187,35 +131,14 @@ def _start(
     health: str,
     log: Path,
     timeout: float,
-) -> Service:
-    if not _port_free(port):
-        raise ServiceError(f"{name}: port {port} on 127.0.0.1 is already in use; choose another")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    out: IO[bytes] = log.open("wb")
-    try:
-        # Its own group (stop() signals the workers too), and bound to this process: it dies
-        # with `flock ui` even when that is killed with SIGKILL.
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=bound_to_parent(),
-        )  # fmt: skip
-    except OSError as exc:
-        raise ServiceError(f"{name}: cannot run {cmd[0]}: {exc}") from None
-    finally:
-        out.close()
-    service = Service(name, url, log, proc)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServiceError(
-                f"{name} exited with code {proc.returncode} before answering; see {log}:\n"
-                f"{_tail(log)}"
-            )
-        if _answers(health):
-            return service
-        time.sleep(0.5)
-    service.stop()
-    raise ServiceError(f"{name} did not answer {health} within {timeout:.0f} s; see {log}")
+) -> Server:
+    # Its own group (stop() signals the workers too), and bound to this process: it dies
+    # with `flock ui` even when that is killed with SIGKILL.
+    log.unlink(missing_ok=True)
+    return start_server(
+        name, cmd, log=log, ready=http_ready(health), env=env, port=port, url=url,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def _bin(tool: str) -> str:

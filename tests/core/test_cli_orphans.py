@@ -195,22 +195,27 @@ def test_the_next_run_stops_what_an_ended_run_left_and_says_so(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("bound", [True, False])
-def test_a_ui_server_dies_with_flock_ui_even_on_sigkill(tmp_path: Path, bound: bool) -> None:
-    """``flock ui``'s servers are started by ``serve._start``; its supervisor killed with
-    SIGKILL takes them along. Control: the same child without the binding outlives it."""
+def test_a_supervised_server_dies_with_its_parent_even_on_sigkill(
+    tmp_path: Path, bound: bool
+) -> None:
+    """Every server the project starts goes through ``processes.start_server`` (``flock ui``'s
+    through ``serve._start``); its parent killed with SIGKILL takes it along. Control: the
+    same child started unbound outlives it."""
     supervisor = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import socket, sys, time
+            import sys, time
             from pathlib import Path
             import flock_pipeline.faces.serve as serve
-            if not {bound}:
-                serve.bound_to_parent = lambda: None
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+            from flock_pipeline.processes import free_port, http_ready, start_server
+            port = free_port()
             url = f"http://127.0.0.1:{{port}}/"
             cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
-            service = serve._start("http", cmd, {{}}, port, url, url,
-                                   Path({str(tmp_path / "http.log")!r}), 60)
+            log = Path({str(tmp_path / "http.log")!r})
+            if {bound}:
+                service = serve._start("http", cmd, {{}}, port, url, url, log, 60)
+            else:
+                service = start_server("http", cmd, log=log, ready=http_ready(url), port=port,
+                                       bound=False)
             print(service.pid, flush=True)
             time.sleep(300)
         """)],
@@ -223,6 +228,34 @@ def test_a_ui_server_dies_with_flock_ui_even_on_sigkill(tmp_path: Path, bound: b
         os.kill(supervisor.pid, signal.SIGKILL)
         supervisor.wait(timeout=30)
         assert _gone([(child, ticks)], within=10.0 if bound else 2.0) is bound
+    finally:
+        if alive(child, ticks):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_anvil_dies_with_its_parent_on_sigkill(tmp_path: Path) -> None:
+    """The chain node is started by the same supervisor: a killed run leaves no anvil."""
+    data = tmp_path / "d"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from pathlib import Path
+            from flock_pipeline.chain.anvil import AnvilNode
+            status = AnvilNode(Path({str(data)!r}), port=0).up(owner="test", bound=True)
+            print(status.pid, flush=True)
+            time.sleep(300)
+        """)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert supervisor.stdout is not None
+    line = supervisor.stdout.readline()
+    assert line.strip().isdigit(), line
+    child = int(line)
+    ticks = start_ticks(child)
+    try:
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait(timeout=30)
+        assert _gone([(child, ticks)], within=10.0)
     finally:
         if alive(child, ticks):
             os.kill(child, signal.SIGKILL)

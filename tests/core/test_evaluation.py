@@ -12,7 +12,13 @@ from torch.nn import functional as F
 
 from flock_pipeline import evaluation
 from flock_pipeline.config import load_config
-from flock_pipeline.evaluation import GroupLosses, evaluate, evaluate_many, sample_losses
+from flock_pipeline.evaluation import (
+    Evaluation,
+    GroupLosses,
+    evaluate,
+    evaluate_many,
+    sample_losses,
+)
 from flock_pipeline.models import build_network
 from flock_pipeline.models.layers import MaxPool2x2
 from flock_pipeline.round import evaluate_round, held_out_losses, prepare_federation, voter_set
@@ -90,8 +96,23 @@ def test_results_do_not_depend_on_the_forward_batch(model_and_sets, monkeypatch)
         monkeypatch.setattr(evaluation, "FORWARD_BATCH", size)
         others.append(run())
 
-    # Assert (repr: NaN, the empty set's loss, equals NaN)
-    assert all(repr(other) == repr(default) for other in others)
+    # Assert: the same results up to the last bits. A CPU may take other kernels for other
+    # batch sizes (seen on one CI machine), so equality to the bit is one machine's property;
+    # the empty set's loss and accuracy are NaN whatever the batch.
+    def close(a: object, b: object) -> bool:
+        if isinstance(a, (tuple, list)):
+            return len(a) == len(b) and all(close(u, v) for u, v in zip(a, b))  # type: ignore[arg-type]
+        if isinstance(a, bytes):
+            return np.allclose(np.frombuffer(a), np.frombuffer(b), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+        if isinstance(a, Evaluation):
+            return a.num_samples == b.num_samples and close(  # type: ignore[attr-defined]
+                (a.loss, a.accuracy),
+                (b.loss, b.accuracy),  # type: ignore[attr-defined]
+            )
+        return bool(np.isclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True))  # type: ignore[arg-type]
+
+    assert all(close(other, default) for other in others)
+    assert np.isnan(default[2][1].loss) and default[2][1].num_samples == 0
 
 
 class _Counting(nn.Module):
