@@ -101,7 +101,7 @@ def test_results_do_not_depend_on_the_forward_batch(model_and_sets, monkeypatch)
     # the empty set's loss and accuracy are NaN whatever the batch.
     def close(a: object, b: object) -> bool:
         if isinstance(a, (tuple, list)):
-            return len(a) == len(b) and all(close(u, v) for u, v in zip(a, b))  # type: ignore[arg-type]
+            return len(a) == len(b) and all(close(u, v) for u, v in zip(a, b, strict=True))  # type: ignore[arg-type]
         if isinstance(a, bytes):
             return np.allclose(np.frombuffer(a), np.frombuffer(b), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
         if isinstance(a, Evaluation):
