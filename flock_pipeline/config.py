@@ -451,11 +451,6 @@ class FlockConfig(BaseSettings):
             raise ValueError(f"workers.members: {bad[0]!r} is not a 0x-prefixed 20-byte address")
         if len({a.lower() for a in w.members}) != len(w.members):
             raise ValueError("workers.members lists an address twice: one per participant")
-        if self.data.validation == "shared":
-            raise ValueError(
-                "data.validation: shared is not available with participant workers yet (the "
-                "shared set would have to reach every worker); use data.validation: holdout"
-            )
         return self
 
     @model_validator(mode="after")

@@ -421,6 +421,52 @@ def _audit(state: Path, entry: dict[str, Any]) -> None:
         f.write(line + "\n")
 
 
+def _shared_validation(
+    card: Any, client: AllianceClient, store: BlobStore, snapshots: DatasetSnapshots
+) -> tuple[Any, Any] | None:
+    """The task's shared validation set, if it has one: fetched from the task's store once,
+    snapshotted next to this participant's own data, and used only if its DVC hash is the one
+    the task committed on chain (the card is the creator's word; the chain is the task's)."""
+    from flock_pipeline.errors import DataError
+    from flock_pipeline.runtime.task import VALIDATION, validation_hash
+
+    if card.validation is None:
+        return None
+    on_chain = validation_hash(client.task_config(card.task_id).metadata_uri)
+    if on_chain != card.validation:
+        raise DataError(
+            f"task {card.name!r}'s card names validation set {card.validation}, the task on "
+            f"chain commits {on_chain}: get a fresh card from the task's creator"
+        )
+    snapshot = snapshots.recorded(VALIDATION)
+    if snapshot is None or snapshot.hash != card.validation:
+        blob = None if card.validation_blob is None else fetch_blob(store, card.validation_blob)
+        if blob is None:
+            raise DataError(
+                f"task {card.name!r}'s shared validation set is not in its blob store "
+                f"({card.validation_blob}): ask the task's creator to publish it (reopening "
+                "the task does)"
+            )
+        try:
+            arrays = from_bytes(blob, "the shared validation set")
+            sets = {"x": arrays["x"].numpy(), "y": arrays["y"].numpy()}
+        except Exception as exc:  # a blob from the task's store, but still not ours
+            raise DataError(
+                f"task {card.name!r}'s shared validation blob is unreadable ({exc}): ask the "
+                "task's creator to publish the committed set again"
+            ) from None
+        snapshots.write(VALIDATION, sets)
+        snapshot = snapshots.snapshot(VALIDATION)
+        if snapshot.hash != card.validation:
+            raise DataError(
+                f"the shared validation set in task {card.name!r}'s store hashes to "
+                f"{snapshot.hash}, the task commits {card.validation}: it was replaced; ask "
+                "the task's creator to publish the committed set again"
+            )
+    arrays = snapshots.load(VALIDATION, snapshot)
+    return arrays["x"], arrays["y"]
+
+
 def open_participant(
     card_path: Path,
     data: Path,
@@ -480,6 +526,8 @@ def open_participant(
         )
     _audit(state, {"participant": pid, "address": signer.address, "key_env": key_env,
                    "data": str(Path(data).resolve()), "snapshot": snapshot.hash})  # fmt: skip
+    store = open_store(cfg.storage.url, state, cfg.storage.s3_endpoint_url)
+    shared = _shared_validation(card, client, store, snapshots)
     schema = card.data_schema
     shape: Any = tuple(schema.feature_shape)  # a built-in model's (C, H, W); a factory's own
     return Participant(
@@ -487,9 +535,9 @@ def open_participant(
         id=pid,
         client=client,
         view=TaskView(client, card.name, card.task_id, card.from_block, dict(card.roster)),
-        fed=local_federation(cfg, own, shape, schema.num_classes),
+        fed=local_federation(cfg, own, shape, schema.num_classes, shared),
         data_hash=snapshot.hash,
-        store=open_store(cfg.storage.url, state, cfg.storage.s3_endpoint_url),
+        store=store,
         state=state,
         ledgers=LedgerStore(state / "privacy") if cfg.privacy.enabled else None,
         snapshots=snapshots,

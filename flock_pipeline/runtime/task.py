@@ -36,7 +36,20 @@ from flock_pipeline.validity import (
     update_size_limit,
 )
 
-__all__ = ["TaskCard", "TaskView", "hex_bytes"]
+__all__ = ["VALIDATION", "TaskCard", "TaskView", "hex_bytes", "validation_hash"]
+
+VALIDATION = "validation"
+"""The snapshot name of the task's shared validation set, next to the participants' folders."""
+
+
+def validation_hash(uri: str) -> str | None:
+    """The shared validation set's DVC hash a task's metadata URI names, if any."""
+    _, _, query = uri.rpartition("?")
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if key == "validation" and value.startswith("md5:"):
+            return value[len("md5:") :]
+    return None
 
 
 def hex_bytes(b: bytes) -> str:
@@ -66,6 +79,10 @@ class TaskCard(BaseModel):
     """Participant id -> address, in participant order: who may stake on the task."""
     validation: str | None = None
     """The DVC hash of the task's shared validation set, if it has one."""
+    validation_blob: str | None = None
+    """The blob (``serialization.canonical_bytes`` of its ``x`` and ``y``) that carries the
+    shared validation set to participant workers; they check it against ``validation`` and
+    against the hash the task's metadata names on chain."""
 
     def task_config(self, data_dir: Path) -> FlockConfig:
         """The task's configuration, with this machine's ``data_dir``."""

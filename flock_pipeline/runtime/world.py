@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy.typing as npt
+import torch
 from eth_utils.address import to_checksum_address
 from web3.types import Wei
 
@@ -40,7 +41,7 @@ from flock_pipeline.protocol.params import dev_address
 from flock_pipeline.round import initial_weights, prepare_federation
 from flock_pipeline.runtime.coordinator import Coordinator
 from flock_pipeline.runtime.participant import Participant, local_federation
-from flock_pipeline.runtime.task import TaskCard, TaskView
+from flock_pipeline.runtime.task import VALIDATION, TaskCard, TaskView, validation_hash
 from flock_pipeline.serialization import canonical_bytes
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import open_store
@@ -153,9 +154,6 @@ def _check_funding(cfg: FlockConfig, chain: Chain) -> None:
 _PARTICIPANT_ARRAYS = ("x_train", "y_train", "x_holdout", "y_holdout")
 """What a participant's snapshot holds, one ``.npy`` file each."""
 
-VALIDATION = "validation"
-"""The snapshot name of the task's shared validation set, next to the participants' folders."""
-
 
 def _pinned(
     snapshots: DatasetSnapshots,
@@ -180,16 +178,6 @@ def _metadata_uri(cfg: FlockConfig, validation_hash: str | None) -> str:
     voter can check that the set it scores on is the one the task was created with."""
     uri = f"flock://{cfg.registered_name}"
     return uri if validation_hash is None else f"{uri}?validation=md5:{validation_hash}"
-
-
-def validation_hash(uri: str) -> str | None:
-    """The shared validation set's DVC hash a task's metadata URI names, if any."""
-    _, _, query = uri.rpartition("?")
-    for item in query.split("&"):
-        key, _, value = item.partition("=")
-        if key == "validation" and value.startswith("md5:"):
-            return value[len("md5:") :]
-    return None
 
 
 def _task_config(
@@ -429,6 +417,13 @@ def open_world(cfg: FlockConfig) -> OpenTask:
             }
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "task.json").write_text(json.dumps(meta, indent=2))
+        validation_blob = None
+        if validation is not None and not in_process:
+            # Public, like the schema: each participant worker fetches it, checks it against
+            # the hash the task committed on chain, and snapshots it on its own machine.
+            validation_blob = store.put(canonical_bytes({
+                "x": torch.from_numpy(fed.x_validation), "y": torch.from_numpy(fed.y_validation),
+            }))  # fmt: skip
         card = TaskCard(
             name=name,
             chain_id=chain.chain_id,
@@ -443,6 +438,7 @@ def open_world(cfg: FlockConfig) -> OpenTask:
             config=_public_config(cfg),
             roster=roster,
             validation=meta.get("validation"),
+            validation_blob=validation_blob,
         )
         card.write(folder / "card.json")
         if validation is not None:  # the task's metadata is fixed at creation: check it once
