@@ -448,8 +448,8 @@ def _shared_validation(
                 "the task does)"
             )
         try:
-            arrays = from_bytes(blob, "the shared validation set")
-            sets = {"x": arrays["x"].numpy(), "y": arrays["y"].numpy()}
+            tensors = from_bytes(blob, "the shared validation set")
+            sets = {"x": tensors["x"].numpy(), "y": tensors["y"].numpy()}
         except Exception as exc:  # a blob from the task's store, but still not ours
             raise DataError(
                 f"task {card.name!r}'s shared validation blob is unreadable ({exc}): ask the "
