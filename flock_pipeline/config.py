@@ -335,6 +335,15 @@ class ChainConfig(_Section):
         10_000, ge=1, description="most blocks one eth_getLogs read covers (public RPCs cap "
         "the range); a refused read is retried in halves",
     )  # fmt: skip
+    dev: bool | None = Field(
+        None, description="whether chain.url is a dev chain (unlocked rich account, minting to "
+        "participants, chain-time jumps); None: anvil is one, any other node is not. False "
+        "treats an anvil as a public chain: real-time phases, keys from the environment",
+    )  # fmt: skip
+    deployment: str | None = Field(
+        None, description="deployment JSON of contracts already on chain.url (a public chain's "
+        "FLOCK token and alliance); None: reuse or deploy under data_dir/chain",
+    )  # fmt: skip
 
 
 class VoteConfig(_Section):

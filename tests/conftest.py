@@ -76,6 +76,7 @@ LONGEST_FIRST = (
     "tests/core/test_cli_orphans.py",  # ~160
     "tests/core/test_simulation_e2e.py",  # ~150
     "tests/protocol/test_protocol_differential.py",  # ~140
+    "tests/chain/test_public_chain.py",  # ~100, real-time phases
     "tests/flows/test_deployment.py",  # ~190 with its server
 )
 

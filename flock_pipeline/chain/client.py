@@ -270,6 +270,10 @@ class AllianceClient:
         """Transfer FLOCK."""
         return self._send(self._calls["token"].transfer(to_checksum_address(to), amount))
 
+    def total_supply(self) -> int:
+        """All FLOCK in existence, in wei."""
+        return int(self._call(self._calls["token"].totalSupply()))
+
     def balance_of(self, address: str | None = None) -> int:
         """FLOCK balance (of the signer by default)."""
         return int(

@@ -25,7 +25,7 @@ import numpy as np
 from eth_utils.crypto import keccak
 
 from flock_pipeline.attacks.updates import submission_bytes, submission_envelope
-from flock_pipeline.chain import AllianceClient, ContractRevert, Vote, to_fixed
+from flock_pipeline.chain import AllianceClient, ChainSetupError, ContractRevert, Vote, to_fixed
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contributions, submission_scores
 from flock_pipeline.data import Federation, ParticipantData
@@ -48,7 +48,7 @@ from flock_pipeline.round import (
     judgement_score,
     train_participant,
 )
-from flock_pipeline.runtime.task import TaskView, hex_bytes
+from flock_pipeline.runtime.task import TaskView, connect_configured, hex_bytes
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, canonical_bytes, from_bytes
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
@@ -157,8 +157,20 @@ class Participant:
         state = self.client.task_state(self.task_id)
         if state.rounds_started >= self.cfg.rounds:
             return False
-        if mint and self.client.balance_of() < stake:
+        holds = self.client.balance_of()
+        if mint and holds < stake:
             self.client.mint(self.address, stake)
+        elif holds < stake:  # nobody mints to a participant off a dev chain: it brings its own
+            raise ChainSetupError(
+                f"{self.id} ({self.address}) holds {holds / TOKEN:g} FLOCK on chain "
+                f"{self.client.chain.chain_id}, its stake on task {self.view.name!r} is "
+                f"{stake / TOKEN:g}: transfer {(stake - holds) / TOKEN:g} FLOCK to it first"
+            )
+        if self.client.chain.balance(self.address) == 0:
+            raise ChainSetupError(
+                f"{self.id} ({self.address}) holds no ether on chain "
+                f"{self.client.chain.chain_id} to pay for gas: send it some first"
+            )
         self.client.stake(
             self.task_id,
             stake,
@@ -478,8 +490,7 @@ def open_participant(
     ``key_env``, its data from folder ``data`` (checked against the task's schema, then
     snapshotted by a DVC repo in ``state``: what it trains and scores on are the snapshot's
     bytes), its ledger and kept updates in ``state``. Every problem is refused by name."""
-    from flock_pipeline.chain import Deployment, connect, signer_from_env
-    from flock_pipeline.chain.errors import ChainSetupError
+    from flock_pipeline.chain import Deployment, signer_from_env
     from flock_pipeline.data.folder import read_folder
     from flock_pipeline.errors import ConfigError, DataError
     from flock_pipeline.runtime.task import TaskCard
@@ -496,9 +507,7 @@ def open_participant(
             f"task {card.name!r} names no RPC URL; pass --rpc the URL of a node of chain "
             f"{card.chain_id}"
         )
-    chain = connect(url)
-    if "anvil" in str(chain.w3.client_version).lower():
-        chain.kind = "anvil"
+    chain = connect_configured(cfg, url)
     if chain.chain_id != card.chain_id:
         raise ChainSetupError(
             f"the node at {url} serves chain {chain.chain_id}, task {card.name!r} lives on chain "

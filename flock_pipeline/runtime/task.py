@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flock_pipeline.chain import AllianceClient, Phase
+from flock_pipeline.chain import AllianceClient, Chain, Phase, connect
 from flock_pipeline.config import FlockConfig
 from flock_pipeline.data.schema import DataSchema
 from flock_pipeline.errors import ConfigError
@@ -36,7 +36,14 @@ from flock_pipeline.validity import (
     update_size_limit,
 )
 
-__all__ = ["VALIDATION", "TaskCard", "TaskView", "hex_bytes", "validation_hash"]
+__all__ = [
+    "VALIDATION",
+    "TaskCard",
+    "TaskView",
+    "connect_configured",
+    "hex_bytes",
+    "validation_hash",
+]
 
 VALIDATION = "validation"
 """The snapshot name of the task's shared validation set, next to the participants' folders."""
@@ -50,6 +57,23 @@ def validation_hash(uri: str) -> str | None:
         if key == "validation" and value.startswith("md5:"):
             return value[len("md5:") :]
     return None
+
+
+def connect_configured(cfg: FlockConfig, url: str | None = None) -> Chain:
+    """A connection to ``url`` (default ``chain.url``), a dev chain only when ``chain.dev``
+    allows it: anvil is one unless ``chain.dev`` is false (then, as on a public chain, phases
+    pass in real time and nobody is funded or minted to)."""
+    url = url or str(cfg.chain.url)
+    chain = connect(url)
+    anvil = "anvil" in str(chain.w3.client_version).lower()
+    if cfg.chain.dev and not anvil:
+        raise ConfigError(
+            f"chain.dev is true, but the node at {url} is not anvil "
+            f"({chain.w3.client_version}): set chain.dev to false or leave it unset"
+        )
+    if anvil and cfg.chain.dev is not False:
+        chain.kind = "anvil"
+    return chain
 
 
 def hex_bytes(b: bytes) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
@@ -23,12 +24,13 @@ from flock_pipeline.chain import (
     AllianceClient,
     Chain,
     ChainSetupError,
+    Deployment,
     Signer,
     TaskConfig,
-    connect,
     dev_signers,
     in_process,
     load_or_deploy,
+    signer_from_env,
 )
 from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import FlockConfig
@@ -41,7 +43,13 @@ from flock_pipeline.protocol.params import dev_address
 from flock_pipeline.round import initial_weights, prepare_federation
 from flock_pipeline.runtime.coordinator import Coordinator
 from flock_pipeline.runtime.participant import Participant, local_federation
-from flock_pipeline.runtime.task import VALIDATION, TaskCard, TaskView, validation_hash
+from flock_pipeline.runtime.task import (
+    VALIDATION,
+    TaskCard,
+    TaskView,
+    connect_configured,
+    validation_hash,
+)
 from flock_pipeline.serialization import canonical_bytes
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import open_store
@@ -113,21 +121,50 @@ def _open_chain(cfg: FlockConfig) -> tuple[Chain, AnvilNode | None, bool]:
         # A node this run starts is its own: it stops at the end and dies with the run.
         node.up(owner="flock run", bound=True)
         return node.chain(), node, not before.running or before.orphaned
-    chain = connect(cfg.chain.url)
-    version = str(chain.w3.client_version).lower()
-    if "anvil" in version:
-        chain.kind = "anvil"
-    return chain, None, False
+    return connect_configured(cfg), None, False
+
+
+def check_deployment(cfg: FlockConfig, chain: Chain) -> Deployment | None:
+    """The deployment ``chain.deployment`` names, checked against the chain it runs on: its
+    chain id and its alliance's code. None when the config names none."""
+    if not cfg.chain.deployment:
+        return None
+    path = Path(cfg.chain.deployment)
+    try:
+        known = Deployment.load(path)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"chain.deployment: no file {path}; point it at the deployment JSON of the contracts "
+            "on chain.url (`flock chain deploy` writes one), or leave it unset to deploy"
+        ) from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"chain.deployment: {path} is not a deployment record ({exc})") from None
+    if known.chain_id != chain.chain_id:
+        raise ChainSetupError(
+            f"chain.deployment {path} is for chain {known.chain_id}, but the node at "
+            f"{cfg.chain.url} serves chain {chain.chain_id}: point chain.url at a node of chain "
+            f"{known.chain_id}, or chain.deployment at the contracts on chain {chain.chain_id}"
+        )
+    if not chain.w3.eth.get_code(to_checksum_address(known.alliance)):
+        raise ChainSetupError(
+            f"chain.deployment {path}: no contract at {known.alliance} on chain "
+            f"{chain.chain_id}; was the chain reset? Deploy again, or fix chain.deployment"
+        )
+    return known
+
+
+_PUBLIC_IN_PROCESS = (
+    "the in-process engine needs a dev chain (anvil) where it holds and funds every "
+    "participant's key; on a public chain (or chain.dev: false) set workers.pool and "
+    "workers.members and run one `flock participant start` per participant"
+)
 
 
 def _signers(cfg: FlockConfig, chain: Chain) -> tuple[Signer, list[Signer]]:
     if chain.kind == "rpc":
         # On a public chain each participant runs its own worker with its own key; one process
         # cannot hold everyone's keys.
-        raise ChainSetupError(
-            "a simulated federation needs a dev chain (anvil) where it can fund its participants; "
-            "on a public chain run one worker per participant"
-        )
+        raise ChainSetupError(_PUBLIC_IN_PROCESS)
     _check_funding(cfg, chain)
     (creator,) = dev_signers(chain, 1, label="flock-creator")
     return creator, dev_signers(chain, cfg.participants, label="flock-participant")
@@ -264,7 +301,12 @@ def preflight(cfg: FlockConfig) -> None:
     open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url).check_writable()
     ModelRegistry.open(cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name)
     if cfg.chain.url not in (None, IN_PROCESS):
-        connect(cfg.chain.url)
+        chain = connect_configured(cfg)
+        check_deployment(cfg, chain)
+        if chain.kind == "rpc" and cfg.workers.pool is None:
+            raise ChainSetupError(_PUBLIC_IN_PROCESS)
+        if chain.kind == "rpc":
+            signer_from_env(cfg.chain.key_env)
     name, resume = _task_name(cfg, config_hash(cfg))
     if resume:
         meta = _resumed_meta(cfg, name)
@@ -299,6 +341,26 @@ def _roster(cfg: FlockConfig, people: list[Signer]) -> dict[str, str]:
     if cfg.workers.pool is not None:
         return {f"p{i}": str(a) for i, a in enumerate(cfg.workers.members)}
     return {f"p{i}": s.address for i, s in enumerate(people)}
+
+
+def _check_gas(chain: Chain, address: str, who: str) -> None:
+    """Refuse by name an account with no ether for gas on a chain that funds nobody."""
+    if chain.balance(address) == 0:
+        raise ChainSetupError(
+            f"{who} {address} holds no ether on chain {chain.chain_id} to pay for gas: send it "
+            "some first"
+        )
+
+
+def _check_tokens(client: AllianceClient, address: str, need: int, who: str, key: str) -> None:
+    """Refuse by name an account short of the FLOCK it must pay on a chain that mints none."""
+    holds = client.balance_of(address)
+    if holds < need:
+        raise ChainSetupError(
+            f"{who} {address} holds {holds / TOKEN:g} FLOCK on chain {client.chain.chain_id}, "
+            f"{key} needs {need / TOKEN:g}: transfer it {((need - holds) / TOKEN):g} FLOCK, or "
+            f"lower {key}"
+        )
 
 
 def _fund_members(cfg: FlockConfig, chain: Chain, creator: AllianceClient) -> None:
@@ -350,14 +412,14 @@ def open_world(cfg: FlockConfig) -> OpenTask:
         if in_process:
             creator_signer, people = _signers(cfg, chain)
         else:
-            if chain.kind == "rpc":
-                raise ChainSetupError(
-                    "a task on a public chain needs its creator's key from the environment; "
-                    "run it on a dev chain (anvil) for now"
-                )
-            (creator_signer,) = dev_signers(chain, 1, label="flock-creator")
+            if chain.kind == "rpc":  # a public chain: the creator's own key, its own ether
+                creator_signer = signer_from_env(cfg.chain.key_env)
+                _check_gas(chain, creator_signer.address, f"the task's creator (key in "
+                           f"{cfg.chain.key_env})")  # fmt: skip
+            else:
+                (creator_signer,) = dev_signers(chain, 1, label="flock-creator")
             people = []
-        deployment = load_or_deploy(
+        deployment = check_deployment(cfg, chain) or load_or_deploy(
             chain, creator_signer, cfg.data_dir / "chain" / "deployment.json"
         )
         creator = AllianceClient(chain, deployment, creator_signer)
@@ -399,7 +461,11 @@ def open_world(cfg: FlockConfig) -> OpenTask:
             task_cfg = _task_config(
                 cfg, bytes.fromhex(init_hash[2:]), None if validation is None else validation.hash
             )
-            creator.mint(creator.address, task_cfg.reward_pool)
+            if chain.kind == "rpc":
+                _check_tokens(creator, creator.address, task_cfg.reward_pool,
+                              "the task's creator", "chain.reward_pool")  # fmt: skip
+            else:
+                creator.mint(creator.address, task_cfg.reward_pool)
             task_id, created = creator.create_task(task_cfg)
             meta = {
                 "from_block": int(creator.tx.receipt(created.tx_hash)["blockNumber"]),
@@ -474,7 +540,7 @@ def open_world(cfg: FlockConfig) -> OpenTask:
         if creator.task_state(task_id).rounds_started < cfg.rounds:
             for p in participants:
                 if p.client.participant_of(task_id).active < stake:
-                    if p.client.balance_of() < stake:
+                    if p.client.balance_of() < stake and chain.kind != "rpc":
                         creator.mint(p.address, stake)
                     p.join(stake)
             if not in_process:
