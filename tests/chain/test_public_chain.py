@@ -131,7 +131,7 @@ def test_a_round_on_a_public_chain_runs_in_real_time_with_keys_from_the_environm
 def test_a_mismatched_chain_an_in_process_engine_and_a_missing_key_are_refused_by_name(
     public: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    base, url, deployment, creator, keys, _ = public
+    _base, url, deployment, creator, keys, _ = public
     monkeypatch.setenv(CREATOR_ENV, creator)
     members = [Account.from_key(k).address for k in keys[:N]]
 
@@ -139,8 +139,8 @@ def test_a_mismatched_chain_an_in_process_engine_and_a_missing_key_are_refused_b
     other = tmp_path / "other.json"
     other.write_text(json.dumps(dict(json.loads(deployment.read_text()), chain_id=8453)))
     cfg = _config(tmp_path, url, other, members)
-    with pytest.raises(ChainSetupError, match="is for chain 8453, but the node at .* serves "
-                                              "chain 31337: point chain.url"):  # fmt: skip
+    with pytest.raises(ChainSetupError, match=r"is for chain 8453, but the node at .* serves "
+                                              r"chain 31337: point chain\.url"):  # fmt: skip
         preflight(cfg)
 
     # The in-process engine holds everyone's key: not on a public chain
@@ -159,7 +159,7 @@ def test_a_participant_without_tokens_is_refused_by_name(
     public: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Prepare: a task whose second member holds ether but no FLOCK
-    base, url, deployment, creator, keys, _ = public
+    _base, url, deployment, creator, keys, _ = public
     monkeypatch.setenv(CREATOR_ENV, creator)
     monkeypatch.setenv(_env(N), keys[N])
     members = [Account.from_key(keys[0]).address, Account.from_key(keys[N]).address]
