@@ -51,6 +51,7 @@ from flock_pipeline.round import (
 from flock_pipeline.runtime.task import TaskView, connect_configured, hex_bytes
 from flock_pipeline.seeding import derive_seed
 from flock_pipeline.serialization import Weights, canonical_bytes, from_bytes
+from flock_pipeline.services import check_services
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import BlobStore, digest_of
 from flock_pipeline.validity import Checked, fetch_blob
@@ -501,6 +502,7 @@ def open_participant(
     pid = card.participant_of(signer.address)
     state = Path(state).resolve()
     cfg = card.task_config(state)
+    check_services(cfg, tracking=False)
     url = rpc_url or card.chain_url
     if url is None:
         raise ChainSetupError(

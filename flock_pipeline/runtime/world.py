@@ -51,6 +51,7 @@ from flock_pipeline.runtime.task import (
     validation_hash,
 )
 from flock_pipeline.serialization import canonical_bytes
+from flock_pipeline.services import check_services
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import open_store
 from flock_pipeline.tracking import ModelRegistry
@@ -298,6 +299,7 @@ def preflight(cfg: FlockConfig) -> None:
     chain URL, the task (a finished one is not run again; a resumed one's data is unchanged),
     the partition of the data set and the privacy budget of one round."""
     check_flow_limits(cfg)
+    check_services(cfg)
     open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url).check_writable()
     ModelRegistry.open(cfg.tracking.uri, cfg.data_dir, cfg.tracking.experiment, cfg.registered_name)
     if cfg.chain.url not in (None, IN_PROCESS):
