@@ -88,6 +88,7 @@ class AnvilNode:
         state_interval: int = 5,
         realtime: bool = False,
         block_seconds: int | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         """``realtime``: block time follows the wall clock from now, as on a public chain (no
         fixed genesis, no chain-time steps); ``block_seconds``: mine on an interval then, not
@@ -97,6 +98,7 @@ class AnvilNode:
         self.state_interval = state_interval
         self.realtime = realtime
         self.block_seconds = block_seconds
+        self.host = host
 
     @property
     def state_file(self) -> Path:
@@ -138,10 +140,10 @@ class AnvilNode:
         elif running is not None:
             return self.status()
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = self.port if self.port and port_free(self.port) else free_port()
+        port = self.port if self.port and port_free(self.port, self.host) else free_port(self.host)
         command = [
             str(find_anvil()),
-            "--host", "127.0.0.1",
+            "--host", self.host,
             "--port", str(port),
             "--chain-id", str(ANVIL_CHAIN_ID),
             "--state", str(self.state_file),
@@ -152,7 +154,7 @@ class AnvilNode:
             command += ["--timestamp", str(GENESIS_TIMESTAMP)]
         if self.realtime and self.block_seconds:
             command += ["--block-time", str(self.block_seconds)]
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{self.host}:{port}"
 
         def answers() -> bool:
             try:
@@ -164,7 +166,7 @@ class AnvilNode:
         try:
             server = start_server(
                 "anvil", command, log=self.dir / "anvil.log", ready=answers, port=port,
-                url=url, timeout=timeout, bound=bound,
+                host=self.host, url=url, timeout=timeout, bound=bound,
             )  # fmt: skip
         except ServerError as exc:
             raise ChainSetupError(str(exc)) from None

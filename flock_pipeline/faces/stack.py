@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from flock_pipeline.processes import (
     http_ready,
     port_free,
     start_server,
+    start_ticks,
     stop_process,
     tcp_ready,
 )
@@ -53,6 +55,16 @@ DEFAULT_PORTS = {"postgres": 15432, "s3": 19000, "anvil": 18545, "prefect": 1420
 
 BUCKETS = ("flock-blobs", "mlflow")
 UP_COMMAND = "infra/local-stack.sh up"
+
+
+@dataclass(frozen=True)
+class _Started:
+    pid: int
+    log: Path
+
+    @classmethod
+    def of(cls, server: Server) -> _Started:
+        return cls(server.pid, server.log)
 
 
 class StackError(FlockError):
@@ -234,26 +246,22 @@ def _start_s3(root: Path, host: str, port: int, keys: Secrets) -> Server:
                         timeout=30, bound=False)  # fmt: skip
 
 
-def _start_anvil(root: Path, host: str, port: int) -> Server:
-    from flock_pipeline.chain.anvil import ANVIL_CHAIN_ID, find_anvil
+def _start_anvil(root: Path, host: str, port: int) -> _Started:
+    """anvil as `flock chain up` runs it (a fixed genesis, chain time in fixed steps), on
+    ``host``; its state is kept in ``<root>/anvil/chain``."""
+    from flock_pipeline.chain.anvil import AnvilNode
+    from flock_pipeline.chain.errors import ChainSetupError
 
-    chain = root / "anvil"
-    chain.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        str(find_anvil()),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--chain-id",
-        str(ANVIL_CHAIN_ID),
-        "--state",
-        str(chain / "state.json"),
-        "--state-interval",
-        "5",
-    ]
-    return start_server("anvil", cmd, log=root / "logs" / "anvil.log", ready=tcp_ready(port, host),
-                        port=port, host=host, timeout=30, bound=False)  # fmt: skip
+    node = AnvilNode(root / "anvil", port=port, host=host)
+    try:
+        status = node.up(timeout=30, owner="infra/local-stack.sh")
+    except ChainSetupError as exc:
+        raise StackError(str(exc)) from None
+    if status.port != port:
+        node.down()
+        raise StackError(f"anvil: port {port} on {host} is taken; set STACK_PORT_ANVIL")
+    assert status.pid is not None
+    return _Started(status.pid, node.dir / "anvil.log")
 
 
 def _start_prefect(root: Path, host: str, port: int, db: str) -> Server:
@@ -336,14 +344,14 @@ def up(root: Path, host: str | None = None, ports: dict[str, int] | None = None)
     lines = []
     pg = _pg_url("postgresql+psycopg2", host, ports["postgres"], keys, "mlflow")
     s3 = f"http://{host}:{ports['s3']}"
-    starters = {
+    prefect_db = _pg_url("postgresql+asyncpg", host, ports["postgres"], keys, "prefect")
+    starters: dict[str, Callable[[], Server | _Started]] = {
         "postgres": lambda: _start_postgres(root, host, ports["postgres"], keys),
         "s3": lambda: _start_s3(root, host, ports["s3"], keys),
         "anvil": lambda: _start_anvil(root, host, ports["anvil"]),
-        "prefect": lambda: _start_prefect(root, host, ports["prefect"], _pg_url(
-            "postgresql+asyncpg", host, ports["postgres"], keys, "prefect")),
+        "prefect": lambda: _start_prefect(root, host, ports["prefect"], prefect_db),
         "mlflow": lambda: _start_mlflow(root, host, ports["mlflow"], pg, s3, keys),
-    }  # fmt: skip
+    }
     try:
         for name in SERVICES:
             entry = record.get(name)
@@ -356,11 +364,12 @@ def up(root: Path, host: str | None = None, ports: dict[str, int] | None = None)
                     f"STACK_PORT_{name.upper()} to a free port"
                 )
             try:
-                server = starters[name]()
+                got = starters[name]()
             except ServerError as exc:
                 raise StackError(str(exc)) from None
-            record[name] = {"pid": server.pid, "ticks": server.ticks, "port": ports[name],
-                            "host": host, "log": str(server.log)}  # fmt: skip
+            server = got if isinstance(got, _Started) else _Started.of(got)
+            record[name] = {"pid": server.pid, "ticks": start_ticks(server.pid),
+                            "port": ports[name], "host": host, "log": str(server.log)}  # fmt: skip
             _save(root, record)
             started.append(name)
             lines.append(f"{name}: started (pid {server.pid}, {host}:{ports[name]})")
