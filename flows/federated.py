@@ -21,6 +21,7 @@ the task, when each claims); the report reads what the chain recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
@@ -40,7 +41,13 @@ from flock_pipeline.config import FlockConfig, load_config
 from flock_pipeline.faces.plots import plot_accuracy, plot_rewards
 from flock_pipeline.report import RunReport, totals
 from flock_pipeline.runtime.coordinator import Coordinator, RoundStart
-from flock_pipeline.runtime.participant import Participant
+from flock_pipeline.runtime.participant import (
+    Participant,
+    TrainingJob,
+    TrainingResult,
+    run_training,
+)
+from flock_pipeline.runtime.runners import DaskCluster
 from flock_pipeline.runtime.world import TOKEN, OpenTask, open_world
 from flows.workers import Duties, WorkerDuties
 
@@ -90,6 +97,27 @@ def train_and_submit(p: Participant, r: int, global_hash: str) -> dict[str, Any]
     """A proposer trains from the global model, uploads its update and commits its hash."""
     p.verify_data()
     return p.receipt(p.train_and_submit(r, global_hash, _logger()))
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_job(job: TrainingJob, threads: int) -> TrainingResult:
+    """A proposer's local training alone (no key, no chain): what a Dask worker runs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_training(job)
+
+
+@flow(name="train-proposers")
+def train_proposers(jobs: list[TrainingJob], threads: int) -> list[TrainingResult]:
+    """The round's proposers' training, in parallel on the flow's task runner (Dask)."""
+    return list(train_job.map(jobs, unmapped(threads)).result())
+
+
+@task(name="submit-update", **_RETRY)
+def submit_update(p: Participant, job: TrainingJob, result: TrainingResult) -> dict[str, Any]:
+    """Keep, upload and commit what ``train`` trained."""
+    return p.receipt(p.submit_trained(job, result, _logger()))
 
 
 @task(name="validate-and-commit", **_RETRY)
@@ -218,11 +246,17 @@ def federated_task(
     logger = get_run_logger()
     opened = open_world(cfg)
     c = opened.coordinator
+    stack = contextlib.ExitStack()
+    cluster: DaskCluster | None = None
     try:
         logger.info("task %s (id %d on chain %d)", c.name, c.task_id, c.chain.chain_id)
+        if cfg.runner.kind == "dask" and cfg.workers.pool is None:
+            cluster = stack.enter_context(DaskCluster.start(cfg.runner))
+            logger.info("training on a Dask cluster at %s", cluster.address)
         duties: Duties = (
-            InProcessDuties(opened) if cfg.workers.pool is None else WorkerDuties(c, logger)
-        )
+            InProcessDuties(opened, cluster) if cfg.workers.pool is None
+            else WorkerDuties(c, logger)
+        )  # fmt: skip
         duties.wait_for_members()
         run = TaskRun(opened, duties)
         for r in range(cfg.rounds):
@@ -235,6 +269,7 @@ def federated_task(
         logger.info("summary: %s", Path(out_dir or cfg.data_dir / "runs" / c.name) / "summary.json")
         return report.dump()
     finally:
+        stack.close()
         opened.close()
 
 
@@ -262,8 +297,9 @@ class InProcessDuties:
 
     engine = "flow"
 
-    def __init__(self, opened: OpenTask) -> None:
+    def __init__(self, opened: OpenTask, cluster: DaskCluster | None = None) -> None:
         self.participants = {p.id: p for p in opened.participants}
+        self.cluster = cluster
 
     def wait_for_members(self) -> None:
         pass  # they staked when the task opened
@@ -275,11 +311,34 @@ class InProcessDuties:
         copiers = [p for p in pids if (a := cfg.attacks.get(p)) and a.kind == "copier"]
         receipts = {pid: p.receipt({}) for pid, p in self.participants.items()}
         for group in ([p for p in pids if p not in copiers], copiers):
+            if self.cluster is not None and group is not copiers:
+                group = self._train_on_cluster(r, group, global_hash, receipts)
             if group:
                 people = [self.participants[p] for p in group]
                 results = train_and_submit.map(people, r, global_hash).result()
                 receipts.update(zip(group, results, strict=True))
         return receipts
+
+    def _train_on_cluster(self, r: int, pids: list[str], global_hash: str,
+                          receipts: dict[str, dict[str, Any]]) -> list[str]:  # fmt: skip
+        """Train ``pids`` on the Dask cluster, then submit each in this process (the key and
+        the chain connection never leave it); returns those left to the sequential path (a
+        resumed submission)."""
+        assert self.cluster is not None
+        fresh = [p for p in pids if self.participants[p].needs_training(r)]
+        if not fresh:
+            return pids
+        people = [self.participants[p] for p in fresh]
+        for p in people:
+            p.verify_data()
+        jobs = [p.training_job(r, global_hash) for p in people]
+        parallel: Any = train_proposers.with_options(
+            task_runner=self.cluster.task_runner(), flow_run_name=f"round-{r + 1}-training"
+        )
+        results = parallel(jobs, self.cluster.threads)
+        for p, job, result in zip(people, jobs, results, strict=True):
+            receipts[p.id] = submit_update(p, job, result)
+        return [p for p in pids if p not in fresh]
 
     def validate(self, r: int, pids: list[str], state_hash: str | None,
                  started: RoundStart) -> dict[str, dict[str, Any]]:  # fmt: skip

@@ -60,10 +60,12 @@ def run_trial(
     pool: str,
     env: dict[str, str] | None = None,
     timeout: float = 1800,
+    prefixes: list[list[str]] | None = None,
 ) -> Trial:
     """Run the task of ``config`` (it must name its ``task`` and ``workers``) with one worker
     per key and folder; the coordinator's state goes to ``home``. ``env``: the environment
-    every process starts from (the Prefect API URL, ...), secrets removed."""
+    every process starts from (the Prefect API URL, ...), secrets removed. ``prefixes``: what
+    each worker's command runs under (``ip netns exec <ns>``: a host of its own)."""
     base = dict(os.environ if env is None else env)
     flock = [sys.executable, "-m", "flock_pipeline"]
     home.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,8 @@ def run_trial(
                 )
             time.sleep(0.5)
         states = []
-        for key, folder in zip(keys, folders, strict=True):
+        wraps = prefixes or [[] for _ in keys]
+        for key, folder, wrap in zip(keys, folders, wraps, strict=True):
             owner = Path(folder).parent
             states.append(owner / "state")
             log = (owner / "worker.log").open("w")
@@ -97,6 +100,7 @@ def run_trial(
             started.append(
                 subprocess.Popen(
                     [
+                        *wrap,
                         *flock,
                         "participant",
                         "start",

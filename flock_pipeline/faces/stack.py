@@ -185,6 +185,11 @@ def _start_postgres(root: Path, host: str, port: int, keys: Secrets) -> Server:
         if done.returncode != 0:
             shutil.rmtree(data, ignore_errors=True)
             raise StackError(f"initdb failed:\n{done.stderr[-2000:]}")
+    hba = data / "pg_hba.conf"
+    line = "host all flock samenet scram-sha-256  # flock: the stack's own subnets\n"
+    if line not in hba.read_text():  # another host than 127.0.0.1 (a bridge): its own subnet
+        with hba.open("a") as f:
+            f.write(line)
     socket_dir = root / "pg-socket"
     socket_dir.mkdir(exist_ok=True)
     _chown_postgres(socket_dir)

@@ -56,7 +56,7 @@ from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import BlobStore, digest_of
 from flock_pipeline.validity import Checked, fetch_blob
 
-__all__ = ["Participant", "local_federation"]
+__all__ = ["Participant", "TrainingJob", "TrainingResult", "local_federation", "run_training"]
 
 TOKEN = 10**18
 _log = logging.getLogger("flock_pipeline.participant")
@@ -84,6 +84,38 @@ def local_federation(
         x_validation=None if validation is None else validation[0],
         y_validation=None if validation is None else validation[1],
     )
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One proposer's local training of one round, as plain (picklable) data: what a Dask
+    worker process runs. Its ledger is a copy; the spend comes back in the result."""
+
+    cfg: FlockConfig
+    fed: Federation
+    weights: Weights
+    round: int
+    ledger: PrivacyLedger | None
+    spend_label: str
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    update: Any
+    """The trained ``Update``, or None when the participant abstained (``abstained`` says why)."""
+    ledger: PrivacyLedger | None
+    abstained: str | None = None
+
+
+def run_training(job: TrainingJob) -> TrainingResult:
+    """Train ``job`` here (any process: it seeds its own generators from the job)."""
+    try:
+        update = train_participant(
+            job.cfg, job.fed, 0, job.weights, job.round, job.ledger, spend_label=job.spend_label
+        )
+    except (PrivacyBudgetExceeded, LocalTrainingTimeout) as exc:
+        return TrainingResult(None, job.ledger, str(exc))
+    return TrainingResult(update, job.ledger)
 
 
 @dataclass
@@ -229,19 +261,32 @@ class Participant:
         if blob.exists() and kept.exists():  # derived (maybe uploaded) before a crash
             log.info("%s resubmits the update it kept for round %d", self.id, r + 1)
             return self._submit_kept(r, kept, blob, log)
-        weights = self.model(global_hash)
-        try:
-            trained = train_participant(
-                self.cfg, self.fed, 0, weights, r, self.ledger,
-                spend_label=f"{self.view.name}/{r}",
-            )  # fmt: skip
-        except (PrivacyBudgetExceeded, LocalTrainingTimeout) as exc:
+        job = self.training_job(r, global_hash)
+        return self.submit_trained(job, run_training(job), log)
+
+    def training_job(self, r: int, global_hash: str) -> TrainingJob:
+        """What training round ``r`` takes, as plain data another process can run
+        (:func:`run_training`): no key, no connection."""
+        return TrainingJob(self.cfg, self.fed, self.model(global_hash), r, self.ledger,
+                           f"{self.view.name}/{r}")  # fmt: skip
+
+    def submit_trained(
+        self, job: TrainingJob, result: TrainingResult, log: logging.Logger | Any = _log
+    ) -> dict[str, Any]:
+        """Keep, upload and commit the update ``result`` holds (its ledger's spend recorded
+        first); ``{}`` when the training abstained."""
+        r, weights = job.round, job.weights
+        if self.ledger is not None and result.ledger is not None:
+            self.ledger.history = list(result.ledger.history)
+        self._save_ledger()
+        if result.update is None:
             # Its own limit, not the task's failure: it submits nothing (an absent proposer, as
             # any other) and the round goes on without it.
-            self._save_ledger()
-            log.warning("%s abstains from round %d: %s", self.id, r + 1, exc)
+            log.warning("%s abstains from round %d: %s", self.id, r + 1, result.abstained)
             return {}
-        self._save_ledger()
+        trained = result.update
+        kept = self.state / "updates" / f"{r + 1}-{self.id}.json"
+        blob = kept.with_suffix(".bin")
         spec = self.cfg.attacks.get(self.id)
         copier = spec is not None and spec.kind == "copier"
         others = self.committed(r, weights).updates if copier else []
@@ -262,6 +307,13 @@ class Participant:
             tmp.replace(path)
         log.info("%s trained round %d, epsilon %s", self.id, r + 1, update.epsilon)
         return self._submit_kept(r, kept, blob, log)
+
+    def needs_training(self, r: int) -> bool:
+        """Whether ``train_and_submit`` would train (not a resumed submission or a kept one)."""
+        kept = self.state / "updates" / f"{r + 1}-{self.id}.json"
+        if kept.exists() and kept.with_suffix(".bin").exists():
+            return False
+        return not self.client.record_of(self.task_id, r).submitted
 
     def _submit_kept(self, r: int, kept: Path, blob: Path, log: Any) -> dict[str, Any]:
         """Upload the update kept for round ``r``, commit its hash, then drop the local copy
@@ -427,6 +479,20 @@ the key (its address and variable) and the data folder it loaded. An operator's 
 what ran with the participant's key, and the test's proof that nothing else was loaded."""
 
 
+def _source_ip(url: str) -> str | None:
+    """The local address this machine reaches ``url``'s host from (no packet is sent)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((parsed.hostname or "127.0.0.1", parsed.port or 80))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
 def _audit(state: Path, entry: dict[str, Any]) -> None:
     state.mkdir(parents=True, exist_ok=True)
     line = json.dumps(dict(entry, pid=os.getpid(), time=round(time.time(), 3)))
@@ -536,7 +602,8 @@ def open_participant(
             f"{snapshots.root}: restore the data it staked with (`dvc checkout` there)"
         )
     _audit(state, {"participant": pid, "address": signer.address, "key_env": key_env,
-                   "data": str(Path(data).resolve()), "snapshot": snapshot.hash})  # fmt: skip
+                   "data": str(Path(data).resolve()), "snapshot": snapshot.hash,
+                   "source_ip": _source_ip(url)})  # fmt: skip
     store = open_store(cfg.storage.url, state, cfg.storage.s3_endpoint_url)
     shared = _shared_validation(card, client, store, snapshots)
     schema = card.data_schema

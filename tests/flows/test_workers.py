@@ -1,35 +1,52 @@
-"""Participants on their own worker processes: a 2-round task whose 4 participants each run
-`flock participant start` with only their own key, data folder and ledger, against a Prefect
-server and an anvil started by the test. The report equals the in-process engine's for the
-same config, and each participant's processes loaded only its own key and data."""
+"""Participants on their own hosts: a 3-round task whose 4 participants each run `flock
+participant start` with only their own key, data folder and ledger, each in its own network
+namespace with its own address (``ip netns``, a veth on a bridge), against the local stack
+(``infra/local-stack.sh``: PostgreSQL, a Prefect server and an MLflow server on it, ``rclone
+serve s3`` for the blobs, anvil) listening on the bridge. The report equals the in-process
+engine's for the same config, each participant's processes loaded only its own key and data,
+and each reached the stack from its own address.
+
+Without root or iproute2 the workers run on this host (127.0.0.1); without PostgreSQL the test
+is skipped (`.ci/run` installs both)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import netns
 import pytest
 import yaml
 from eth_account import Account
 from flow_helpers import flock_cmd, flock_env
 
-from flock_pipeline.chain.anvil import AnvilNode
 from flock_pipeline.config import load_config
 from flock_pipeline.data.folder import write_folder
+from flock_pipeline.faces import stack
+from flock_pipeline.processes import free_port
 from flock_pipeline.protocol.params import dev_key
 from flock_pipeline.round import prepare_federation
 from flock_pipeline.runtime.participant import LOADED
 from flows.trial import run_trial
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not any(Path("/usr/lib/postgresql").glob("*/bin/postgres")),
+        reason="PostgreSQL is not installed (.ci/run installs Debian's postgresql)",
+    ),
+]
 
 N = 4
 CONFIG: dict[str, Any] = {
     "task": "workers-trial",
     "participants": N,
-    "rounds": 2,
+    "rounds": 3,
     "seed": 3,
     "data": {"dataset": "digits"},
     "model": {"name": "mlp"},
@@ -37,6 +54,15 @@ CONFIG: dict[str, Any] = {
     "privacy": {"enabled": False},
     "partition": {"scheme": "iid"},
 }
+
+
+@contextlib.contextmanager
+def _hosts() -> Iterator[netns.Hosts | None]:
+    if netns.available():
+        with netns.namespaces(N) as hosts:
+            yield hosts
+    else:
+        yield None
 
 
 def _essence(report: dict[str, Any]) -> dict[str, Any]:
@@ -62,12 +88,20 @@ def _paid(report: dict[str, Any]) -> list[list[int]]:
     return [[int(p["reward"]) for p in r["participants"]] for r in report["rounds"]]
 
 
-def test_four_participant_workers_finish_the_task_the_in_process_engine_finishes(
+def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_engine_finishes(
     tmp_path: Path,
 ) -> None:
-    # Prepare: an anvil; each participant's own data folder and key; the task's config
-    node = AnvilNode(tmp_path / "anvil", port=0)
-    node.up(owner="test")
+    # Prepare: the in-process engine's run of the same config, alongside (it needs nothing of
+    # the stack); each participant's own data folder and key; the hosts; the stack on the
+    # bridge they reach
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "task.yaml").write_text(yaml.safe_dump(dict(CONFIG, data_dir=str(alone))))
+    in_process_run = subprocess.Popen(
+        flock_cmd("run", "-c", str(alone / "task.yaml"), "--out", str(alone / "out")),
+        cwd=alone, env=flock_env(alone), text=True, stdout=subprocess.DEVNULL,
+        stderr=(alone / "run.log").open("w"),
+    )  # fmt: skip
     keys = [dev_key("flock-participant", i) for i in range(N)]
     addresses = [Account.from_key(k).address for k in keys]
     cfg = load_config(None, {"data_dir": str(tmp_path / "x"), **_flat(CONFIG)})
@@ -75,39 +109,47 @@ def test_four_participant_workers_finish_the_task_the_in_process_engine_finishes
     folders = [write_folder(tmp_path / "owners" / p.id / "data", p) for p in fed.participants]
     home = tmp_path / "coordinator"
     workers = {"pool": "flock-test-pool", "members": addresses, "deadline_seconds": 300}
-    config = dict(CONFIG, data_dir=str(home), chain={"url": node.status().url}, workers=workers)
-    try:
-        # Execute: the coordinator and four workers; then the in-process engine alone
-        trial = run_trial(config, home, keys, folders, "flock-test-pool", env=flock_env(home))
-        alone = tmp_path / "alone"
-        alone.mkdir()
-        (alone / "task.yaml").write_text(yaml.safe_dump(dict(CONFIG, data_dir=str(alone))))
-        done = subprocess.run(
-            flock_cmd("run", "-c", str(alone / "task.yaml"), "--out", str(alone / "out")),
-            cwd=alone, env=flock_env(alone), text=True, capture_output=True, timeout=900,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-4000:]
-        in_process = json.loads((alone / "out" / "summary.json").read_text())
-    finally:
-        node.down()
+    root = Path(tempfile.mkdtemp(prefix="flock-stack-"))
+    root.chmod(0o755)  # PostgreSQL's own user enters it when the test runs as root
+    with _hosts() as hosts:
+        host = hosts.bridge_ip if hosts else "127.0.0.1"
+        stack.up(root, host=host, ports={name: free_port(host) for name in stack.SERVICES})
+        try:
+            env = flock_env(home, **stack.environment(root))
+            config = dict(CONFIG, data_dir=str(home), workers=workers)
+
+            # Execute: the coordinator on this host, a worker on each participant's host
+            trial = run_trial(
+                config, home, keys, folders, "flock-test-pool", env=env,
+                prefixes=[hosts.prefix(i) for i in range(N)] if hosts else None,
+            )  # fmt: skip
+        finally:
+            stack.down(root)
+    assert in_process_run.wait(timeout=900) == 0, (alone / "run.log").read_text()[-4000:]
+    in_process = json.loads((alone / "out" / "summary.json").read_text())
 
     # Assert: the task completed, as the in-process engine completes it
     distributed = trial.summary
     assert distributed["task"]["engine"] == "workers"
-    assert [r["outcome"] for r in distributed["rounds"]] == ["accepted", "accepted"]
+    assert [r["outcome"] for r in distributed["rounds"]] == ["accepted"] * 3
     assert _essence(distributed) == _essence(in_process)
     # The same money: a round's pot in total; a participant's share up to rounding dust, which
     # the contract hands out in the order participants settle (claim order, here timing)
     for ours, theirs in zip(_paid(distributed), _paid(in_process), strict=True):
         assert sum(ours) == sum(theirs)
         assert all(abs(a - b) <= N for a, b in zip(ours, theirs, strict=True))
-    # ... and each participant's processes loaded its own key and its own folder, nothing else
+    # ... the models went through the stack: its S3 holds the blobs and MLflow's artifacts
+    assert any(p.is_file() for p in (root / "s3" / "flock-blobs").rglob("*"))
+    assert any(p.is_file() for p in (root / "s3" / "mlflow").rglob("*"))
+    # ... and each participant's processes loaded its own key and its own folder, nothing
+    # else, from its own host
     for i, (folder, state) in enumerate(zip(folders, trial.states, strict=True)):
         loaded = [json.loads(line) for line in (state / LOADED).read_text().splitlines()]
-        assert len({e["pid"] for e in loaded}) >= 2 * 3 + 2  # its worker, then 7 runs
+        assert len({e["pid"] for e in loaded}) >= 3 * 3 + 2  # its worker, then its runs
         assert {e["address"] for e in loaded} == {addresses[i]}
         assert {e["data"] for e in loaded} == {str(folder.resolve())}
         assert {e["participant"] for e in loaded} == {f"p{i}"}
+        assert {e["source_ip"] for e in loaded} == {hosts.ips[i] if hosts else "127.0.0.1"}
 
 
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
