@@ -35,7 +35,7 @@ import torch
 from flock_pipeline.errors import SerializationError
 from flock_pipeline.serialization import Weights, from_bytes
 from flock_pipeline.signing import SignedUpdate, verify_update
-from flock_pipeline.storage.errors import StorageError
+from flock_pipeline.storage.errors import StorageError, StoreUnreachable
 from flock_pipeline.update import Update
 
 if TYPE_CHECKING:
@@ -230,6 +230,8 @@ def fetch_blob(
         return Oversized(size, max_bytes)
     try:
         return store.get(digest)
+    except StoreUnreachable:
+        raise  # the store's outage, never the proposer's fault: the duty is retried
     except StorageError:
         store.exists(digest)  # raises if the store itself has become unreachable
         return None  # corrupt, unreadable, or removed since: not the bytes committed

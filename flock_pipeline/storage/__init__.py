@@ -7,7 +7,7 @@ second upload of the same bytes is a no-op.
 from __future__ import annotations
 
 from flock_pipeline.storage.base import BlobStore, digest_of
-from flock_pipeline.storage.errors import StorageError
+from flock_pipeline.storage.errors import StorageError, StoreUnreachable
 from flock_pipeline.storage.local import LocalBlobStore
 from flock_pipeline.storage.opener import open_store
 from flock_pipeline.storage.s3 import S3BlobStore
@@ -17,6 +17,7 @@ __all__ = [
     "LocalBlobStore",
     "S3BlobStore",
     "StorageError",
+    "StoreUnreachable",
     "digest_of",
     "open_store",
 ]

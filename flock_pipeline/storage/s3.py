@@ -29,10 +29,18 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from flock_pipeline.storage.base import blob_key, digest_of, normalize_digest, verify
-from flock_pipeline.storage.errors import PresignedUrlExpired, StorageError
+from flock_pipeline.storage.errors import PresignedUrlExpired, StorageError, StoreUnreachable
 
 __all__ = ["MAX_PRESIGN_SECONDS", "S3BlobStore", "put_presigned"]
 
@@ -44,6 +52,15 @@ _CHECKSUM_HEADER = "x-amz-checksum-sha256"
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+_UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError,
+                ReadTimeoutError)  # fmt: skip
+
+
+def _error(exc: Exception, message: str) -> StorageError:
+    """``StoreUnreachable`` when the server did not answer, else a plain ``StorageError``."""
+    return StoreUnreachable(message) if isinstance(exc, _UNREACHABLE) else StorageError(message)
 
 
 class S3BlobStore:
@@ -126,7 +143,7 @@ class S3BlobStore:
             )
         except (ClientError, BotoCoreError) as exc:
             where = self.uri(digest)
-            raise StorageError(f"cannot upload blob {digest} to {where}: {exc}") from None
+            raise _error(exc, f"cannot upload blob {digest} to {where}: {exc}") from None
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -143,7 +160,7 @@ class S3BlobStore:
                 ) from None
             raise StorageError(f"cannot download blob 0x{hex_digest} from {where}: {exc}") from None
         except BotoCoreError as exc:
-            raise StorageError(f"cannot download blob 0x{hex_digest} from {where}: {exc}") from None
+            raise _error(exc, f"cannot download blob 0x{hex_digest} from {where}: {exc}") from None
         return verify(data, hex_digest, where)
 
     def exists(self, digest: str) -> bool:
@@ -202,7 +219,7 @@ class S3BlobStore:
                 return None
             raise StorageError(f"cannot check s3://{self.bucket}/{key}: {exc}") from None
         except BotoCoreError as exc:
-            raise StorageError(f"cannot check s3://{self.bucket}/{key}: {exc}") from None
+            raise _error(exc, f"cannot check s3://{self.bucket}/{key}: {exc}") from None
         return head
 
     def _check_bucket(self, probe: Any, create: bool) -> None:

@@ -115,7 +115,7 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
         host = hosts.bridge_ip if hosts else "127.0.0.1"
         stack.up(root, host=host, ports={name: free_port(host) for name in stack.SERVICES})
         try:
-            env = flock_env(home, **stack.environment(root))
+            env = {**flock_env(home), **stack.environment(root)}  # the stack's Prefect API
             config = dict(CONFIG, data_dir=str(home), workers=workers)
 
             # Execute: the coordinator on this host, a worker on each participant's host
