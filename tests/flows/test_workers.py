@@ -169,10 +169,10 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
     ours, theirs = _essence(distributed), _essence(in_process)
     assert ours["rounds"][:2] == theirs["rounds"][:2]
     # ... but for round 3, where p3's training run was killed: it submitted nothing and the
-    # round went on with the other three, each paid, none slashed
+    # round went on with the other three proposers, each paid, none slashed
     assert killed.wait(timeout=5), "p3's training run of round 3 was never seen"
     last = {p["id"]: p for p in distributed["rounds"][2]["participants"]}
-    assert last["p3"]["update_hash"] is None and last["p3"]["reward"] == "0"
+    assert last["p3"]["update_hash"] is None  # (it still voted, and is paid for that)
     assert all(last[p]["update_hash"] and int(last[p]["reward"]) > 0 for p in ("p0", "p1", "p2"))
     assert all(last[p]["slashed"] == "0" for p in ("p0", "p1", "p2"))
     # The same money: a round's pot in total; a participant's share up to rounding dust, which
