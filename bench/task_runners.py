@@ -1,0 +1,140 @@
+"""Dask or Ray for many simulated participants: the same proposers' training jobs (the
+``train-proposers`` subflow the flow runs with ``runner.kind: dask``) on prefect-dask's
+``DaskTaskRunner`` and on prefect-ray's ``RayTaskRunner``, each on a local cluster of two
+single-threaded workers, next to one at a time in this process.
+
+Each job is one participant's local training of one round: the MLP on 25 MNIST 5k samples, one
+epoch (``runtime.participant.TrainingJob``). Reported per runner and size: the cluster's
+start-up, the wall time of the subflow, and the jobs per second. prefect-ray is not a
+dependency of the project (the bench keeps the better runner, Dask): install it to a folder of
+its own to measure it,
+
+    pip install --target /tmp/raypkgs --no-deps ray==2.52.1 prefect-ray==0.6.0
+    PYTHONPATH=/tmp/raypkgs .venv/bin/python bench/task_runners.py [--quick]
+
+Without it the Ray rows are left out. --quick: 20 and 50 jobs (else 50, 100 and 200). The last
+stdout line is one JSON object: the faster runner at the largest size and its speed-up over
+the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from _common import environment, isolate_tool_state, markdown  # noqa: E402
+
+_TMP = isolate_tool_state("flock-runners-bench-")
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import torch  # noqa: E402
+
+from flock_pipeline.config import RunnerConfig, load_config  # noqa: E402
+from flock_pipeline.round import initial_weights, prepare_federation  # noqa: E402
+from flock_pipeline.runtime.participant import TrainingJob, local_federation  # noqa: E402
+from flock_pipeline.runtime.runners import DaskCluster  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def _jobs(n: int) -> list[TrainingJob]:
+    cfg = load_config(None, {
+        "participants": n, "data.dataset": "mnist5k", "data.max_samples": 25 * n,
+        "partition.scheme": "iid", "model.name": "mlp", "privacy.enabled": False,
+        "training.batch_size": 25, "data_dir": str(_TMP / "data"),
+    })  # fmt: skip
+    fed = prepare_federation(cfg)
+    weights = initial_weights(cfg, fed)
+    shape, classes = fed.input_shape, fed.num_classes
+    return [
+        TrainingJob(cfg, local_federation(cfg, p, shape, classes), weights, 0, None, p.id)
+        for p in fed.participants
+    ]
+
+
+def _time(runner: Any, jobs: list[TrainingJob]) -> float:
+    from flows.federated import train_proposers
+
+    began = time.perf_counter()
+    results = train_proposers.with_options(task_runner=runner)(jobs, 1)
+    assert len(results) == len(jobs) and all(r.update is not None for r in results)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    sizes = [20, 50] if args.quick else [50, 100, 200]
+    load = os.getloadavg()
+    torch.set_num_threads(1)
+    rows: list[dict[str, Any]] = []
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    for n in sizes:
+        jobs = _jobs(n)
+        seconds = _time(ThreadPoolTaskRunner(max_workers=1), jobs)
+        rows.append({"runner": "sequential", "jobs": n, "startup_s": 0.0,
+                     "seconds": round(seconds, 2)})  # fmt: skip
+        began = time.perf_counter()
+        with DaskCluster.start(RunnerConfig(kind="dask", processes=2)) as cluster:
+            startup = time.perf_counter() - began
+            seconds = _time(cluster.task_runner(), jobs)
+        rows.append({"runner": "dask", "jobs": n, "startup_s": round(startup, 2),
+                     "seconds": round(seconds, 2)})  # fmt: skip
+        try:
+            from prefect_ray.task_runners import RayTaskRunner
+        except ImportError:
+            continue
+        import ray
+
+        began = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        startup = time.perf_counter() - began
+        try:
+            seconds = _time(RayTaskRunner(address=ray.get_runtime_context().gcs_address), jobs)
+        finally:
+            ray.shutdown()
+        rows.append({"runner": "ray", "jobs": n, "startup_s": round(startup, 2),
+                     "seconds": round(seconds, 2)})  # fmt: skip
+        print(json.dumps(rows[-3:]), flush=True)
+    for row in rows:
+        row["jobs_per_s"] = round(row["jobs"] / row["seconds"], 2)
+    largest = [r for r in rows if r["jobs"] == max(sizes) and r["runner"] != "sequential"]
+    best = min(largest, key=lambda r: r["seconds"])
+    other = max(largest, key=lambda r: r["seconds"])
+    headline = {
+        "metric": f"faster_runner_at_{max(sizes)}_jobs", "value": best["runner"],
+        "speedup_vs_other": round(other["seconds"] / best["seconds"], 2),
+        "speedup_vs_sequential": round(
+            next(r["seconds"] for r in rows if r["jobs"] == max(sizes)
+                 and r["runner"] == "sequential") / best["seconds"], 2),
+        "quick": args.quick,
+    }  # fmt: skip
+    table = markdown(["runner", "jobs", "cluster start s", "wall s", "jobs / s"],
+                     [[r["runner"], r["jobs"], r["startup_s"], r["seconds"], r["jobs_per_s"]]
+                      for r in rows])  # fmt: skip
+    out = {"benchmark": "task_runners", "quick": args.quick, "headline": headline, "rows": rows,
+           "tables": [{"title": "Training jobs per runner", "markdown": table,
+                       "note": "two single-threaded worker processes each; wall s excludes the "
+                               "cluster's start-up"}],
+           "environment": environment(load),
+           "command": "PYTHONPATH=/tmp/raypkgs python bench/task_runners.py"
+                      + (" --quick" if args.quick else "")}  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "task_runners_quick.json" if args.quick else "task_runners.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(headline))
+
+
+if __name__ == "__main__":
+    main()
