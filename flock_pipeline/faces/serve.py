@@ -141,13 +141,14 @@ def _start(
     )  # fmt: skip
 
 
-def _bin(tool: str) -> str:
+def tool_path(tool: str) -> str:
     """The tool next to this interpreter (the venv), else whatever PATH finds."""
     here = Path(sys.executable).parent / tool
     return str(here) if here.exists() else tool
 
 
-def _tool_env(data_dir: Path) -> dict[str, str]:
+def tool_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a server started for ``data_dir``: its tool state kept there."""
     env = dict(os.environ)
     env.setdefault("MPLCONFIGDIR", str(data_dir / "matplotlib"))
     env["PREFECT_HOME"] = str(data_dir / "prefect")
@@ -161,10 +162,10 @@ def start_prefect_server(data_dir: Path, port: int, timeout: float = _START_TIME
     """``prefect server start`` on 127.0.0.1:port, PREFECT_HOME=<data_dir>/prefect."""
     data_dir = Path(data_dir).resolve()
     url = f"http://127.0.0.1:{port}"
-    env = _tool_env(data_dir)
+    env = tool_env(data_dir)
     env.pop("PREFECT_API_URL", None)  # the server's UI must call this server, not another
     env["PREFECT_UI_API_URL"] = f"{url}/api"
-    cmd = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [tool_path("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     log = data_dir / "logs" / "prefect-server.log"
     return _start("Prefect server", cmd, env, port, url, f"{url}/api/health", log, timeout)
 
@@ -176,12 +177,12 @@ def start_mlflow_server(data_dir: Path, port: int, timeout: float = _START_TIMEO
     artifacts.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
     cmd = [
-        _bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        tool_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
         "--backend-store-uri", mlflow_backend_uri(data_dir),
         "--default-artifact-root", str(artifacts),
     ]  # fmt: skip
     log = data_dir / "logs" / "mlflow-server.log"
-    env = _tool_env(data_dir)
+    env = tool_env(data_dir)
     return _start("MLflow server", cmd, env, port, url, f"{url}/health", log, timeout)
 
 

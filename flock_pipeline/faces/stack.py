@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from flock_pipeline.errors import FlockError
+from flock_pipeline.faces.serve import tool_env, tool_path
 from flock_pipeline.processes import (
     Server,
     ServerError,
@@ -88,11 +89,6 @@ class Secrets:
         path.touch(mode=0o600)
         path.write_text(json.dumps(made.__dict__))
         return made
-
-
-def _bin(tool: str) -> str:
-    here = Path(sys.executable).parent / tool
-    return str(here) if here.exists() else tool
 
 
 def _pg_bin(tool: str) -> str:
@@ -153,13 +149,9 @@ def _ports() -> dict[str, int]:
 
 
 def _tool_env(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_HOME=str(root / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        MPLCONFIGDIR=str(root / "matplotlib"), DO_NOT_TRACK="1",
-    )  # fmt: skip
-    env.pop("PREFECT_API_URL", None)
+    env = tool_env(root)
+    env["DO_NOT_TRACK"] = "1"
+    env.pop("PREFECT_API_URL", None)  # a stack server is its own API, never a client of one
     return env
 
 
@@ -244,7 +236,7 @@ def _start_s3(root: Path, host: str, port: int, keys: Secrets) -> Server:
     for bucket in BUCKETS:
         (served / bucket).mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RCLONE_CONFIG=str(root / "rclone.conf"), HOME=str(root))
-    cmd = [_bin("rclone"), "serve", "s3", str(served), "--addr", f"{host}:{port}",
+    cmd = [tool_path("rclone"), "serve", "s3", str(served), "--addr", f"{host}:{port}",
            "--auth-key", f"{keys.s3_access_key},{keys.s3_secret_key}"]  # fmt: skip
     return start_server("S3 (rclone serve s3)", cmd, log=root / "logs" / "s3.log",
                         ready=tcp_ready(port, host), env=env, port=port, host=host,
@@ -274,7 +266,7 @@ def _start_prefect(root: Path, host: str, port: int, db: str) -> Server:
     env = _tool_env(root)
     env["PREFECT_API_DATABASE_CONNECTION_URL"] = db
     env["PREFECT_UI_API_URL"] = f"{url}/api"
-    cmd = [_bin("prefect"), "server", "start", "--host", host, "--port", str(port)]
+    cmd = [tool_path("prefect"), "server", "start", "--host", host, "--port", str(port)]
     return start_server("Prefect server", cmd, log=root / "logs" / "prefect.log",
                         ready=http_ready(f"{url}/api/health"), env=env, port=port, host=host,
                         url=url, timeout=180, bound=False)  # fmt: skip
@@ -287,9 +279,9 @@ def _start_mlflow(root: Path, host: str, port: int, db: str, s3: str, keys: Secr
         MLFLOW_S3_ENDPOINT_URL=s3, AWS_ACCESS_KEY_ID=keys.s3_access_key,
         AWS_SECRET_ACCESS_KEY=keys.s3_secret_key, AWS_DEFAULT_REGION="us-east-1",
     )  # fmt: skip
-    cmd = [_bin("mlflow"), "server", "--host", host, "--port", str(port), "--backend-store-uri",
-           db, "--artifacts-destination", "s3://mlflow/artifacts", "--serve-artifacts",
-           "--workers", "1"]  # fmt: skip
+    cmd = [tool_path("mlflow"), "server", "--host", host, "--port", str(port),
+           "--backend-store-uri", db, "--artifacts-destination", "s3://mlflow/artifacts",
+           "--serve-artifacts", "--workers", "1"]  # fmt: skip
     return start_server("MLflow server", cmd, log=root / "logs" / "mlflow.log",
                         ready=http_ready(f"{url}/health"), env=env, port=port, host=host,
                         url=url, timeout=180, bound=False)  # fmt: skip
