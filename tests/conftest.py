@@ -69,15 +69,19 @@ def data_dir(tmp_path: Path) -> Path:
 # collection order as workers free up: a long file collected last keeps one worker busy alone
 # at the end (8 min for the worker test). Longest first keeps both busy to the end.
 LONGEST_FIRST = (
-    "tests/flows/test_workers.py",  # ~510
-    "tests/flows/test_task_flow.py",  # ~340
+    "tests/flows/test_workers.py",  # ~590 (its own stack, 4 workers, 3 rounds)
+    "tests/flows/test_task_flow.py",  # ~420
     "tests/flows/test_contribution_rewards.py",  # ~250
-    "tests/flows/test_dvc_pipeline.py",  # ~160
-    "tests/core/test_cli_orphans.py",  # ~160
-    "tests/core/test_simulation_e2e.py",  # ~150
-    "tests/protocol/test_protocol_differential.py",  # ~140
-    "tests/chain/test_public_chain.py",  # ~100, real-time phases
-    "tests/flows/test_deployment.py",  # ~190 with its server
+    "tests/flows/test_local_stack.py",  # ~160 (its own stack, the faults)
+    "tests/flows/test_dvc_pipeline.py",  # ~130
+    "tests/core/test_cli_orphans.py",  # ~120
+    "tests/flows/test_deployment.py",  # ~140 with its server
+    "tests/core/test_simulation_e2e.py",  # ~100
+    "tests/protocol/test_protocol_differential.py",  # ~100
+    "tests/flows/test_two_engines.py",  # ~90
+    "tests/chain/test_public_chain.py",  # ~80, real-time phases
+    "tests/chain/test_chain_forge.py",  # ~90
+    "tests/flows/test_dask_runner.py",  # ~60
 )
 
 

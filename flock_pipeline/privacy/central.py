@@ -21,8 +21,6 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from opacus.accountants import RDPAccountant
-
 from flock_pipeline.errors import ConfigError, DataError
 
 __all__ = ["CentralAccountant"]
@@ -35,6 +33,8 @@ def _epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
         return 0.0
     if any(sigma == 0 for sigma, _, _ in history):
         return math.inf
+    from opacus.accountants import RDPAccountant  # lazily: opacus takes seconds to import
+
     accountant = RDPAccountant()
     accountant.history = list(history)
     return float(accountant.get_epsilon(delta=delta))

@@ -13,8 +13,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opacus.accountants import RDPAccountant
-
 from flock_pipeline.errors import DataError, PrivacyBudgetExceeded
 
 __all__ = ["LedgerStore", "PrivacyLedger", "Spend"]
@@ -47,6 +45,8 @@ class PrivacyLedger:
     def epsilon_of(history: list[Spend], delta: float) -> float:
         if not history:
             return 0.0
+        from opacus.accountants import RDPAccountant  # lazily: opacus takes seconds to import
+
         accountant = RDPAccountant()
         accountant.history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in history]
         return float(accountant.get_epsilon(delta=delta))

@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
-import mlflow.pytorch
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -261,7 +260,11 @@ class ModelRegistry:
                     # No serving-input validation: it loads the model back and predicts on
                     # the example (a fifth of the call); the network is our own, built and
                     # loaded above, and the tests load a logged model through models:/.
-                    info = mlflow.pytorch.log_model(
+                    # Imported here: mlflow.pytorch imports Lightning (seconds), which only
+                    # a logged model needs.
+                    from mlflow import pytorch as mlflow_pytorch
+
+                    info = mlflow_pytorch.log_model(
                         network,
                         name="model",
                         input_example=example,

@@ -6,27 +6,26 @@ import logging
 import math
 import warnings
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import numpy as np
 import numpy.typing as npt
 import torch
-from opacus import PrivacyEngine
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.data_loader import DPDataLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from flock_pipeline.config import PrivacyConfig, TrainingConfig
 from flock_pipeline.errors import LocalTrainingTimeout
-from flock_pipeline.models import Classifier
 from flock_pipeline.privacy import PrivacyLedger, Spend
 from flock_pipeline.seeding import secret_generator
 from flock_pipeline.serialization import Weights
 from flock_pipeline.update import Update
 
 __all__ = ["plan_spend", "train_local"]
+
+if TYPE_CHECKING:  # Lightning and Opacus take seconds to import: only a training imports them
+    import lightning as L
+    from opacus import PrivacyEngine
 
 _LIGHTNING_LOGGERS = (
     "lightning",
@@ -51,6 +50,8 @@ def plan_spend(
     sample_rate = 1.0 / steps_per_epoch
     steps = steps_per_epoch * training.local_epochs
     if privacy.target_epsilon is not None:
+        from opacus.accountants.utils import get_noise_multiplier
+
         noise = float(
             get_noise_multiplier(
                 target_epsilon=privacy.target_epsilon,
@@ -75,6 +76,8 @@ def _secure_engine() -> PrivacyEngine:
     has no build for current torch; the two attributes its constructor would set are set here
     instead, so Opacus' own secure code paths run unchanged.
     """
+    from opacus import PrivacyEngine
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its "secure RNG turned off" notice: turned on below
         engine = PrivacyEngine(accountant="rdp")
@@ -88,6 +91,8 @@ def _quiet_trainer(epochs: int, max_seconds: float | None) -> L.Trainer:
     # ("GPU available ...") again right before each trainer is built.
     for name in _LIGHTNING_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    import lightning as L
+
     return L.Trainer(
         max_epochs=epochs,
         max_time=None if max_seconds is None else timedelta(seconds=max_seconds),
@@ -150,6 +155,8 @@ def train_local(
     privatize = None
     if privacy.enabled:
         spend = plan_spend(n, training, privacy, spend_label)
+        from opacus.data_loader import DPDataLoader
+
         engine = _secure_engine()
         # Which examples each step used is part of the secret too: the amplification by
         # subsampling the accountant counts on holds only if nobody can replay the draw.
@@ -168,6 +175,8 @@ def train_local(
                 poisson_sampling=False,  # the loader is already Poisson-sampled
             )
             return module, opt
+
+    from flock_pipeline.models import Classifier
 
     model = Classifier(
         network,

@@ -143,13 +143,17 @@ def test_flock_run_settles_on_chain_and_versions_every_round_in_mlflow(tmp_path)
 @pytest.mark.slow
 def test_a_run_killed_in_round_two_resumes_and_settles_each_round_once(tmp_path):
     data, out = tmp_path / "flock", tmp_path / "out"
+    # The default task but for its workload (the MLP on digits, DP on): what a resume must get
+    # right is the chain's and the store's state, not the size of the model.
+    config = tmp_path / "task.yaml"
+    config.write_text(yaml.safe_dump({"data": {"dataset": "digits"}, "model": {"name": "mlp"}}))
+    args = ("run", "-c", str(config), "--data-dir", str(data), "--out", str(out))
     # Prepare: a run that dies the moment round 2 has started on chain (crash_run.py), then
     # its whole process group (the ephemeral Prefect server) goes with it
     log = tmp_path / "crashed.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, str(CRASH_RUN), "2", "run", "--data-dir", str(data), "--out",
-             str(out)],
+            [sys.executable, str(CRASH_RUN), "2", *args],
             cwd=tmp_path, env=flock_env(tmp_path), stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -171,19 +175,19 @@ def test_a_run_killed_in_round_two_resumes_and_settles_each_round_once(tmp_path)
     victim = task_dir / "p0" / "y_train.npy"
     original = victim.read_bytes()
     victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    refused = run_flock(tmp_path, "run", "--data-dir", str(data), "--out", str(out))
+    refused = run_flock(tmp_path, *args)
     assert refused.returncode == 2
     assert "changed after its snapshot" in refused.stderr and "Traceback" not in refused.stderr
     victim.write_bytes(original)
 
     # Execute: run again; it resumes the unfinished task
-    proc2 = run_flock(tmp_path, "run", "--data-dir", str(data), "--out", str(out))
+    proc2 = run_flock(tmp_path, *args)
     assert proc2.returncode == 0, proc2.stderr[-3000:]
     summary = load_summary(out)
     # Assert: the same task, 3 rounds, each finalized and settled exactly once
     assert summary["task"]["task_id"] == 1 and len(summary["rounds"]) == 3
     _assert_matches_chain(summary, data)
-    registry = ModelRegistry.open(None, data, "flock", NAME)
+    registry = ModelRegistry.open(None, data, "flock", "flock-digits-mlp")
     rounds = [registry.version_tags(v.version)["round"] for v in registry.versions()]
     assert sorted(rounds) == ["1", "2", "3"]
 
