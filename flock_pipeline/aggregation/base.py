@@ -99,7 +99,7 @@ def check_compatible(
                     f"update of {u.participant}: tensor {name!r} has dtype {t.dtype}, "
                     f"expected {r.dtype}"
                 )
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise AggregationError(
-                    f"update of {u.participant}: tensor {name!r} contains NaN or infinity"
-                )
+        if u.non_finite is not None:
+            raise AggregationError(
+                f"update of {u.participant}: tensor {u.non_finite!r} contains NaN or infinity"
+            )
