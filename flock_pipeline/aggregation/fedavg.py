@@ -36,14 +36,16 @@ def fedavg(
     total = sum(u.num_samples for u in canonical)
     out: Weights = {}
     for name in sorted(canonical[0].weights):
+        # Summed in float64: a mixed-dtype add_ computes in the accumulator's dtype, so no
+        # float64 copy of each update is made (the bits are those of adding the copy).
         acc = torch.zeros_like(canonical[0].weights[name], dtype=torch.float64)
         if shares is None:
             for u in canonical:
-                acc.add_(u.weights[name].to(torch.float64), alpha=u.num_samples)
+                acc.add_(u.weights[name], alpha=u.num_samples)
             acc = acc / total
         else:
             for u, share in zip(canonical, shares, strict=True):
-                acc.add_(u.weights[name].to(torch.float64), alpha=share)
+                acc.add_(u.weights[name], alpha=share)
         out[name] = acc.to(canonical[0].weights[name].dtype).contiguous()
     return out
 

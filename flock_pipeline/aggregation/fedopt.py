@@ -52,11 +52,11 @@ def weighted_mean64(
         acc = torch.zeros_like(canonical[0].weights[name], dtype=torch.float64)
         if shares is None:
             for u in canonical:
-                acc.add_(u.weights[name].to(torch.float64), alpha=u.num_samples)
+                acc.add_(u.weights[name], alpha=u.num_samples)
             out[name] = acc / total
             continue
         for u, share in zip(canonical, shares, strict=True):
-            acc.add_(u.weights[name].to(torch.float64), alpha=share)
+            acc.add_(u.weights[name], alpha=share)
         out[name] = acc
     return out
 

@@ -36,6 +36,8 @@ class DaskCluster:
     address: str
     threads: int
     """Torch threads per job (the cluster's threads per worker process)."""
+    workers: int
+    """Worker processes."""
 
     def task_runner(self) -> Any:
         """A prefect-dask task runner on this cluster (one per flow run: runners are used once)."""
@@ -68,6 +70,6 @@ class DaskCluster:
                 else:
                     os.environ[key] = value
         try:
-            yield cls(str(cluster.scheduler_address), runner.threads_per_process)
+            yield cls(str(cluster.scheduler_address), runner.threads_per_process, runner.processes)
         finally:
             cluster.close()

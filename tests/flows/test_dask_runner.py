@@ -46,3 +46,14 @@ def test_the_flow_on_a_dask_cluster_trains_the_updates_the_simulation_trains(
     assert hashes == {p.id: p.update_hash for p in theirs.participants}
     assert ours.aggregate_hash == theirs.aggregate_hash
     assert ours.outcome == theirs.outcome == "accepted"
+
+
+def test_the_jobs_go_out_in_contiguous_shares_of_near_equal_length_in_order() -> None:
+    from flows.federated import shares
+
+    jobs: list = list(range(11))
+    parts = shares(jobs, 4)
+    assert [len(p) for p in parts] == [3, 3, 3, 2]
+    assert [j for p in parts for j in p] == jobs
+    assert shares(jobs[:3], 4) == [[0], [1], [2]]  # never an empty share
+    assert shares(jobs[:1], 0) == [[0]]
