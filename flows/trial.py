@@ -9,12 +9,14 @@ Every process is started in its own session and stopped by its process group.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,26 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
+def _supervise(
+    coordinator: subprocess.Popen[Any],
+    workers: list[subprocess.Popen[Any]],
+    spawn: list[Callable[[], subprocess.Popen[Any]]],
+    timeout: float,
+) -> int:
+    """Wait for the coordinator; start again any worker that dies meanwhile, with its own
+    command (what systemd's ``Restart=always`` or a StatefulSet does for a participant).
+    ``workers[i]`` is the live process of ``spawn[i]``."""
+    until = time.monotonic() + timeout
+    while (code := coordinator.poll()) is None:
+        if time.monotonic() > until:
+            raise subprocess.TimeoutExpired(coordinator.args, timeout)
+        for i, proc in enumerate(workers):
+            if proc.poll() is not None:
+                workers[i] = spawn[i]()
+        time.sleep(0.5)
+    return code
+
+
 def run_trial(
     config: dict[str, Any],
     home: Path,
@@ -73,6 +95,7 @@ def run_trial(
     card = Path(config["data_dir"]) / "tasks" / str(config["task"]) / "card.json"
     logs = []
     started: list[subprocess.Popen[Any]] = []
+    workers: list[subprocess.Popen[Any]] = []
     began = time.perf_counter()
     try:
         log = (home / "coordinator.log").open("w")
@@ -92,37 +115,22 @@ def run_trial(
             time.sleep(0.5)
         states = []
         wraps = prefixes or [[] for _ in keys]
+        spawn: list[Callable[[], subprocess.Popen[Any]]] = []
         for key, folder, wrap in zip(keys, folders, wraps, strict=True):
             owner = Path(folder).parent
             states.append(owner / "state")
             log = (owner / "worker.log").open("w")
             logs.append(log)
-            started.append(
-                subprocess.Popen(
-                    [
-                        *wrap,
-                        *flock,
-                        "participant",
-                        "start",
-                        "--task",
-                        str(card),
-                        "--data",
-                        str(folder),
-                        "--key-env",
-                        KEY_ENV,
-                        "--pool",
-                        pool,
-                        "--state",
-                        str(owner / "state"),
-                    ],
-                    cwd=owner,
-                    env=_env(owner, base, **{KEY_ENV: "0x" + key.hex()}),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        code = coordinator.wait(timeout=timeout)
+            command = [*wrap, *flock, "participant", "start", "--task", str(card),
+                       "--data", str(folder), "--key-env", KEY_ENV, "--pool", pool,
+                       "--state", str(owner / "state")]  # fmt: skip
+            worker_env = _env(owner, base, **{KEY_ENV: "0x" + key.hex()})
+            spawn.append(functools.partial(
+                subprocess.Popen, command, cwd=owner, env=worker_env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            ))  # fmt: skip
+        workers = [start() for start in spawn]
+        code = _supervise(coordinator, workers, spawn, timeout)
         seconds = time.perf_counter() - began
         if code != 0:
             tail = (home / "coordinator.log").read_text()[-4000:]
@@ -130,7 +138,7 @@ def run_trial(
         summary = json.loads((home / "out" / "summary.json").read_text())
         return Trial(summary, seconds, states)
     finally:
-        for proc in started:
+        for proc in [*started, *workers]:
             _stop(proc)
         for log in logs:
             log.close()

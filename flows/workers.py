@@ -206,8 +206,8 @@ def serve_participant(
     import asyncio
 
     from prefect.flows import Flow
-    from prefect.workers.process import ProcessWorker
 
+    import flows.participant  # noqa: F401  (its runs execute here: imported once, up front)
     from flock_pipeline.runtime.participant import open_participant
 
     card = TaskCard.read(card_path)
@@ -233,9 +233,10 @@ def serve_participant(
     # Stake only once its deployments exist: the task starts when everyone has staked, and
     # a duty triggered before its deployment exists would find nothing to run.
     me.join(me.cfg.chain.stake * TOKEN)
+    _crash_left_running(pool, queue)
     os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
-    worker = ProcessWorker(work_pool_name=pool, work_queues=[queue], name=f"flock-{queue}",
-                           prefetch_seconds=1)  # fmt: skip
+    worker = _resident_worker(work_pool_name=pool, work_queues=[queue], name=f"flock-{queue}",
+                              prefetch_seconds=1)  # fmt: skip
 
     async def serve() -> None:
         async with worker:
@@ -243,6 +244,86 @@ def serve_participant(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+
+
+def _crash_left_running(pool: str, queue: str) -> None:
+    """Mark Crashed the runs of ``queue`` that an earlier process of this worker left pending
+    or running (it was killed mid-duty: nobody else would ever finish them), so that the
+    coordinator, waiting on them, goes on at once instead of at the deadline."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+        WorkQueueFilter,
+        WorkQueueFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    live = FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+    with get_client(sync_client=True) as client:
+        left = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=live)),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+            work_queue_filter=WorkQueueFilter(name=WorkQueueFilterName(any_=[queue])),
+        )
+        for run in left:
+            client.set_flow_run_state(
+                run.id, Crashed(message="its worker stopped mid-run and was started again"),
+                force=True,
+            )  # fmt: skip
+
+
+def _resident_worker_class() -> type:
+    from prefect.workers.process import ProcessWorker
+
+    class ResidentWorker(ProcessWorker):
+        """A process-pool worker that runs each of its participant's flow runs in its own
+        process, one at a time, instead of starting a Python process per run: a duty run's
+        imports (torch, Prefect, web3: about 7 s of CPU) would otherwise cost more than the
+        duty itself on a small model, three times a round. The runs are this participant's
+        own deployments (its queue), executed by Prefect's flow engine as a spawned run
+        would be. A run past its deadline cannot be killed from here (a thread): it is
+        cancelled on the server, and the chain refuses what it sends after its phase."""
+
+        async def run(self, flow_run: Any, configuration: Any, task_status: Any = None) -> Any:
+            import anyio
+            from prefect.flow_engine import load_flow_run, run_flow
+            from prefect.workers.process import ProcessWorkerResult
+
+            from flows.participant import DUTIES
+
+            name = (await self.client.read_flow(flow_run.flow_id)).name
+            served: list[Any] = list(DUTIES.values())
+            duty = next((f for f in served if f.name == name), None)
+            if task_status is not None:
+                task_status.started(os.getpid())
+            if duty is None:  # not a participant duty: refuse it rather than run it
+                self._logger.error("flow run %s is of flow %r, not a duty", flow_run.id, name)
+                return ProcessWorkerResult(status_code=1, identifier=str(os.getpid()))
+
+            def execute() -> Any:
+                return run_flow(duty, flow_run=load_flow_run(flow_run.id), return_type="state")
+
+            state = await anyio.to_thread.run_sync(execute)
+            ok = state is not None and state.is_completed()
+            return ProcessWorkerResult(status_code=0 if ok else 1, identifier=str(os.getpid()))
+
+        async def kill_infrastructure(self, infrastructure_pid: str, configuration: Any,
+                                      grace_seconds: int = 30) -> None:  # fmt: skip
+            from prefect.exceptions import InfrastructureNotAvailable
+
+            raise InfrastructureNotAvailable("a duty runs in the worker's own process")
+
+    return ResidentWorker
+
+
+def _resident_worker(**kwargs: Any) -> Any:
+    """A :class:`ResidentWorker` (the class is built on first use: it imports Prefect's
+    worker module)."""
+    return _resident_worker_class()(**kwargs)
 
 
 def _ensure_pool(pool: str) -> None:
