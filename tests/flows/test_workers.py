@@ -143,24 +143,29 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
     workers = {"pool": "flock-test-pool", "members": addresses, "deadline_seconds": 300}
     root = Path(tempfile.mkdtemp(prefix="flock-stack-"))
     root.chmod(0o755)  # PostgreSQL's own user enters it when the test runs as root
-    with _hosts() as hosts:
-        host = hosts.bridge_ip if hosts else "127.0.0.1"
-        stack.up(root, host=host, ports={name: free_port(host) for name in stack.SERVICES})
-        try:
-            env = {**flock_env(home), **stack.environment(root)}  # the stack's Prefect API
-            config = dict(CONFIG, data_dir=str(home), workers=workers)
+    try:
+        with _hosts() as hosts:
+            host = hosts.bridge_ip if hosts else "127.0.0.1"
+            try:
+                stack.up(root, host=host, ports={name: free_port(host) for name in stack.SERVICES})
+                env = {**flock_env(home), **stack.environment(root)}  # the stack's Prefect API
+                config = dict(CONFIG, data_dir=str(home), workers=workers)
 
-            # Execute: the coordinator on this host, a worker on each participant's host; p3's
-            # training run of round 3 is killed (SIGKILL) once it has started
-            killed = _kill_when_started(
-                tmp_path / "owners" / "p3", "workers-trial-round-3-p3-train"
-            )
-            trial = run_trial(
-                config, home, keys, folders, "flock-test-pool", env=env,
-                prefixes=[hosts.prefix(i) for i in range(N)] if hosts else None,
-            )  # fmt: skip
-        finally:
-            stack.down(root)
+                # Execute: the coordinator on this host, a worker on each participant's host;
+                # p3's worker is killed (SIGKILL) as it takes up its round-3 training run
+                killed = _kill_when_started(
+                    tmp_path / "owners" / "p3", "workers-trial-round-3-p3-train"
+                )
+                trial = run_trial(
+                    config, home, keys, folders, "flock-test-pool", env=env,
+                    prefixes=[hosts.prefix(i) for i in range(N)] if hosts else None,
+                )  # fmt: skip
+            finally:
+                stack.down(root)
+    except BaseException:
+        in_process_run.kill()  # not left running on a failure (its servers die with it)
+        in_process_run.wait()
+        raise
     assert in_process_run.wait(timeout=900) == 0, (alone / "run.log").read_text()[-4000:]
     in_process = json.loads((alone / "out" / "summary.json").read_text())
 
