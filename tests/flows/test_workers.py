@@ -141,13 +141,12 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
     folders = [write_folder(tmp_path / "owners" / p.id / "data", p) for p in fed.participants]
     home = tmp_path / "coordinator"
     workers = {"pool": "flock-test-pool", "members": addresses, "deadline_seconds": 300}
-    root = Path(tempfile.mkdtemp(prefix="flock-stack-"))
-    root.chmod(0o755)  # PostgreSQL's own user enters it when the test runs as root
+    root: Path | None = None
     try:
         with _hosts() as hosts:
             host = hosts.bridge_ip if hosts else "127.0.0.1"
             try:
-                stack.up(root, host=host, ports={name: free_port(host) for name in stack.SERVICES})
+                root = _stack_up(host)
                 env = {**flock_env(home), **stack.environment(root)}  # the stack's Prefect API
                 config = dict(CONFIG, data_dir=str(home), workers=workers)
 
@@ -161,7 +160,8 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
                     prefixes=[hosts.prefix(i) for i in range(N)] if hosts else None,
                 )  # fmt: skip
             finally:
-                stack.down(root)
+                if root is not None:
+                    stack.down(root)
     except BaseException:
         in_process_run.kill()  # not left running on a failure (its servers die with it)
         in_process_run.wait()
@@ -188,6 +188,7 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
         assert sum(ours) == sum(theirs)
         assert all(abs(a - b) <= N for a, b in zip(ours, theirs, strict=True))
     # ... the models went through the stack: its S3 holds the blobs and MLflow's artifacts
+    assert root is not None
     assert any(p.is_file() for p in (root / "s3" / "flock-blobs").rglob("*"))
     assert any(p.is_file() for p in (root / "s3" / "mlflow").rglob("*"))
     # ... and each participant's processes loaded its own key and its own folder, nothing
@@ -200,6 +201,23 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
         assert {e["data"] for e in loaded} == {str(folder.resolve())}
         assert {e["participant"] for e in loaded} == {f"p{i}"}
         assert {e["source_ip"] for e in loaded} == {hosts.ips[i] if hosts else "127.0.0.1"}
+
+
+def _stack_up(host: str) -> Path:
+    """Start the stack on free ports in a new folder; a port another process takes between
+    the pick and the start (the other test worker's servers) is retried in a new folder on
+    new ports."""
+    for attempt in range(3):
+        root = Path(tempfile.mkdtemp(prefix="flock-stack-"))
+        root.chmod(0o755)  # PostgreSQL's own user enters it when the test runs as root
+        try:
+            stack.up(root, host=host, ports={name: free_port(host) for name in stack.SERVICES})
+            return root
+        except stack.StackError as exc:
+            stack.down(root)
+            if "is taken" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
