@@ -4,6 +4,7 @@ ran on and markdown tables for the results files."""
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import platform
 import shutil
@@ -79,3 +80,13 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = 
     rule = "".join("---:|" if a == "r" else "---|" for a in align)
     lines = ["| " + " | ".join(header) + " |", "|" + rule]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def write_results(benchmark: str, quick: bool, out: dict[str, Any]) -> None:
+    """Write ``out`` to bench/results/<benchmark>[_quick].json and print its headline as the
+    last stdout line."""
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    name = f"{benchmark}_quick.json" if quick else f"{benchmark}.json"
+    (results / name).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["headline"]))

@@ -40,9 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _common import environment, markdown  # noqa: E402
+from _common import environment, markdown, write_results  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 RUNNERS = ("sequential", "dask")
 MEMORY_GOAL_GIB = 24.0
 
@@ -159,10 +158,7 @@ def main() -> None:
         "environment": environment(load),
         "command": "python bench/scale.py" + (" --quick" if args.quick else ""),
     }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "scale_quick.json" if args.quick else "scale.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(headline))
+    write_results("scale", args.quick, out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _common import environment, isolate_tool_state, markdown  # noqa: E402
+from _common import environment, isolate_tool_state, markdown, write_results  # noqa: E402
 
 _TMP = isolate_tool_state("flock-runners-bench-")
 os.environ["OMP_NUM_THREADS"] = "1"
@@ -43,7 +43,6 @@ from flock_pipeline.round import initial_weights, prepare_federation  # noqa: E4
 from flock_pipeline.runtime.participant import TrainingJob, local_federation  # noqa: E402
 from flock_pipeline.runtime.runners import DaskCluster  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 
 
 def _jobs(n: int) -> list[TrainingJob]:
@@ -137,10 +136,7 @@ def main() -> None:
            "environment": environment(load),
            "command": "PYTHONPATH=/tmp/raypkgs python bench/task_runners.py"
                       + (" --quick" if args.quick else "")}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "task_runners_quick.json" if args.quick else "task_runners.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(headline))
+    write_results("task_runners", args.quick, out)
 
 
 if __name__ == "__main__":
