@@ -44,7 +44,6 @@ from flock_pipeline.runtime.participant import TrainingJob, local_federation  # 
 from flock_pipeline.runtime.runners import DaskCluster  # noqa: E402
 
 
-
 def _jobs(n: int) -> list[TrainingJob]:
     cfg = load_config(None, {
         "participants": n, "data.dataset": "mnist5k", "data.max_samples": 25 * n,
