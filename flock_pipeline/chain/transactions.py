@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,11 @@ from flock_pipeline.chain.structs import TxResult
 __all__ = ["ContractCalls", "EncodedCall", "RevertDecoder", "Signer", "Transactor"]
 
 _GAS_MARGIN = 1.2
+_FEE_TTL = 2.0
+"""Seconds a fee quote (the tip and the latest base fee) is reused for the next transactions:
+web3 asks for both on every transaction, two of its five requests. The fee cap is twice the
+base fee plus the tip (web3's own rule), so a quote stays good while the base fee less than
+doubles: at most 12.5% a block under EIP-1559, several full blocks in a row."""
 
 
 class Buildable(Protocol):
@@ -212,6 +218,17 @@ def _revert_data(exc: Exception) -> bytes | None:
     return None
 
 
+class _FeeTooLow(Exception):
+    """A reused fee quote fell below the block's base fee."""
+
+
+def _fee_too_low(exc: Exception) -> bool:
+    """Whether a refused transaction's fee cap was below the base fee (the wording of geth,
+    anvil and py-evm alike names the base fee)."""
+    text = str(exc).lower()
+    return "base fee" in text or "basefee" in text
+
+
 def _revert_errors() -> tuple[type[Exception], ...]:
     try:
         from eth_tester.exceptions import TransactionFailed as TesterFailed
@@ -229,6 +246,8 @@ class Transactor:
         self.receipt_timeout = receipt_timeout
         self._reverts = _revert_errors()
         self._chain_id: int | None = None
+        self._fees: tuple[float, int, int] | None = None  # (when, tip, cap)
+        self._fee_lock = threading.Lock()
 
     @property
     def chain_id(self) -> int:
@@ -237,8 +256,24 @@ class Transactor:
             self._chain_id = int(self.w3.eth.chain_id)
         return self._chain_id
 
+    def _fee_quote(self, fresh: bool = False) -> tuple[int, int]:
+        """(tip, fee cap) per gas for the next transaction, asked again after _FEE_TTL."""
+        with self._fee_lock:
+            now = time.monotonic()
+            if fresh or self._fees is None or now - self._fees[0] > _FEE_TTL:
+                tip = int(self.w3.eth.max_priority_fee)
+                base = int(self.w3.eth.get_block("latest")["baseFeePerGas"])  # type: ignore[typeddict-item]
+                self._fees = (now, tip, tip + 2 * base)
+            return self._fees[1], self._fees[2]
+
     def send(self, call: Buildable, signer: Signer) -> TxResult:
         """Send `call` from `signer`; return the receipt of the successful transaction."""
+        try:
+            return self._send(call, signer, fresh_fees=False)
+        except _FeeTooLow:  # the base fee rose past a reused quote: quote again, once
+            return self._send(call, signer, fresh_fees=True)
+
+    def _send(self, call: Buildable, signer: Signer, fresh_fees: bool) -> TxResult:
         with signer._lock:
             try:
                 gas = call.estimate_gas({"from": signer.address})
@@ -248,12 +283,15 @@ class Transactor:
                 signer._next_nonce = self.w3.eth.get_transaction_count(
                     signer.account.address, "pending"
                 )
+            tip, cap = self._fee_quote(fresh_fees)
             tx = call.build_transaction(
                 {
                     "from": signer.address,
                     "nonce": signer._next_nonce,
                     "gas": int(gas * _GAS_MARGIN) + 21_000,
                     "chainId": self.chain_id,
+                    "maxPriorityFeePerGas": tip,
+                    "maxFeePerGas": cap,
                 }
             )
             signed = signer.account.sign_transaction(tx)
@@ -261,9 +299,13 @@ class Transactor:
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             except self._reverts as exc:
                 signer._next_nonce = None
+                if not fresh_fees and _fee_too_low(exc):
+                    raise _FeeTooLow() from None
                 raise self.decoder.translate(exc) from None
-            except Exception:
+            except Exception as exc:  # py-evm refuses a low fee cap with a ValidationError
                 signer._next_nonce = None
+                if not fresh_fees and _fee_too_low(exc):
+                    raise _FeeTooLow() from None
                 raise
             signer._next_nonce += 1
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout)

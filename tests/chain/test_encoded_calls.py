@@ -3,6 +3,7 @@ functions do, on both backends; the batched reads agree with the single ones."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -75,3 +76,21 @@ def test_an_abi_with_an_overloaded_function_is_refused_not_half_read() -> None:
     ContractCalls(Web3(), "0x" + "11" * 20, [fn("uint256")])  # one of each name: fine
     with pytest.raises(ValueError, match="overloads f"):
         ContractCalls(Web3(), "0x" + "11" * 20, [fn("uint256"), fn("address")])
+
+
+def test_a_reused_fee_quote_below_the_base_fee_is_quoted_again_and_the_transaction_goes(
+    world: World,
+) -> None:
+    # Prepare: a quote as if taken long ago, when the base fee was far lower than now.
+    client = world.people[0]
+    base = int(world.chain.w3.eth.get_block("latest")["baseFeePerGas"])
+    assert base > 1  # a quote below it exists
+    client.tx._fees = (time.monotonic() + 3600, 0, 1)  # never stale by age, cap 1 wei per gas
+    before = client.balance_of(world.people[1].address)
+    # Execute
+    result = client.transfer(world.people[1].address, 7)
+    # Assert: sent once, with a fresh quote that covers the base fee
+    assert client.balance_of(world.people[1].address) == before + 7
+    tx = world.chain.w3.eth.get_transaction(result.tx_hash)  # type: ignore[arg-type]
+    assert tx["maxFeePerGas"] >= base
+    assert client.tx._fees is not None and client.tx._fees[2] > 1
