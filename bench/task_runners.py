@@ -9,8 +9,8 @@ start-up, the wall time of the subflow, and the jobs per second. prefect-ray is 
 dependency of the project (the bench keeps the better runner, Dask): install it to a folder of
 its own to measure it,
 
-    pip install --target /tmp/raypkgs --no-deps ray==2.52.1 prefect-ray==0.6.0
-    PYTHONPATH=/tmp/raypkgs .venv/bin/python bench/task_runners.py [--quick]
+    pip install --target .flock/raypkgs --no-deps ray==2.52.1 prefect-ray==0.6.0
+    PYTHONPATH=.flock/raypkgs .venv/bin/python bench/task_runners.py [--quick]
 
 Without it the Ray rows are left out. --quick: 20 and 50 jobs (else 50, 100 and 200). The last
 stdout line is one JSON object: the faster runner at the largest size and its speed-up over
@@ -133,7 +133,7 @@ def main() -> None:
                                "cluster's start-up. task runs: one per job, or 4 (two shares "
                                "of the jobs per worker, what the flow runs)"}],
            "environment": environment(load),
-           "command": "PYTHONPATH=/tmp/raypkgs python bench/task_runners.py"
+           "command": "PYTHONPATH=.flock/raypkgs python bench/task_runners.py"
                       + (" --quick" if args.quick else "")}  # fmt: skip
     write_results("task_runners", args.quick, out)
 
