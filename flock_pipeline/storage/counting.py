@@ -1,13 +1,14 @@
 """A blob store that counts the bytes a participant sends to and receives from another.
 
-``put`` of bytes the store already holds is still counted as sent: the participant cannot know
-without asking, and its upload is what a network would carry."""
+``put`` of bytes the store already holds (the same digest and length: the aggregate another
+voter stored first) is not counted: every store asks before it uploads (S3: a HEAD; the local
+store: the file) and then sends nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flock_pipeline.storage.base import BlobStore
+from flock_pipeline.storage.base import BlobStore, digest_of
 
 __all__ = ["CountingStore"]
 
@@ -19,7 +20,8 @@ class CountingStore:
     received: int = 0
 
     def put(self, data: bytes) -> str:
-        self.sent += len(data)
+        if self.inner.size(digest_of(data)) != len(data):
+            self.sent += len(data)
         return self.inner.put(data)
 
     def get(self, digest: str) -> bytes:

@@ -405,3 +405,21 @@ def test_a_presigned_url_lives_one_second_to_seven_days(
 ) -> None:
     with pytest.raises(StorageError, match="a presigned URL lives 1 to 604800 seconds"):
         coordinator_store.presign_put(DIGEST, expires_in=expires_in)
+
+
+def test_the_counting_store_counts_what_is_carried_not_what_was_already_there(tmp_path):
+    from flock_pipeline.storage.counting import CountingStore
+
+    shared = LocalBlobStore(tmp_path / "blobs")
+    first, second = CountingStore(shared), CountingStore(shared)
+    data = b"the round's aggregate" * 100
+    # Execute: two voters store the same aggregate, then one fetches it
+    digest = first.put(data)
+    assert second.put(data) == digest
+    assert second.get(digest) == data
+    # Assert: only the first upload carried the bytes
+    assert (first.sent, second.sent, second.received) == (len(data), 0, len(data))
+    # a blob of that digest that is not intact (truncated) is uploaded again, and counted
+    shared.path(digest).write_bytes(data[:10])
+    second.put(data)
+    assert second.sent == len(data)
