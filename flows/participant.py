@@ -30,15 +30,48 @@ RECEIPT_MARK = "flock-receipt"
 """The first line of a receipt artifact; the JSON follows in a code block."""
 
 
-def _open(card: str, data: str, key_env: str, state: str, rpc_url: str | None) -> Participant:
-    p = open_participant(Path(card), Path(data), key_env, Path(state), rpc_url)
-    p.store = CountingStore(p.store)
+_OPENED: dict[tuple[str, ...], tuple[Participant, Any]] = {}
+"""The participant runtimes this process opened, by their duty parameters, with each one's own
+blob store: a resident worker (``flows.workers``) runs every duty of its one participant in
+one process, and a duty would otherwise open the runtime again each time (read the card, check
+the services, connect to the chain, load the data snapshot: seconds on a busy machine, three
+times a round). It only ever holds what this process's own key and folders opened; a restarted
+worker opens afresh."""
+
+
+def _key(card: str, data: str, key_env: str, state: str, rpc_url: str | None) -> tuple[str, ...]:
+    import hashlib
+    import os
+
+    secret = hashlib.sha256(os.environ.get(key_env, "").encode()).hexdigest()  # a new key: anew
+    return (card, data, key_env, secret, state, rpc_url or "")
+
+
+def keep_open(p: Participant, card: str, data: str, key_env: str, state: str,
+              rpc_url: str | None) -> None:  # fmt: skip
+    """Let this process's duty runs with these parameters use ``p`` (what ``flock participant
+    start`` opened and checked) instead of opening it again."""
+    _OPENED[_key(card, data, key_env, state, rpc_url)] = (p, p.store)
     _count_rpc(p)
+
+
+def _open(card: str, data: str, key_env: str, state: str, rpc_url: str | None) -> Participant:
+    """This participant's runtime, opened once per process and key, with fresh traffic counts
+    for this run. The data folder is still checked against its snapshot by every duty that
+    reads it (``verify_data``)."""
+    key = _key(card, data, key_env, state, rpc_url)
+    if key not in _OPENED:
+        opened = open_participant(Path(card), Path(data), key_env, Path(state), rpc_url)
+        keep_open(opened, card, data, key_env, state, rpc_url)
+    p, store = _OPENED[key]
+    p.store = CountingStore(store)
+    p.traffic.update(rpc_sent=0, rpc_received=0)
     return p
 
 
 def _count_rpc(p: Participant) -> None:
-    """Count the JSON-RPC bytes (request and response bodies) of this run's connection."""
+    """Count the JSON-RPC bytes (request and response bodies) of the runtime's connection into
+    ``p.traffic`` (reset by each run)."""
     session = p.client.chain.session
     counts = p.traffic
     counts.update(rpc_sent=0, rpc_received=0)

@@ -207,15 +207,17 @@ def serve_participant(
 
     from prefect.flows import Flow
 
-    import flows.participant  # noqa: F401  (its runs execute here: imported once, up front)
+    import flows.participant  # its runs execute here: imported once, up front
     from flock_pipeline.runtime.participant import open_participant
 
     card = TaskCard.read(card_path)
     me = open_participant(card_path, data, key_env, state, rpc_url)  # every check, by name
     queue = queue_name(card.name, me.id)
-    params = {"card": str(Path(card_path).resolve()), "data": str(Path(data).resolve()),
-              "key_env": key_env, "state": str(Path(state).resolve()),
+    where = [str(Path(p).resolve()) for p in (card_path, data, state)]
+    params = {"card": where[0], "data": where[1], "key_env": key_env, "state": where[2],
               "rpc_url": rpc_url}  # fmt: skip
+    # Its duty runs in this process use what was opened and checked here.
+    flows.participant.keep_open(me, where[0], where[1], key_env, where[2], rpc_url)
     _ensure_pool(pool)
     for duty in _FLOW_NAMES:
         entrypoint = f"flows/participant.py:participant_{duty}"

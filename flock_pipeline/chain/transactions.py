@@ -262,7 +262,7 @@ class Transactor:
             now = time.monotonic()
             if fresh or self._fees is None or now - self._fees[0] > _FEE_TTL:
                 tip = int(self.w3.eth.max_priority_fee)
-                base = int(self.w3.eth.get_block("latest")["baseFeePerGas"])  # type: ignore[typeddict-item]
+                base = int(self.w3.eth.get_block("latest")["baseFeePerGas"])
                 self._fees = (now, tip, tip + 2 * base)
             return self._fees[1], self._fees[2]
 
