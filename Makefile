@@ -35,11 +35,14 @@ node_modules/.installed: package.json package-lock.json
 run: setup
 	$(BIN)/flock run
 
-# Two workers (2 cores), each test file on one worker (module fixtures start servers once).
-# One torch thread per process: two workers with a thread per core each would oversubscribe.
+# Three workers on 2 cores, each test file on one worker (module fixtures start servers once).
+# Many end-to-end tests wait (on servers starting, real-time chain phases, deadlines, Prefect
+# polling), so a third worker fills those waits: the suite took 850 s on 2 cores with three
+# (1661 s with two, a few commits earlier). One torch thread per process, or the workers would
+# oversubscribe the cores.
 # Files go out in collection order (tests/conftest.py puts the longest first), not xdist's
 # default of most tests first, which left the one-test worker file running alone at the end.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: setup lint typecheck
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

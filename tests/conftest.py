@@ -64,23 +64,23 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "flock"
 
 
-# The longest test files, longest first (seconds on 2 cores, from `pytest --durations`). With
+# The longest test files, longest first (seconds, from `pytest --durations`). With
 # `--dist loadfile --no-loadscope-reorder` (the Makefile's) each file runs on one worker, in
 # collection order as workers free up: a long file collected last keeps one worker busy alone
-# at the end (8 min for the worker test). Longest first keeps both busy to the end.
+# at the end (8 min for the worker test). Longest first keeps every worker busy to the end.
 LONGEST_FIRST = (
-    "tests/flows/test_workers.py",  # ~590 (its own stack, 4 workers, 3 rounds)
-    "tests/flows/test_task_flow.py",  # ~420
-    "tests/flows/test_contribution_rewards.py",  # ~250
-    "tests/flows/test_local_stack.py",  # ~160 (its own stack, the faults)
-    "tests/flows/test_dvc_pipeline.py",  # ~130
-    "tests/core/test_cli_orphans.py",  # ~120
-    "tests/flows/test_deployment.py",  # ~140 with its server
-    "tests/core/test_simulation_e2e.py",  # ~100
-    "tests/protocol/test_protocol_differential.py",  # ~100
-    "tests/flows/test_two_engines.py",  # ~90
-    "tests/chain/test_public_chain.py",  # ~80, real-time phases
-    "tests/chain/test_chain_forge.py",  # ~90
+    "tests/flows/test_task_flow.py",  # ~250 (three workers on 2 cores)
+    "tests/flows/test_workers.py",  # ~220 (its own stack, 4 workers, 3 rounds)
+    "tests/flows/test_contribution_rewards.py",  # ~215
+    "tests/flows/test_local_stack.py",  # ~150 (its own stack, the faults)
+    "tests/protocol/test_protocol_differential.py",  # ~120
+    "tests/flows/test_dvc_pipeline.py",  # ~120
+    "tests/core/test_cli_orphans.py",  # ~110
+    "tests/flows/test_deployment.py",  # ~100 with its server
+    "tests/core/test_simulation_e2e.py",  # ~80
+    "tests/chain/test_public_chain.py",  # ~70, real-time phases
+    "tests/flows/test_two_engines.py",  # ~65
+    "tests/chain/test_chain_forge.py",  # ~65
     "tests/flows/test_dask_runner.py",  # ~60
 )
 
