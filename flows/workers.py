@@ -236,7 +236,8 @@ def serve_participant(
     # a duty triggered before its deployment exists would find nothing to run.
     me.join(me.cfg.chain.stake * TOKEN)
     _crash_left_running(pool, queue)
-    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
+    from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+
     worker = _resident_worker(work_pool_name=pool, work_queues=[queue], name=f"flock-{queue}",
                               prefetch_seconds=1)  # fmt: skip
 
@@ -244,7 +245,12 @@ def serve_participant(
         async with worker:
             await worker.start(run_once=run_once)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    # Poll its queue every second, not Prefect's default 10 s: a duty waits for the poll, three
+    # times a round. (The setting must be in the settings context: Prefect read the
+    # environment when it was imported.) An explicit PREFECT_WORKER_QUERY_SECONDS wins.
+    query = float(os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "1"))
+    with temporary_settings(updates={PREFECT_WORKER_QUERY_SECONDS: query}),\
+            contextlib.suppress(KeyboardInterrupt):  # fmt: skip
         asyncio.run(serve())
 
 
