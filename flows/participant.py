@@ -11,7 +11,9 @@ environment variable, never the key: the Prefect server stores parameters.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,6 @@ worker opens afresh."""
 
 
 def _key(card: str, data: str, key_env: str, state: str, rpc_url: str | None) -> tuple[str, ...]:
-    import hashlib
-    import os
-
     secret = hashlib.sha256(os.environ.get(key_env, "").encode()).hexdigest()  # a new key: anew
     return (card, data, key_env, secret, state, rpc_url or "")
 

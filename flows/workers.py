@@ -213,11 +213,11 @@ def serve_participant(
     card = TaskCard.read(card_path)
     me = open_participant(card_path, data, key_env, state, rpc_url)  # every check, by name
     queue = queue_name(card.name, me.id)
-    where = [str(Path(p).resolve()) for p in (card_path, data, state)]
-    params = {"card": where[0], "data": where[1], "key_env": key_env, "state": where[2],
+    card_at, data_at, state_at = (str(Path(p).resolve()) for p in (card_path, data, state))
+    params = {"card": card_at, "data": data_at, "key_env": key_env, "state": state_at,
               "rpc_url": rpc_url}  # fmt: skip
     # Its duty runs in this process use what was opened and checked here.
-    flows.participant.keep_open(me, where[0], where[1], key_env, where[2], rpc_url)
+    flows.participant.keep_open(me, card_at, data_at, key_env, state_at, rpc_url)
     _ensure_pool(pool)
     for duty in _FLOW_NAMES:
         entrypoint = f"flows/participant.py:participant_{duty}"
@@ -249,8 +249,10 @@ def serve_participant(
     # times a round. (The setting must be in the settings context: Prefect read the
     # environment when it was imported.) An explicit PREFECT_WORKER_QUERY_SECONDS wins.
     query = float(os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "1"))
-    with temporary_settings(updates={PREFECT_WORKER_QUERY_SECONDS: query}),\
-            contextlib.suppress(KeyboardInterrupt):  # fmt: skip
+    with (
+        temporary_settings(updates={PREFECT_WORKER_QUERY_SECONDS: query}),
+        contextlib.suppress(KeyboardInterrupt),
+    ):
         asyncio.run(serve())
 
 
