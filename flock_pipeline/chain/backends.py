@@ -15,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.providers import HTTPProvider
+from web3.providers.rpc.utils import REQUEST_RETRY_ALLOWLIST, ExceptionRetryConfiguration
 from web3.types import RPCEndpoint, Wei
 
 from flock_pipeline.chain.errors import ChainSetupError
@@ -107,6 +108,18 @@ def in_process() -> Chain:
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+_TRANSIENT = ExceptionRetryConfiguration(
+    errors=(ConnectionError, requests.ConnectionError, requests.HTTPError, requests.Timeout),
+    retries=5,
+    backoff_factor=0.125,
+    method_allowlist=[m for m in REQUEST_RETRY_ALLOWLIST if m != "eth_sendRawTransaction"],
+)
+"""Reads retried in transit, as web3 does by default, and also when the connection drops
+(requests' ConnectionError is not the built-in one web3 lists). A transaction is never
+resent here: a resend of one the node took answers "already known", and the duty's own retry
+(which signs again from the chain's nonce) is the right place for it."""
+
+
 def connect(url: str, kind: ChainKind = "rpc", timeout: float = 30.0) -> Chain:
     """Connect to a JSON-RPC endpoint (anvil, Base Sepolia, Base ...).
 
@@ -120,6 +133,7 @@ def connect(url: str, kind: ChainKind = "rpc", timeout: float = 30.0) -> Chain:
         url,
         request_kwargs={"timeout": timeout},
         session=session,
+        exception_retry_configuration=_TRANSIENT,
         cache_allowed_requests=True,
         cacheable_requests={RPCEndpoint("eth_chainId")},
         request_cache_validation_threshold=None,

@@ -585,16 +585,29 @@ class AllianceClient:
         return [Role(int(v)) for v in self._call_many(calls)]
 
     def _call_many(self, calls: Sequence[EncodedCall]) -> list[Any]:
-        """Several contract reads in one JSON-RPC batch; a revert raises its named error."""
+        """Several contract reads in one JSON-RPC batch; a revert raises its named error.
+
+        web3 retries a single read that fails in transit (its provider's
+        ``exception_retry_configuration``) but never a batch: a batch of reads is retried here
+        on the same errors, with the same backoff, as its reads alone would be."""
         if self.chain.kind == "py-evm" or not calls:
             return [self._call(c) for c in calls]
-        try:
-            with self.chain.w3.batch_requests() as batch:
-                for c in calls:
-                    batch.add(c.request())
-                raw = batch.execute()
-        except self.tx._reverts as exc:
-            raise self.tx.decoder.translate(exc) from None
+        retry = getattr(self.chain.w3.provider, "exception_retry_configuration", None)
+        attempts = max(1, retry.retries) if retry is not None else 1
+        transient = tuple(retry.errors) if retry is not None else ()
+        for attempt in range(attempts):
+            try:
+                with self.chain.w3.batch_requests() as batch:
+                    for c in calls:
+                        batch.add(c.request())
+                    raw = batch.execute()
+                break
+            except self.tx._reverts as exc:
+                raise self.tx.decoder.translate(exc) from None
+            except transient:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(retry.backoff_factor * 2**attempt)  # type: ignore[union-attr]
         return [c.function.decode(bytes(cast(Any, r))) for c, r in zip(calls, raw, strict=True)]
 
     def role_of(self, task_id: int, round_: int, account: str | None = None) -> Role:

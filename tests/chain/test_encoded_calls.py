@@ -94,3 +94,26 @@ def test_a_reused_fee_quote_below_the_base_fee_is_quoted_again_and_the_transacti
     tx = world.chain.w3.eth.get_transaction(result.tx_hash)  # type: ignore[arg-type]
     assert tx["maxFeePerGas"] >= base
     assert client.tx._fees is not None and client.tx._fees[2] > 1
+
+
+def test_a_batch_of_reads_that_fails_in_transit_is_read_again(world: World, monkeypatch) -> None:
+    if world.chain.kind == "py-evm":
+        pytest.skip("py-evm reads one at a time, in process")
+    import requests
+
+    rut = world.everyone_round()
+    accounts = [p.address for p in world.people]
+    expected = world.creator.participants_of(rut.task_id, accounts)
+    sessions = world.chain.w3.provider._request_session_manager  # type: ignore[attr-defined]
+    real, failures = sessions.make_post_request, []
+
+    def drops_once(uri: str, data: bytes, **kwargs: Any) -> Any:
+        if data.lstrip().startswith(b"[") and not failures:  # the batch, the first time
+            failures.append(1)
+            raise requests.ConnectionError("Connection aborted.")
+        return real(uri, data, **kwargs)
+
+    monkeypatch.setattr(sessions, "make_post_request", drops_once)
+    # Execute / Assert: the dropped batch is sent again and reads what it would have
+    assert world.creator.participants_of(rut.task_id, accounts) == expected
+    assert failures == [1]
