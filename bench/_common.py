@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,10 @@ def isolate_tool_state(prefix: str) -> Path:
     Call it before prefect is imported: Prefect reads these settings on import.
     """
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    atexit.register(shutil.rmtree, tmp, True)
+    if os.environ.get("BENCH_KEEP"):  # its logs, to read after the run
+        print(f"keeping {tmp}", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, tmp, True)
     os.environ["PREFECT_HOME"] = str(tmp / "prefect")
     os.environ["MPLCONFIGDIR"] = str(tmp / "matplotlib")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

@@ -6,7 +6,10 @@ task (digits, MLP, DP off, everyone proposes and votes), once with each particip
     .venv/bin/python bench/distributed_overhead.py --quick   # 2 rounds
 
 Both runs are `flock run` subprocesses on one anvil and one Prefect server started here, on
-127.0.0.1, stopped by PID. Reports the wall-time ratio (workers / in-process) and, from each
+127.0.0.1, stopped by PID. The Prefect server keeps its state in PostgreSQL, as in production
+(`infra/`): five clients polling one SQLite file lose requests to its write lock (503s, each
+retried after a back-off) and time that is not the protocol's. `--prefect-db sqlite` measures
+that too. Reports the wall-time ratio (workers / in-process) and, from each
 participant's traffic.jsonl, the bytes it sent and received per round: blobs (the update it
 uploads, the global model and the round's updates it downloads, the aggregate it stores) and
 JSON-RPC bodies. Prefect API traffic (orchestration, not data) is not counted.
@@ -39,6 +42,7 @@ from eth_account import Account  # noqa: E402
 from flock_pipeline.chain.anvil import AnvilNode  # noqa: E402
 from flock_pipeline.config import load_config  # noqa: E402
 from flock_pipeline.data.folder import write_folder  # noqa: E402
+from flock_pipeline.faces import stack  # noqa: E402
 from flock_pipeline.faces.serve import start_prefect_server  # noqa: E402
 from flock_pipeline.protocol.params import dev_key  # noqa: E402
 from flock_pipeline.round import initial_weights, prepare_federation  # noqa: E402
@@ -74,6 +78,12 @@ def _port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds instead of 3")
+    parser.add_argument(
+        "--prefect-db",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="where the Prefect server keeps its state (default: PostgreSQL)",
+    )
     args = parser.parse_args()
     rounds = 2 if args.quick else 3
     load_before = os.getloadavg()
@@ -83,8 +93,15 @@ def main() -> None:
                              "partition.scheme": "iid", "seed": 0})  # fmt: skip
     fed = prepare_federation(cfg)
     model_bytes = len(canonical_bytes(initial_weights(cfg, fed)))
-    server = start_prefect_server(TMP / "server", _port(), timeout=180)
-    env = dict(os.environ, PREFECT_API_URL=f"{server.url}/api")
+    if args.prefect_db == "postgres":
+        ports = {"postgres": _port(), "prefect": _port()}
+        stack.up(TMP / "stack", ports=ports, services=("prefect",))
+        api = f"http://127.0.0.1:{ports['prefect']}/api"
+        stop_server: Any = lambda: stack.down(TMP / "stack")  # noqa: E731
+    else:
+        server = start_prefect_server(TMP / "server", _port(), timeout=180)
+        api, stop_server = f"{server.url}/api", server.stop
+    env = dict(os.environ, PREFECT_API_URL=api)
     node = AnvilNode(TMP / "anvil", port=0)
     node.up(owner="bench")
     try:
@@ -110,7 +127,7 @@ def main() -> None:
         alone_summary = json.loads((alone / "out" / "summary.json").read_text())
     finally:
         node.down()
-        server.stop()
+        stop_server()
 
     per = {}
     for i, state in enumerate(trial.states):
@@ -138,6 +155,7 @@ def main() -> None:
         "rounds": rounds,
         "participants": N,
         "workload": "digits, MLP, DP off, iid, 1 local epoch; everyone proposes and votes",
+        "prefect_db": args.prefect_db,
         "seconds": {"workers": round(trial.seconds, 2), "in_process": round(in_process, 2)},
         "rounds_seconds": {
             "workers": round(rounds_workers, 2),

@@ -115,9 +115,9 @@ _TRANSIENT = ExceptionRetryConfiguration(
     method_allowlist=[m for m in REQUEST_RETRY_ALLOWLIST if m != "eth_sendRawTransaction"],
 )
 """Reads retried in transit, as web3 does by default, and also when the connection drops
-(requests' ConnectionError is not the built-in one web3 lists). A transaction is never
-resent here: a resend of one the node took answers "already known", and the duty's own retry
-(which signs again from the chain's nonce) is the right place for it."""
+(requests' ConnectionError is not the built-in one web3 lists). A transaction is not resent
+here but by ``Transactor``, which knows its hash: a resend of one the node took answers
+"already known" or "nonce too low", and is then looked up by that hash."""
 
 
 def connect(url: str, kind: ChainKind = "rpc", timeout: float = 30.0) -> Chain:

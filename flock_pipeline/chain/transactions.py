@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import requests
 from eth_abi.abi import decode, encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.abi import function_signature_to_4byte_selector
@@ -30,6 +31,12 @@ __all__ = ["ContractCalls", "EncodedCall", "RevertDecoder", "Signer", "Transacto
 
 _GAS_MARGIN = 1.2
 _FEE_TTL = 2.0
+_RESENDS = 4
+"""How many times a signed transaction whose send was lost in transit is sent again."""
+_IN_TRANSIT = (ConnectionError, requests.ConnectionError, requests.HTTPError, requests.Timeout)
+_TAKEN = ("already known", "known transaction", "already imported", "nonce too low")
+"""How nodes answer a resend of a transaction they took (anvil mines at once: its nonce is
+then used)."""
 """Seconds a fee quote (the tip and the latest base fee) is reused for the next transactions:
 web3 asks for both on every transaction, two of its five requests. The fee cap is twice the
 base fee plus the tip (web3's own rule), so a quote stays good while the base fee less than
@@ -296,7 +303,7 @@ class Transactor:
             )
             signed = signer.account.sign_transaction(tx)
             try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                tx_hash = self._broadcast(signed.raw_transaction, signed.hash)
             except self._reverts as exc:
                 signer._next_nonce = None
                 if not fresh_fees and _fee_too_low(exc):
@@ -320,6 +327,24 @@ class Transactor:
             block_number=int(receipt["blockNumber"]),
             logs=tuple(dict(log) for log in receipt["logs"]),
         )
+
+    def _broadcast(self, raw: bytes, tx_hash: Any) -> Any:
+        """Send a signed transaction; when the request or its answer is lost in transit, send
+        the same bytes again. A resend cannot execute twice: it is the same transaction (one
+        nonce, one hash), so a node that took the first answers that it knows it or that its
+        nonce is used, and the receipt is then looked up by the hash."""
+        for attempt in range(_RESENDS + 1):
+            try:
+                return self.w3.eth.send_raw_transaction(raw)
+            except _IN_TRANSIT:
+                if attempt == _RESENDS:
+                    raise
+                time.sleep(0.125 * 2**attempt)
+            except Exception as exc:
+                if attempt > 0 and any(t in str(exc).lower() for t in _TAKEN):
+                    return tx_hash  # an earlier send reached the node
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def receipt(self, tx_hash: str) -> Any:
         """The raw receipt of a mined transaction (for event decoding)."""

@@ -50,6 +50,9 @@ __all__ = ["DEFAULT_PORTS", "SERVICES", "StackError", "down", "status", "up"]
 SERVICES = ("postgres", "s3", "anvil", "prefect", "mlflow")
 """In start order; ``down`` stops them in reverse."""
 
+NEEDS = {"prefect": ("postgres",), "mlflow": ("postgres", "s3")}
+"""What each service stores its state in: ``up`` of a service starts these too."""
+
 DEFAULT_PORTS = {"postgres": 15432, "s3": 19000, "anvil": 18545, "prefect": 14200,
                  "mlflow": 15000}  # fmt: skip
 """Overridden per service by ``STACK_PORT_<NAME>`` (e.g. ``STACK_PORT_PREFECT=4200``)."""
@@ -323,9 +326,16 @@ def environment(root: Path) -> dict[str, str]:
     }
 
 
-def up(root: Path, host: str | None = None, ports: dict[str, int] | None = None) -> list[str]:
-    """Start every service not already running; write ``stack.env``. Returns one line each.
-    A service that fails stops the ones this call started (the error names its log)."""
+def up(root: Path, host: str | None = None, ports: dict[str, int] | None = None,
+       services: tuple[str, ...] = SERVICES) -> list[str]:  # fmt: skip
+    """Start every service (of ``services`` and what they need) not already running; write
+    ``stack.env`` once all of them run. Returns one line each. A service that fails stops the
+    ones this call started (the error names its log)."""
+    unknown = sorted(set(services) - set(SERVICES))
+    if unknown:
+        raise StackError(f"no stack service {', '.join(unknown)}; the services: "
+                         f"{', '.join(SERVICES)}")  # fmt: skip
+    wanted = set(services).union(*(NEEDS.get(name, ()) for name in services))
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     host = host or os.environ.get("STACK_HOST", "127.0.0.1")
@@ -350,7 +360,7 @@ def up(root: Path, host: str | None = None, ports: dict[str, int] | None = None)
         "mlflow": lambda: _start_mlflow(root, host, ports["mlflow"], pg, s3, keys),
     }
     try:
-        for name in SERVICES:
+        for name in (n for n in SERVICES if n in wanted):
             entry = record.get(name)
             if entry is not None and _running(entry):
                 lines.append(f"{name}: running (pid {entry['pid']}, {host}:{entry['port']})")
@@ -376,10 +386,11 @@ def up(root: Path, host: str | None = None, ports: dict[str, int] | None = None)
             stop_process(int(entry["pid"]), entry.get("ticks"), 30)
         _save(root, record)
         raise
-    env_file = root / "stack.env"
-    env_file.touch(mode=0o600)
-    env_file.write_text("".join(f"export {k}={v}\n" for k, v in environment(root).items()))
-    lines.append(f"environment: source {env_file}")
+    if set(record) == set(SERVICES):
+        env_file = root / "stack.env"
+        env_file.touch(mode=0o600)
+        env_file.write_text("".join(f"export {k}={v}\n" for k, v in environment(root).items()))
+        lines.append(f"environment: source {env_file}")
     return lines
 
 

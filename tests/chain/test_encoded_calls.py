@@ -117,3 +117,36 @@ def test_a_batch_of_reads_that_fails_in_transit_is_read_again(world: World, monk
     # Execute / Assert: the dropped batch is sent again and reads what it would have
     assert world.creator.participants_of(rut.task_id, accounts) == expected
     assert failures == [1]
+
+
+@pytest.mark.parametrize("lost", ["request", "answer"])
+def test_a_transaction_whose_send_is_lost_in_transit_is_sent_again_and_executes_once(
+    world: World, monkeypatch, lost: str
+) -> None:
+    if world.chain.kind == "py-evm":
+        pytest.skip("py-evm takes transactions in process")
+    import requests
+
+    client, someone = world.creator, world.people[0].address
+    before = client.balance_of(someone)
+    nonce = world.chain.w3.eth.get_transaction_count(client.address)  # type: ignore[arg-type]
+    sessions = world.chain.w3.provider._request_session_manager  # type: ignore[attr-defined]
+    real, sends = sessions.make_post_request, []
+
+    def loses_the_first_send(uri: str, data: bytes, **kwargs: Any) -> Any:
+        if b"eth_sendRawTransaction" in data:
+            sends.append(1)
+            if len(sends) == 1:
+                if lost == "answer":  # the node took it; its answer never came back
+                    real(uri, data, **kwargs)
+                raise requests.ConnectionError("Connection aborted.")
+        return real(uri, data, **kwargs)
+
+    monkeypatch.setattr(sessions, "make_post_request", loses_the_first_send)
+    # Execute
+    result = client.mint(someone, 7)
+    # Assert: sent twice, executed once, under one nonce
+    assert len(sends) == 2
+    assert client.balance_of(someone) == before + 7
+    assert world.chain.w3.eth.get_transaction_count(client.address) == nonce + 1  # type: ignore[arg-type]
+    assert world.chain.w3.eth.get_transaction(result.tx_hash)["nonce"] == nonce  # type: ignore[arg-type]

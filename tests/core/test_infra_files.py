@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -88,3 +89,11 @@ def test_the_local_stack_script_runs_the_stack_module() -> None:
     script = (INFRA / "local-stack.sh").read_text()
     assert "-m flock_pipeline.faces.stack" in script
     assert (INFRA / "local-stack.sh").stat().st_mode & 0o111
+
+
+def test_the_stack_refuses_a_service_it_does_not_have_by_name(tmp_path: Path) -> None:
+    from flock_pipeline.faces import stack
+
+    with pytest.raises(stack.StackError, match="no stack service redis; the services: postgres"):
+        stack.up(tmp_path, services=("prefect", "redis"))
+    assert stack.status(tmp_path) == {}  # nothing was started
