@@ -95,6 +95,7 @@ def main() -> None:
     model_bytes = len(canonical_bytes(initial_weights(cfg, fed)))
     if args.prefect_db == "postgres":
         ports = {"postgres": _port(), "prefect": _port()}
+        TMP.chmod(0o711)  # PostgreSQL runs as its own user: it must reach its folder
         stack.up(TMP / "stack", ports=ports, services=("prefect",))
         api = f"http://127.0.0.1:{ports['prefect']}/api"
         stop_server: Any = lambda: stack.down(TMP / "stack")  # noqa: E731
