@@ -8,9 +8,10 @@ approve the alliance, which moves their tokens into the vault.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from enum import IntEnum
 from pathlib import Path
@@ -592,23 +593,28 @@ class AllianceClient:
         on the same errors, with the same backoff, as its reads alone would be."""
         if self.chain.kind == "py-evm" or not calls:
             return [self._call(c) for c in calls]
+        raw = self._batch([c.request for c in calls])
+        return [c.function.decode(bytes(cast(Any, r))) for c, r in zip(calls, raw, strict=True)]
+
+    def _batch(self, requests: Sequence[Callable[[], Any]]) -> list[Any]:
+        """One JSON-RPC batch of the requests ``requests`` make (web3 calls made inside its
+        ``batch_requests`` context), retried as a whole on the provider's transient errors."""
         retry = getattr(self.chain.w3.provider, "exception_retry_configuration", None)
         attempts = max(1, retry.retries) if retry is not None else 1
         transient = tuple(retry.errors) if retry is not None else ()
         for attempt in range(attempts):
             try:
                 with self.chain.w3.batch_requests() as batch:
-                    for c in calls:
-                        batch.add(c.request())
-                    raw = batch.execute()
-                break
+                    for request in requests:
+                        batch.add(request())
+                    return list(batch.execute())
             except self.tx._reverts as exc:
                 raise self.tx.decoder.translate(exc) from None
             except transient:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(retry.backoff_factor * 2**attempt)  # type: ignore[union-attr]
-        return [c.function.decode(bytes(cast(Any, r))) for c, r in zip(calls, raw, strict=True)]
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def role_of(self, task_id: int, round_: int, account: str | None = None) -> Role:
         """The role sortition gives `account` in a started round."""
@@ -664,6 +670,14 @@ class AllianceClient:
     def block_timestamp(self, number: int) -> int:
         """The timestamp of block ``number``: public, the same for every reader."""
         return int(self.chain.w3.eth.get_block(number)["timestamp"])
+
+    def block_timestamps(self, numbers: Iterable[int]) -> dict[int, int]:
+        """The timestamps of blocks ``numbers``, in one batch."""
+        wanted = sorted(set(numbers))
+        if self.chain.kind == "py-evm" or not wanted:
+            return {n: self.block_timestamp(n) for n in wanted}
+        blocks = self._batch([functools.partial(self.chain.w3.eth.get_block, n) for n in wanted])
+        return {n: int(b["timestamp"]) for n, b in zip(wanted, blocks, strict=True)}
 
     def task_events(self, task_id: int, name: str, from_block: int = 0) -> list[dict[str, Any]]:
         """All `name` events of a task, every round, in one query (e.g. every Settled event

@@ -202,21 +202,19 @@ class TaskView:
         ``reference`` (``flock_pipeline.validity``): an update that is missing, unreadable or
         malformed, or whose signature envelope (``flock_pipeline.signing``) is missing, another
         key's or for another slot, is flagged invalid, never raised. One event query, one batch
-        of stake reads and one block read per block that recorded a submission."""
+        of stake reads and one batch of block reads (the blocks that recorded a submission)."""
         entries, addresses = [], []
         signatures: dict[str, SignatureCheck] = {}
         limit = update_size_limit(reference)
-        stamps: dict[int, int] = {}
-        for ev in self.submissions(r):
+        events = self.submissions(r)
+        stamps = self.client.block_timestamps(int(ev["blockNumber"]) for ev in events)
+        for ev in events:
             proposer = str(ev["proposer"])
             pid = self.id_of(proposer)
             digest = hex_bytes(ev["updateHash"])
             blob = fetch_blob(store, digest, max_bytes=limit)
             entries.append((pid, blob, int(ev["numSamples"])))
             addresses.append(proposer)
-            block = int(ev["blockNumber"])
-            if block not in stamps:
-                stamps[block] = self.client.block_timestamp(block)
             signatures[pid] = SignatureCheck(
                 envelope=self._envelope(store, bytes(ev["signatureHash"])),
                 signer=proposer,
@@ -225,7 +223,7 @@ class TaskView:
                 task_id=self.task_id,
                 round=r,
                 content_hash=digest,
-                submitted_at=stamps[block],
+                submitted_at=stamps[int(ev["blockNumber"])],
             )
         stakes = self.client.participants_of(self.task_id, addresses)
         registered = {self.id_of(a): s.num_samples for a, s in zip(addresses, stakes, strict=True)}

@@ -49,6 +49,11 @@ def test_batched_reads_agree_with_single_reads(world: World) -> None:
     assert stakes == [world.creator.participant_of(rut.task_id, a) for a in accounts]
     assert roles == [world.creator.role_of(rut.task_id, rut.round, a) for a in accounts]
     assert world.creator.participants_of(rut.task_id, []) == []
+    head = world.chain.w3.eth.block_number
+    blocks = [head, rut.block, head, 0]
+    stamps = world.creator.block_timestamps(blocks)
+    assert stamps == {n: world.creator.block_timestamp(n) for n in (0, rut.block, head)}
+    assert world.creator.block_timestamps([]) == {}
 
 
 def test_an_encoded_transaction_that_would_revert_raises_its_named_error(world: World) -> None:
