@@ -38,8 +38,8 @@ run: setup
 # Three workers on 2 cores, each test file on one worker (module fixtures start servers once).
 # Many end-to-end tests wait (on servers starting, real-time chain phases, deadlines, Prefect
 # polling), so a third worker fills those waits: the suite took 850 s on 2 cores with three
-# (1661 s with two, a few commits earlier). One torch thread per process, or the workers would
-# oversubscribe the cores.
+# (1661 s with two, a few commits earlier; 585 s since the worker and RPC fixes). One torch
+# thread per process, or the workers would oversubscribe the cores.
 # Files go out in collection order (tests/conftest.py puts the longest first), not xdist's
 # default of most tests first, which left the one-test worker file running alone at the end.
 TEST_WORKERS ?= 3
