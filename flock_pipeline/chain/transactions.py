@@ -37,16 +37,16 @@ __all__ = ["ContractCalls", "EncodedCall", "RevertDecoder", "Signer", "Transacto
 
 _GAS_MARGIN = 1.2
 _FEE_TTL = 2.0
+"""Seconds a fee quote (the tip and the latest base fee) is reused for the next transactions:
+web3 asks for both on every transaction, two of its five requests. The fee cap is twice the
+base fee plus the tip (web3's own rule), so a quote stays good while the base fee less than
+doubles: at most 12.5% a block under EIP-1559, several full blocks in a row."""
 _RESENDS = 4
 """How many times a signed transaction whose send was lost in transit is sent again."""
 _IN_TRANSIT = (ConnectionError, requests.ConnectionError, requests.HTTPError, requests.Timeout)
 _TAKEN = ("already known", "known transaction", "already imported", "nonce too low")
 """How nodes answer a resend of a transaction they took (anvil mines at once: its nonce is
 then used)."""
-"""Seconds a fee quote (the tip and the latest base fee) is reused for the next transactions:
-web3 asks for both on every transaction, two of its five requests. The fee cap is twice the
-base fee plus the tip (web3's own rule), so a quote stays good while the base fee less than
-doubles: at most 12.5% a block under EIP-1559, several full blocks in a row."""
 
 
 class Buildable(Protocol):
