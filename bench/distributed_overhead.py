@@ -9,8 +9,9 @@ task (digits, MLP, DP off, everyone proposes and votes), once with each particip
 A worker round has three duty phases (train, validate, reveal), each a Prefect flow run per
 participant dispatched through the server: the coordinator polls each run's state every
 0.5 s, a worker its queue every second (`PREFECT_WORKER_QUERY_SECONDS`), and the phase ends
-when the slowest of the four is done. That is a fixed cost per phase, whatever the model:
-`added_seconds_per_phase` reports it.
+when the slowest of the four is done. `added_seconds_per_phase` reports what a phase costs
+more than in process. On one machine it also holds the workers' contention for its cores:
+four workers, the coordinator, Prefect's server and PostgreSQL.
 
 Both runs are `flock run` subprocesses on one anvil and one Prefect server started here, on
 127.0.0.1, stopped by PID. The Prefect server keeps its state in PostgreSQL, as in production
@@ -208,8 +209,9 @@ def main() -> None:
                 "Each of a round's three duty phases (train, validate, reveal) is a Prefect "
                 "flow run per participant: the coordinator polls its state every 0.5 s, the "
                 "worker its queue every second, so a phase costs about "
-                f"{(rounds_workers - rounds_alone) / rounds / 3:.1f} s more than in process, "
-                "whatever the model. A voter downloads every update of the "
+                f"{(rounds_workers - rounds_alone) / rounds / 3:.1f} s more than in process "
+                "(on one machine, with the workers' contention for its cores). A voter "
+                "downloads every update of the "
                 "round to recompute the aggregate itself, so its bytes are about N + 2 "
                 "models per round, not the 1.1 x (update + global) of a trainer alone.",
             }
