@@ -59,6 +59,7 @@ _T0 = time.perf_counter()
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+import flock_pipeline.faces.plots as plots  # noqa: E402
 import flock_pipeline.simulation as simulation  # noqa: E402
 from flock_pipeline.config import FlockConfig, load_config  # noqa: E402
 from flock_pipeline.evaluation import GroupLosses  # noqa: E402
@@ -228,8 +229,8 @@ def _install_timers() -> None:
     for mod in (simulation, world):
         t.patch(mod, "prepare_federation", "data")
         t.patch(mod, "initial_weights", "data")
-    for name in ("plot_accuracy", "plot_partition", "plot_rewards", "write_weights"):
-        t.patch(simulation, name, "report")
+    t.patch(simulation, "write_weights", "report")
+    t.patch(plots, "plot_report", "report")
     t.patch(RunReport, "write", "report")
     t.patch(federated, "write_report", "report")
     # Only the flow.
@@ -319,6 +320,7 @@ def run_simulation(rounds: int, participants: int) -> dict[str, Any]:
         TIMERS.reset()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         result = simulation.run_simulation(cfg, d / "out", Console(stderr=True, quiet=True))
+        plots.plot_report(result.report, d / "out")  # the figures, as the flow draws them
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         return _finish("simulation", wall, cpu, result.summary)
 

@@ -71,6 +71,7 @@ _TMP = isolate_tool_state("flock-protocol-efficiency-bench-")
 from rich.console import Console  # noqa: E402
 
 from flock_pipeline.config import FlockConfig, load_config  # noqa: E402
+from flock_pipeline.faces.plots import plot_report  # noqa: E402
 from flock_pipeline.privacy import PrivacyLedger  # noqa: E402
 from flock_pipeline.round import (  # noqa: E402
     aggregate,
@@ -219,7 +220,9 @@ def _from_report(summary: dict[str, Any]) -> dict[str, Any]:
 
 def simulation_run(cfg: FlockConfig) -> dict[str, Any]:
     """``flock simulate``: the protocol without orchestration, report written as the CLI does."""
-    result = run_simulation(cfg, cfg.data_dir.parent / "out", Console(stderr=True, quiet=True))
+    out = cfg.data_dir.parent / "out"
+    result = run_simulation(cfg, out, Console(stderr=True, quiet=True))
+    plot_report(result.report, out)
     return _from_report(result.summary)
 
 

@@ -6,8 +6,9 @@ Rounds go as on chain: sortition from a seed gives each participant its roles, p
 scores each update, and the protocol model (``flock_pipeline.protocol.Alliance``, which a
 differential test holds equal to the contract) tallies the votes, accepts, rejects or voids the
 round, and settles rewards and slashes. Only the voters score, as in the flow. Results go to
-``out_dir``: summary.json (the same ``RunReport`` the flow writes), accuracy.png, partition.png,
-rewards.png and the final model as safetensors.
+``out_dir``: summary.json (the same ``RunReport`` the flow writes) and the final model as
+safetensors; the figures are a face's (``faces.plots.plot_report``, drawn by ``flock
+simulate``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from flock_pipeline.config import FlockConfig
 from flock_pipeline.contribution import contribution_table, submission_scores
 from flock_pipeline.data import Federation
 from flock_pipeline.errors import LocalTrainingTimeout, PrivacyBudgetExceeded
-from flock_pipeline.faces.plots import partition_table, plot_accuracy, plot_partition, plot_rewards
 from flock_pipeline.privacy import LedgerStore
 from flock_pipeline.protocol import Outcome, new_salt, to_fixed, vote_commitment
 from flock_pipeline.protocol.decision import judge
@@ -53,7 +53,6 @@ from flock_pipeline.report import (
     TaskInfo,
     VoteRecord,
     honest_slashes,
-    totals,
 )
 from flock_pipeline.round import (
     RoundOutcome,
@@ -87,6 +86,7 @@ PARTICIPANT = "flock-participant"
 class SimulationResult:
     summary: dict[str, Any]
     final_weights: Weights
+    report: RunReport
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -110,7 +110,6 @@ def run_simulation(
     fed = fed or prepare_federation(cfg)
     ids = [p.id for p in fed.participants]
     index_of = {pid: i for i, pid in enumerate(ids)}
-    console.print(partition_table(fed.counts, ids))
 
     # A simulation's participants exist for one run, so their ledgers do too; rounds within the
     # run accumulate on disk like a real participant's would.
@@ -387,37 +386,14 @@ def run_simulation(
         ),
     )
     summary = report.dump()
-    result_ = SimulationResult(summary, weights, out_dir)
+    result_ = SimulationResult(summary, weights, report, out_dir)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         result_.files = {
             "summary": out_dir / "summary.json",
-            "accuracy_plot": out_dir / "accuracy.png",
-            "partition_plot": out_dir / "partition.png",
-            "rewards_plot": out_dir / "rewards.png",
             "model": out_dir / "model.safetensors",
         }
         report.write(result_.files["summary"])
-        plot_accuracy(
-            [x.round for x in records],
-            [x.global_.accuracy or 0.0 for x in records],
-            {
-                pid: [
-                    (x.participants[i].holdout or Metrics(loss=None, accuracy=None)).accuracy or 0.0
-                    for x in records
-                ]
-                for i, pid in enumerate(ids)
-            },
-            result_.files["accuracy_plot"],
-        )
-        plot_partition(fed.counts, ids, result_.files["partition_plot"])
-        money = totals(records)
-        plot_rewards(
-            ids,
-            [money[i][0] / TOKEN for i in ids],
-            [money[i][1] / TOKEN for i in ids],
-            result_.files["rewards_plot"],
-        )
         write_weights(weights, result_.files["model"])
     return result_
 

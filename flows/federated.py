@@ -38,8 +38,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.chain import Phase
 from flock_pipeline.config import FlockConfig, load_config
-from flock_pipeline.faces.plots import plot_accuracy, plot_rewards
-from flock_pipeline.report import RunReport, totals
+from flock_pipeline.faces.plots import plot_report
+from flock_pipeline.report import RunReport
 from flock_pipeline.runtime.coordinator import Coordinator, RoundStart
 from flock_pipeline.runtime.participant import (
     Participant,
@@ -48,7 +48,7 @@ from flock_pipeline.runtime.participant import (
     run_training,
 )
 from flock_pipeline.runtime.runners import DaskCluster
-from flock_pipeline.runtime.world import TOKEN, OpenTask, open_world
+from flock_pipeline.runtime.world import OpenTask, open_world
 from flows.workers import Duties, WorkerDuties
 
 __all__ = ["TaskRun", "federated_task"]
@@ -297,20 +297,7 @@ def federated_task(
 def write_report(report: RunReport, out: Path) -> None:
     """summary.json, accuracy.png and rewards.png."""
     report.write(out / "summary.json")
-    rounds = report.rounds
-    if rounds:
-        plot_accuracy(
-            [r.round for r in rounds], [r.global_.accuracy or 0.0 for r in rounds], {},
-            out / "accuracy.png",
-        )  # fmt: skip
-        ids = [p.id for p in rounds[0].participants]
-        money = totals(rounds)
-        plot_rewards(
-            ids,
-            [money[i][0] / TOKEN for i in ids],
-            [money[i][1] / TOKEN for i in ids],
-            out / "rewards.png",
-        )
+    plot_report(report, out)
 
 
 class InProcessDuties:

@@ -159,10 +159,15 @@ def simulate(
     """The plain simulation: same rounds, no orchestration, chain, registry or snapshots."""
     cfg = _cli_config(config, rounds, participants, seed, dataset, model, dp, None, data_dir)
     check_limits(cfg)
+    from flock_pipeline.faces.plots import partition_table, plot_report
+    from flock_pipeline.round import prepare_federation
     from flock_pipeline.simulation import run_simulation
 
     out_dir = out or cfg.data_dir / "runs" / "simulation"
-    result = run_simulation(cfg, out_dir, console=err)
+    fed = prepare_federation(cfg)
+    err.print(partition_table(fed.counts, [p.id for p in fed.participants]))
+    result = run_simulation(cfg, out_dir, console=err, fed=fed)
+    result.files.update(plot_report(result.report, out_dir, fed.counts))
     for name, path in result.files.items():
         err.print(f"{name}: {path}")
     final = result.summary["final"]

@@ -13,6 +13,9 @@ import numpy as np
 import numpy.typing as npt
 from rich.table import Table
 
+from flock_pipeline.protocol.params import TOKEN
+from flock_pipeline.report import RunReport, totals
+
 __all__ = ["partition_table", "plot_accuracy", "plot_partition", "plot_rewards"]
 
 
@@ -88,3 +91,39 @@ def plot_rewards(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_report(
+    report: RunReport, out: Path, counts: npt.NDArray[np.int64] | None = None
+) -> dict[str, Path]:
+    """A run's figures next to its summary.json, the same for both engines: accuracy.png (the
+    global model's test accuracy per round, with each participant's held-out accuracy where
+    the report has it for every round), rewards.png (FLOCK paid and slashed per participant)
+    and, given the partition's ``counts``, partition.png. Name -> path of what it drew."""
+    rounds = report.rounds
+    if not rounds:
+        return {}
+    ids = [p.id for p in rounds[0].participants]
+    holdout: dict[str, Sequence[float]] = {}
+    for i, pid in enumerate(ids):
+        accs = [h.accuracy if (h := r.participants[i].holdout) else None for r in rounds]
+        if all(a is not None for a in accs):
+            holdout[pid] = [float(a) for a in accs if a is not None]
+    files = {
+        "accuracy_plot": plot_accuracy(
+            [r.round for r in rounds],
+            [r.global_.accuracy or 0.0 for r in rounds],
+            holdout,
+            out / "accuracy.png",
+        )
+    }
+    money = totals(rounds)
+    files["rewards_plot"] = plot_rewards(
+        ids,
+        [money[i][0] / TOKEN for i in ids],
+        [money[i][1] / TOKEN for i in ids],
+        out / "rewards.png",
+    )
+    if counts is not None:
+        files["partition_plot"] = plot_partition(counts, ids, out / "partition.png")
+    return files
