@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -64,6 +65,7 @@ def root() -> Iterator[Path]:
         yield base / "stack"
     finally:
         stack.down(base / "stack")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _env(root: Path, home: Path) -> dict[str, str]:

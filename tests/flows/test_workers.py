@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -121,7 +122,7 @@ def _paid(report: dict[str, Any]) -> list[list[int]]:
 
 
 def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_engine_finishes(
-    tmp_path: Path,
+    tmp_path: Path, stack_dirs: list[Path]
 ) -> None:
     # Prepare: the in-process engine's run of the same config, alongside (it needs nothing of
     # the stack); each participant's own data folder and key; the hosts; the stack on the
@@ -146,7 +147,7 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
         with _hosts() as hosts:
             host = hosts.bridge_ip if hosts else "127.0.0.1"
             try:
-                root = _stack_up(host)
+                root = _stack_up(host, stack_dirs)
                 env = {**flock_env(home), **stack.environment(root)}  # the stack's Prefect API
                 config = dict(CONFIG, data_dir=str(home), workers=workers)
 
@@ -203,12 +204,23 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
         assert {e["source_ip"] for e in loaded} == {hosts.ips[i] if hosts else "127.0.0.1"}
 
 
-def _stack_up(host: str) -> Path:
+@pytest.fixture
+def stack_dirs() -> Iterator[list[Path]]:
+    """The stacks' folders (outside pytest's own, which PostgreSQL's user may not enter),
+    removed after the test."""
+    made: list[Path] = []
+    yield made
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stack_up(host: str, made: list[Path]) -> Path:
     """Start the stack on free ports in a new folder; a port another process takes between
     the pick and the start (the other test worker's servers) is retried in a new folder on
     new ports."""
     for attempt in range(3):
         root = Path(tempfile.mkdtemp(prefix="flock-stack-"))
+        made.append(root)
         root.chmod(0o755)  # PostgreSQL's own user enters it when the test runs as root
         try:
             stack.up(root, host=host, ports={name: free_port(host) for name in stack.SERVICES})
