@@ -29,12 +29,14 @@ digits-mlp); the last stdout line is the headline.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +122,7 @@ def main() -> None:
         TMP.chmod(0o711)  # PostgreSQL runs as its own user: it must reach its folder
         stack.up(TMP / "stack", ports=ports, services=("prefect",))
         api = f"http://127.0.0.1:{ports['prefect']}/api"
-        stop_server: Any = lambda: stack.down(TMP / "stack")  # noqa: E731
+        stop_server: Callable[[], object] = functools.partial(stack.down, TMP / "stack")
     else:
         server = start_prefect_server(TMP / "server", _port(), timeout=180)
         api, stop_server = f"{server.url}/api", server.stop

@@ -33,7 +33,6 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
-from prefect.settings import temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flock_pipeline.chain import Phase
@@ -49,7 +48,7 @@ from flock_pipeline.runtime.participant import (
 )
 from flock_pipeline.runtime.runners import DaskCluster
 from flock_pipeline.runtime.world import OpenTask, open_world
-from flows.workers import Duties, WorkerDuties
+from flows.workers import Duties, WorkerDuties, without_run_heartbeats
 
 __all__ = ["TaskRun", "federated_task"]
 
@@ -281,9 +280,8 @@ def federated_task(
         duties.wait_for_members()
         run = TaskRun(opened, duties)
         for r in range(cfg.rounds):
-            # The task's own flow run sends the heartbeats of this process; a round's would
-            # add nothing but its thread's last sleep (up to a second) to every round's end.
-            with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            # The task's own flow run sends the heartbeats of this process.
+            with without_run_heartbeats():
                 named: Any = run.round.with_options(flow_run_name=f"{c.name}-round-{r + 1}")
                 run.rounds.append(named(r))
         report = run.finish(out_dir)

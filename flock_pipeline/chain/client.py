@@ -46,6 +46,7 @@ from flock_pipeline.chain.transactions import (
     RevertDecoder,
     Signer,
     Transactor,
+    in_transit_policy,
 )
 from flock_pipeline.errors import ConfigError
 from flock_pipeline.protocol.settlement import default_deadline
@@ -599,9 +600,7 @@ class AllianceClient:
     def _batch(self, requests: Sequence[Callable[[], Any]]) -> list[Any]:
         """One JSON-RPC batch of the requests ``requests`` make (web3 calls made inside its
         ``batch_requests`` context), retried as a whole on the provider's transient errors."""
-        retry = getattr(self.chain.w3.provider, "exception_retry_configuration", None)
-        attempts = max(1, retry.retries) if retry is not None else 1
-        transient = tuple(retry.errors) if retry is not None else ()
+        attempts, transient, backoff = in_transit_policy(self.chain.w3)
         for attempt in range(attempts):
             try:
                 with self.chain.w3.batch_requests() as batch:
@@ -613,7 +612,7 @@ class AllianceClient:
             except transient:
                 if attempt == attempts - 1:
                     raise
-                time.sleep(retry.backoff_factor * 2**attempt)  # type: ignore[union-attr]
+                time.sleep(backoff * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def role_of(self, task_id: int, round_: int, account: str | None = None) -> Role:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import requests
 from eth_abi.abi import decode, encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.abi import function_signature_to_4byte_selector
@@ -33,7 +32,14 @@ from flock_pipeline.chain.errors import (
 )
 from flock_pipeline.chain.structs import TxResult
 
-__all__ = ["ContractCalls", "EncodedCall", "RevertDecoder", "Signer", "Transactor"]
+__all__ = [
+    "ContractCalls",
+    "EncodedCall",
+    "RevertDecoder",
+    "Signer",
+    "Transactor",
+    "in_transit_policy",
+]
 
 _GAS_MARGIN = 1.2
 _FEE_TTL = 2.0
@@ -41,12 +47,19 @@ _FEE_TTL = 2.0
 web3 asks for both on every transaction, two of its five requests. The fee cap is twice the
 base fee plus the tip (web3's own rule), so a quote stays good while the base fee less than
 doubles: at most 12.5% a block under EIP-1559, several full blocks in a row."""
-_RESENDS = 4
-"""How many times a signed transaction whose send was lost in transit is sent again."""
-_IN_TRANSIT = (ConnectionError, requests.ConnectionError, requests.HTTPError, requests.Timeout)
 _TAKEN = ("already known", "known transaction", "already imported", "nonce too low")
 """How nodes answer a resend of a transaction they took (anvil mines at once: its nonce is
 then used)."""
+
+
+def in_transit_policy(w3: Web3) -> tuple[int, tuple[type[BaseException], ...], float]:
+    """The connection's own policy for a request lost in transit, as ``backends.connect`` set
+    it on the provider: how many attempts, on which errors, with which backoff factor (the
+    n-th retry waits factor x 2^n). One attempt for a provider without one (py-evm)."""
+    retry = getattr(w3.provider, "exception_retry_configuration", None)
+    if retry is None:
+        return 1, (), 0.0
+    return max(1, int(retry.retries)), tuple(retry.errors), float(retry.backoff_factor)
 
 
 class Buildable(Protocol):
@@ -358,14 +371,17 @@ class Transactor:
         """Send a signed transaction; when the request or its answer is lost in transit, send
         the same bytes again. A resend cannot execute twice: it is the same transaction (one
         nonce, one hash), so a node that took the first answers that it knows it or that its
-        nonce is used, and the receipt is then looked up by the hash."""
-        for attempt in range(_RESENDS + 1):
+        nonce is used, and the receipt is then looked up by the hash. As often, on the same
+        errors and with the same backoff as the connection retries a read
+        (``in_transit_policy``); web3 never retries a transaction itself."""
+        attempts, in_transit, backoff = in_transit_policy(self.w3)
+        for attempt in range(attempts):
             try:
                 return self.w3.eth.send_raw_transaction(raw)
-            except _IN_TRANSIT:
-                if attempt == _RESENDS:
+            except in_transit:
+                if attempt == attempts - 1:
                     raise
-                time.sleep(0.125 * 2**attempt)
+                time.sleep(backoff * 2**attempt)
             except Exception as exc:
                 if attempt > 0 and any(t in str(exc).lower() for t in _TAKEN):
                     return tx_hash  # an earlier send reached the node

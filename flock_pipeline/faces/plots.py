@@ -16,7 +16,7 @@ from rich.table import Table
 from flock_pipeline.protocol.params import TOKEN
 from flock_pipeline.report import RunReport, totals
 
-__all__ = ["partition_table", "plot_accuracy", "plot_partition", "plot_rewards"]
+__all__ = ["partition_table", "plot_accuracy", "plot_partition", "plot_report", "plot_rewards"]
 
 
 def partition_table(counts: npt.NDArray[np.int64], ids: Sequence[str]) -> Table:
