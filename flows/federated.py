@@ -48,7 +48,12 @@ from flock_pipeline.runtime.participant import (
 )
 from flock_pipeline.runtime.runners import DaskCluster
 from flock_pipeline.runtime.world import OpenTask, open_world
-from flows.workers import Duties, WorkerDuties, without_run_heartbeats
+from flows.workers import (
+    Duties,
+    WorkerDuties,
+    share_plain_http_tls_context,
+    without_run_heartbeats,
+)
 
 __all__ = ["TaskRun", "federated_task"]
 
@@ -263,6 +268,7 @@ def federated_task(
     ``config`` takes precedence over ``config_file``; with neither, the embedded defaults.
     """
     cfg = config or load_config(Path(config_file) if config_file else None)
+    share_plain_http_tls_context()
     logger = get_run_logger()
     opened = open_world(cfg)
     c = opened.coordinator

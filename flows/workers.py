@@ -17,16 +17,18 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
-from prefect.states import Cancelling
+from prefect.states import Cancelled, Cancelling
 
 from flock_pipeline.errors import ConfigError
-from flock_pipeline.runtime.coordinator import Coordinator, RoundStart
 from flock_pipeline.runtime.task import TaskCard
+
+if TYPE_CHECKING:  # a participant's worker never loads the coordinator (nor MLflow)
+    from flock_pipeline.runtime.coordinator import Coordinator, RoundStart
 
 __all__ = ["Duties", "WorkerDuties", "deployment_name", "queue_name", "serve_participant"]
 
@@ -61,74 +63,181 @@ def deployment_name(task: str, pid: str) -> str:
     return queue_name(task, pid)
 
 
-def _receipt(client: Any, flow_run_id: Any) -> dict[str, Any] | None:
-    """The receipt a participant's run published (``flows.participant``), if any."""
+def _receipts(client: Any, runs: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """The receipts the participants' runs (``flows.participant``) published so far, in one
+    request: a run publishes its receipt when its duty is done, before its run ends. None for
+    a receipt that is not a JSON object."""
     from flows.participant import RECEIPT_MARK
 
-    found = client.read_artifacts(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    )
+    ids = {run.id: pid for pid, run in runs.items() if run is not None}
+    if not ids:
+        return {}
+    found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))))
+    out: dict[str, dict[str, Any] | None] = {}
     for artifact in found:
         text = str(artifact.data or "")
-        if text.startswith(RECEIPT_MARK):
-            body = text.split("```json\n", 1)[-1].rsplit("\n```", 1)[0]
-            try:
-                value = json.loads(body)
-            except ValueError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
+        pid = ids.get(artifact.flow_run_id)
+        if pid is None or not text.startswith(RECEIPT_MARK):
+            continue
+        body = text.split("```json\n", 1)[-1].rsplit("\n```", 1)[0]
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = None
+        out[pid] = value if isinstance(value, dict) else None
+    return out
 
 
 class WorkerDuties:
     """Each duty is a run of the participant's own deployment, started with
-    ``run_deployment`` and given ``workers.deadline_seconds``. A run that has not completed by
-    then is cancelled, and the participant is a no-show (reported once the round is final).
-    A participant's receipt is all the coordinator reads from it; the chain says the rest."""
+    ``run_deployment`` and given ``workers.deadline_seconds`` from the start of its phase. A
+    run that has not completed by then is cancelled, and the participant is a no-show
+    (reported once the round is final). A participant's receipt is all the coordinator reads
+    from it; the chain says the rest.
+
+    A round's validate and reveal runs are dispatched with its training runs, and so are the
+    next round's training runs (for this round's proposers); each waits on the chain for its
+    phase (``flows.participant.wait_for_phase``). A worker takes a run up at its next poll of
+    its queue, and the run's start costs the worker a moment too, so a run dispatched when
+    its phase began would spend most of a short phase being picked up. One that ended before
+    its phase began (its worker was killed and started again) is dispatched again when the
+    phase begins."""
 
     engine = "workers"
+    poll_seconds = 0.1
+    """How often the coordinator reads the state of a phase's runs (one request for all)."""
 
     def __init__(self, c: Coordinator, log: Any) -> None:
         self.c = c
         self.log = log
         self.missed: dict[int, set[str]] = {}
+        self.ahead: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        """(round, duty) -> (the parameters, participant -> its run) dispatched ahead."""
 
-    def _run(self, duty: str, pids: list[str], params: dict[str, Any],
-             r: int | None) -> dict[str, dict[str, Any] | None]:  # fmt: skip
-        """Run ``duty`` for every participant in ``pids`` at once; each one's receipt, None
-        for one that missed the deadline or failed."""
+    def _dispatch(self, duty: str, pids: list[str], params: dict[str, Any],
+                  r: int | None) -> dict[str, Any]:  # fmt: skip
+        """Create a run of ``duty`` for each of ``pids`` and return at once; None for one whose
+        deployment does not exist (its worker never registered)."""
         c = self.c
-        deadline = c.cfg.workers.deadline_seconds
         label = "" if r is None else f"-round-{r + 1}"
 
-        def one(pid: str) -> dict[str, Any] | None:
+        def one(pid: str) -> Any:
             name = f"{_FLOW_NAMES[duty]}/{deployment_name(c.name, pid)}"
             try:
-                run: Any = run_deployment(
-                    name, parameters=params, timeout=deadline, poll_interval=0.5,
+                return run_deployment(
+                    name, parameters=params, timeout=0,
                     flow_run_name=f"{c.name}{label}-{pid}-{duty}", as_subflow=True,
                 )  # fmt: skip
-            except Exception as exc:  # no such deployment: its worker never registered
+            except Exception as exc:
                 self.log.warning("%s of %s could not start: %s", duty, pid, exc)
                 return None
-            with get_client(sync_client=True) as client:
-                state = run.state
-                if state is None or not state.is_final():
-                    client.set_flow_run_state(run.id, Cancelling(), force=True)
-                    self.log.warning("%s missed the %s deadline (%gs) of round %s",
-                                     pid, duty, deadline, label or "-")  # fmt: skip
-                    return None
-                if not state.is_completed():
-                    self.log.warning("%s's %s run ended %s: %s", pid, duty, state.name,
-                                     state.message)  # fmt: skip
-                    return None
-                return _receipt(client, run.id)
 
         if not pids:
             return {}
         with ThreadPoolExecutor(max_workers=len(pids), thread_name_prefix="flock-duty") as pool:
             futures = {pid: pool.submit(contextvars.copy_context().run, one, pid) for pid in pids}
             return {pid: f.result() for pid, f in futures.items()}
+
+    def _states(self, client: Any, runs: dict[str, Any]) -> dict[str, Any]:
+        """The current state of each run (None where it cannot be read now)."""
+        ids = {run.id: pid for pid, run in runs.items() if run is not None}
+        if not ids:
+            return {}
+        try:
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))),
+                limit=len(ids),
+            )
+        except Exception as exc:  # the server is restarting: ask again at the next poll
+            self.log.debug("could not read the duty runs' states: %s", exc)
+            return {}
+        return {ids[run.id]: run.state for run in found if run.id in ids}
+
+    def _await(self, duty: str, runs: dict[str, Any],
+               r: int | None) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+        """Wait up to the deadline for ``runs``; each one's receipt, None for one that missed
+        the deadline (cancelled) or failed.
+
+        A run is done when it has published its receipt: the run's own end (its state, its
+        logs, its observers) takes the worker most of a second more, which the round need not
+        wait for. Its state is read every half second, for a run that ended without one."""
+        deadline = self.c.cfg.workers.deadline_seconds
+        until = time.monotonic() + deadline
+        label = "-" if r is None else str(r + 1)
+        out: dict[str, dict[str, Any] | None] = {pid: None for pid in runs}
+        ended: dict[str, Any] = {}
+        with get_client(sync_client=True) as client:
+            pending = {pid: run for pid, run in runs.items() if run is not None}
+            states_at = time.monotonic() + 0.5
+            while pending:
+                try:
+                    found = _receipts(client, pending)
+                except Exception as exc:  # the server is restarting: ask again
+                    self.log.debug("could not read the duty runs' receipts: %s", exc)
+                    found = {}
+                for pid, receipt in found.items():
+                    out[pid] = receipt
+                    del pending[pid]
+                if pending and time.monotonic() >= states_at:
+                    for pid, state in self._states(client, pending).items():
+                        if state is not None and state.is_final():
+                            ended[pid] = state
+                            del pending[pid]
+                    states_at = time.monotonic() + 0.5
+                if not pending or time.monotonic() > until:
+                    break
+                time.sleep(self.poll_seconds)
+            # One that completed between the two reads published its receipt first.
+            done = {pid: runs[pid] for pid, state in ended.items() if state.is_completed()}
+            if done:
+                out.update(_receipts(client, done))
+            for pid, state in ended.items():
+                if not state.is_completed():
+                    self.log.warning("%s's %s run ended %s: %s", pid, duty, state.name,
+                                     state.message)  # fmt: skip
+            for pid, run in pending.items():
+                client.set_flow_run_state(run.id, Cancelling(), force=True)
+                self.log.warning("%s missed the %s deadline (%gs) of round %s",
+                                 pid, duty, deadline, label)  # fmt: skip
+        return out
+
+    def _run(self, duty: str, pids: list[str], params: dict[str, Any],
+             r: int | None) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+        """Run ``duty`` for every participant in ``pids`` at once; each one's receipt, None
+        for one that missed the deadline or failed."""
+        return self._await(duty, self._dispatch(duty, pids, params, r), r)
+
+    def _ahead(self, r: int, duty: str, pids: list[str], params: dict[str, Any]) -> None:
+        """Dispatch round ``r``'s ``duty`` runs now, to wait on the chain for their phase."""
+        self.ahead[(r, duty)] = (params, self._dispatch(duty, pids, params, r))
+
+    def _ready(self, r: int, duty: str, pids: list[str],
+               params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """The phase of ``duty`` has begun: the runs of ``pids``, those dispatched ahead where
+        they are still live, the others dispatched now (not dispatched ahead, or with other
+        parameters, or could not start, or ended before their phase: killed, or gave up).
+        What was dispatched ahead for anyone else is cancelled if no worker took it up."""
+        kept, ahead = self.ahead.pop((r, duty), (None, {}))
+        if kept != params:
+            self._cancel(ahead)
+            ahead = {}
+        self._cancel({pid: run for pid, run in ahead.items() if pid not in pids})
+        runs = {pid: ahead.get(pid) for pid in pids}
+        with get_client(sync_client=True) as client:
+            states = self._states(client, runs)
+        ended = {pid for pid, state in states.items() if state is not None and state.is_final()}
+        again = [pid for pid, run in runs.items() if run is None or pid in ended]
+        if again:
+            runs.update(self._dispatch(duty, again, params, r))
+        return runs
+
+    def _cancel(self, runs: dict[str, Any]) -> None:
+        """Cancel those of ``runs`` that no worker took up (it is down): their phase is over.
+        One that is running ends on its own: it sees the phase is past."""
+        with get_client(sync_client=True) as client:
+            for pid, state in self._states(client, runs).items():
+                if state is not None and (state.is_scheduled() or state.is_pending()):
+                    client.set_flow_run_state(runs[pid].id, Cancelled(), force=True)
 
     def wait_for_members(self) -> None:
         """Wait (``workers.join_seconds``) until every member has staked; go on without the
@@ -146,10 +255,43 @@ class WorkerDuties:
         if missing:
             self.log.warning("%s did not stake within %gs; the task goes on without them",
                              ", ".join(missing), c.cfg.workers.join_seconds)  # fmt: skip
+        self._wait_for_polls([p for p in c.roster if p not in missing], until)
+
+    def _wait_for_polls(self, pids: list[str], until: float) -> None:
+        """Wait (until ``until``) for each of ``pids``' workers to poll its queue: a worker
+        stakes before its polling loop starts, and the first round's runs would wait for it.
+        A queue polled within the last 10 s has a live worker."""
+        pool = self.c.cfg.workers.pool
+        waiting = list(pids)
+        with get_client(sync_client=True) as client:
+            while waiting and time.monotonic() < until:
+                now = time.time()
+                for pid in list(waiting):
+                    try:
+                        queue = client.read_work_queue_by_name(
+                            queue_name(self.c.name, pid), work_pool_name=pool
+                        )
+                    except Exception:  # not created yet, or the server is busy: ask again
+                        continue
+                    polled = queue.last_polled
+                    if polled is not None and now - polled.timestamp() < 10:
+                        waiting.remove(pid)
+                if waiting:
+                    time.sleep(0.1)
 
     def train(self, r: int, pids: list[str], global_hash: str,
               started: RoundStart) -> dict[str, dict[str, Any]]:  # fmt: skip
-        found = self._run("train", pids, {"round_index": r, "global_hash": global_hash}, r)
+        # Every training run starts from the global model on chain (``global_hash``), so
+        # that the next round's can be dispatched before that model exists.
+        runs = self._ready(r, "train", pids, {"round_index": r, "global_hash": None})
+        if started.voters:
+            state_hash = self.c.previous_state_hash(r)
+            self._ahead(r, "validate", started.voters,
+                        {"round_index": r, "state_hash": state_hash})  # fmt: skip
+            self._ahead(r, "reveal", started.voters, {"round_index": r})
+        if r + 1 < self.c.cfg.rounds:  # most of this round's proposers propose in the next
+            self._ahead(r + 1, "train", pids, {"round_index": r + 1, "global_hash": None})
+        found = self._await("train", runs, r)
         receipts = {}
         for pid, receipt in found.items():
             if receipt is None:
@@ -161,7 +303,8 @@ class WorkerDuties:
 
     def validate(self, r: int, pids: list[str], state_hash: str | None,
                  started: RoundStart) -> dict[str, dict[str, Any]]:  # fmt: skip
-        found = self._run("validate", pids, {"round_index": r, "state_hash": state_hash}, r)
+        params = {"round_index": r, "state_hash": state_hash}
+        found = self._await("validate", self._ready(r, "validate", pids, params), r)
         votes = {}
         for pid, receipt in found.items():
             if receipt is None:
@@ -171,11 +314,14 @@ class WorkerDuties:
         return votes
 
     def reveal(self, r: int, votes: dict[str, dict[str, Any]], started: RoundStart) -> None:
-        self._run("reveal", list(votes), {"round_index": r}, r)
+        # The runs of the voters that did not commit find nothing to reveal and end.
+        self._await("reveal", self._ready(r, "reveal", list(votes), {"round_index": r}), r)
 
     def after_finalize(self, r: int, started: RoundStart) -> None:
         """Report the participants that missed a deadline of round ``r`` and did not do their
         part on chain either (the contract refuses anyone else's report)."""
+        for key in [k for k in self.ahead if k[0] == r]:  # a void round: no vote, no reveal
+            self._cancel(self.ahead.pop(key)[1])
         absent = sorted(self.missed.get(r, set()))
         if absent:
             reported = self.c.report_no_shows(r, absent, self.log)
@@ -186,6 +332,8 @@ class WorkerDuties:
         return {}  # a participant's held-out data never leaves its machine
 
     def claim(self) -> None:
+        for key in list(self.ahead):  # the task ends: nothing dispatched ahead is needed
+            self._cancel(self.ahead.pop(key)[1])
         self._run("claim", list(self.c.roster), {}, None)
 
 
@@ -211,6 +359,7 @@ def serve_participant(
     from flock_pipeline.runtime.participant import open_participant
 
     card = TaskCard.read(card_path)
+    share_plain_http_tls_context()
     me = open_participant(card_path, data, key_env, state, rpc_url)  # every check, by name
     # A worker serves a task's rounds for as long as it runs: the training stack's imports
     # (Lightning; Opacus under DP: seconds each) are paid now, not in the first round's
@@ -261,6 +410,39 @@ def serve_participant(
         contextlib.suppress(KeyboardInterrupt),
     ):
         asyncio.run(serve())
+
+
+def share_plain_http_tls_context() -> bool:
+    """Let every Prefect client of this process share one TLS context when the Prefect API is
+    plain http (or the ephemeral server), where no client ever uses one. True if it applied.
+
+    Each Prefect client builds a TLS context with the CA bundle (``ssl.create_default_context``:
+    ~20 ms of CPU), and a duty run makes several (its engine, its suspension observer, its
+    logs). Measured in a participant worker during rounds: a third of its CPU, on a machine
+    whose cores the workers share. Prefect reads ``ssl.create_default_context`` from its client
+    module's namespace, so that is where the shared context is handed out; an https API keeps
+    Prefect's own behaviour. (Prefect has no setting for it: PrefectHQ/prefect#19106 proposes
+    one.)"""
+    import ssl
+    import types
+
+    import prefect.client.orchestration as orchestration
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url and not str(url).startswith("http://"):
+        return False
+    if getattr(getattr(orchestration, "ssl", None), "shared_plain_http", False):
+        return True
+    shared = ssl.create_default_context()
+    module = types.SimpleNamespace(
+        SSLContext=ssl.SSLContext,
+        CERT_NONE=ssl.CERT_NONE,
+        create_default_context=lambda *args, **kwargs: shared,
+        shared_plain_http=True,
+    )
+    setattr(orchestration, "ssl", module)  # noqa: B010  # not an attribute it declares
+    return True
 
 
 def without_run_heartbeats() -> contextlib.AbstractContextManager[Any]:

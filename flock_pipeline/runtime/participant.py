@@ -137,8 +137,6 @@ class Participant:
     snapshots: DatasetSnapshots | None = None
     snapshot: Snapshot | None = None
     """Its data's DVC snapshot, checked before it trains or scores."""
-    traffic: dict[str, int] = field(default_factory=dict)
-    """Bytes its chain connection sent and received (counted by a participant worker's run)."""
 
     def __post_init__(self) -> None:
         if self.ledgers is not None and self.ledger is None:
@@ -172,6 +170,14 @@ class Participant:
         if self.snapshots is not None and self.snapshot is not None:
             self.snapshots.verify(self.snapshot)
         return self.data_hash
+
+    def proposes(self, r: int) -> bool:
+        """Whether round ``r`` (started) drew this participant to propose."""
+        return self.client.roles_of(self.task_id, r, [self.address])[0].proposes
+
+    def global_hash(self) -> str:
+        """The task's global model on chain."""
+        return hex_bytes(self.client.task_state(self.task_id).global_model_hash)
 
     def receipt(self, submitted: dict[str, Any]) -> dict[str, Any]:
         """What it reports back after a duty: the update it submitted (if any), its data's DVC

@@ -64,18 +64,18 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _kill_when_started(owner: Path, run_name: str) -> threading.Event:
-    """SIGKILL ``owner``'s worker process (its duties run in it) as it takes up ``run_name``
-    (its log says it submitted the run; the run's training follows within a second); the
-    event is set when it did. The trial starts the worker again, as a participant's
-    supervisor would."""
+def _kill_when_started(owner: Path, line: str) -> threading.Event:
+    """SIGKILL ``owner``'s worker process (its duties run in it) as its log says ``line``
+    (the training run's start of training: the run was dispatched a round ahead and waited
+    for the round); the event is set when it did. The duties it had dispatched ahead die with
+    it. The trial starts the worker again, as a participant's supervisor would."""
     done = threading.Event()
 
     def watch() -> None:
         log = owner / "worker.log"
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            if log.exists() and f"'{run_name}' submitted" in log.read_text(errors="replace"):
+            if log.exists() and line in log.read_text(errors="replace"):
                 for proc in psutil.process_iter(["cmdline"]):
                     cmd = proc.info["cmdline"] or []
                     if "participant" in cmd and str(owner / "state") in cmd:
@@ -152,10 +152,8 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
                 config = dict(CONFIG, data_dir=str(home), workers=workers)
 
                 # Execute: the coordinator on this host, a worker on each participant's host;
-                # p3's worker is killed (SIGKILL) as it takes up its round-3 training run
-                killed = _kill_when_started(
-                    tmp_path / "owners" / "p3", "workers-trial-round-3-p3-train"
-                )
+                # p3's worker is killed (SIGKILL) as it starts its round-3 training
+                killed = _kill_when_started(tmp_path / "owners" / "p3", "p3 trains round 3")
                 trial = run_trial(
                     config, home, keys, folders, "flock-test-pool", env=env,
                     prefixes=[hosts.prefix(i) for i in range(N)] if hosts else None,
@@ -180,7 +178,10 @@ def test_four_participants_on_their_own_hosts_finish_the_task_the_in_process_eng
     # round went on with the other three proposers, each paid, none slashed
     assert killed.wait(timeout=5), "p3's training run of round 3 was never seen"
     last = {p["id"]: p for p in distributed["rounds"][2]["participants"]}
-    assert last["p3"]["update_hash"] is None  # (it still voted, and is paid for that)
+    assert last["p3"]["update_hash"] is None
+    # ... it still voted: its validate and reveal runs, dispatched ahead, died with its
+    # worker, and were dispatched again when their phases began
+    assert last["p3"]["vote"] is not None and int(last["p3"]["reward"]) > 0
     assert all(last[p]["update_hash"] and int(last[p]["reward"]) > 0 for p in ("p0", "p1", "p2"))
     assert all(last[p]["slashed"] == "0" for p in ("p0", "p1", "p2"))
     # The same money: a round's pot in total; a participant's share up to rounding dust, which

@@ -1,0 +1,141 @@
+"""The pieces of a participant worker's duty runs that the multi-host test cannot pin down on
+its own: how a run dispatched ahead waits for its phase, that one duty and round acts once per
+process, and the TLS context Prefect's clients share on a plain-http API."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import prefect.client.orchestration as orchestration
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+import flows.participant as duty
+from flock_pipeline.chain import Phase
+from flows.workers import share_plain_http_tls_context
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str, *args: Any) -> None:
+        self.lines.append(msg % args)
+
+    warning = info
+
+
+def _participant(phases: list[Phase], deadline: float = 60.0) -> Any:
+    """A participant whose chain reports ``phases`` in turn (the last one from then on)."""
+    seen = iter(phases)
+    last = [phases[0]]
+
+    def phase_of(task_id: int, r: int) -> Phase:
+        last[0] = next(seen, last[0])
+        return last[0]
+
+    cfg = SimpleNamespace(
+        chain=SimpleNamespace(training_seconds=3600, commit_seconds=600, reveal_seconds=600),
+        workers=SimpleNamespace(deadline_seconds=deadline),
+    )
+    client = SimpleNamespace(phase_of=phase_of, chain=SimpleNamespace(kind="anvil"))
+    return SimpleNamespace(id="p0", task_id=1, cfg=cfg, client=client)
+
+
+@pytest.fixture
+def not_cancelled(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What the run's own state says, settable by the test (False: not cancelled)."""
+    answer = [False]
+    monkeypatch.setattr(duty, "_own_run_cancelled", lambda: answer[0])
+    return answer
+
+
+def test_a_run_dispatched_ahead_acts_when_its_phase_begins(not_cancelled: list[bool]) -> None:
+    p = _participant([Phase.NOT_STARTED, Phase.TRAINING, Phase.TRAINING, Phase.COMMITTING])
+    assert duty.wait_for_phase(p, 0, Phase.COMMITTING, _Log())
+
+
+@pytest.mark.parametrize("past", [Phase.REVEALING, Phase.FINALIZABLE, Phase.FINALIZED])
+def test_a_run_that_finds_its_phase_over_does_nothing(
+    past: Phase, not_cancelled: list[bool]
+) -> None:
+    """A void round, or a worker that took the run up too late: the phase went by."""
+    assert not duty.wait_for_phase(_participant([past]), 0, Phase.COMMITTING, _Log())
+    waited = _participant([Phase.TRAINING, past])
+    assert not duty.wait_for_phase(waited, 0, Phase.COMMITTING, _Log())
+
+
+def test_a_run_the_coordinator_gave_up_does_not_act(not_cancelled: list[bool]) -> None:
+    """Cancelled while it waited (checked before it acts too): a resumed coordinator has
+    dispatched its own run for the same duty."""
+    not_cancelled[0] = True
+    assert not duty.wait_for_phase(_participant([Phase.COMMITTING]), 0, Phase.COMMITTING, _Log())
+    assert not duty.wait_for_phase(
+        _participant([Phase.TRAINING, Phase.COMMITTING]), 0, Phase.COMMITTING, _Log()
+    )
+
+
+def test_a_round_that_never_gets_there_is_given_up(not_cancelled: list[bool]) -> None:
+    """The coordinator died mid-round: the run abstains after the time the round's earlier
+    phases may take (three deadlines on a dev chain), not never."""
+    log = _Log()
+    began = time.monotonic()
+    assert not duty.wait_for_phase(_participant([Phase.TRAINING], deadline=0.1), 0,
+                                   Phase.COMMITTING, log)  # fmt: skip
+    assert time.monotonic() - began < 5
+    assert any("did not reach COMMITTING" in line for line in log.lines)
+
+
+def test_one_run_at_a_time_acts_for_a_duty_and_round() -> None:
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def act() -> None:
+        with duty._acting("train", 7):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=act) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    with duty._acting("train", 8), duty._acting("validate", 7):  # other keys: no wait
+        pass
+
+
+@pytest.fixture
+def prefect_ssl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a test does to Prefect's client module's ``ssl`` is undone after it."""
+    monkeypatch.setattr(orchestration, "ssl", ssl)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:4200/api", None])
+def test_on_a_plain_http_api_prefect_clients_share_one_tls_context(
+    url: str | None, prefect_ssl: None
+) -> None:
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        assert share_plain_http_tls_context()
+        assert share_plain_http_tls_context()  # once is enough; a second call changes nothing
+        # both kinds of client are made (and take the shared context) without a server
+        orchestration.PrefectClient("http://127.0.0.1:4200/api")
+        orchestration.SyncPrefectClient("http://127.0.0.1:4200/api")
+    module = getattr(orchestration, "ssl")  # noqa: B009  # not an attribute it declares
+    made = module.create_default_context()
+    assert made is module.create_default_context()
+    assert isinstance(made, ssl.SSLContext) and made.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_on_an_https_api_prefect_keeps_its_own_tls_contexts(prefect_ssl: None) -> None:
+    with temporary_settings(updates={PREFECT_API_URL: "https://prefect.example/api"}):
+        assert not share_plain_http_tls_context()
+    assert getattr(orchestration, "ssl") is ssl  # noqa: B009
