@@ -7,11 +7,13 @@ task (digits, MLP, DP off, everyone proposes and votes), once with each particip
     .venv/bin/python bench/distributed_overhead.py --workload mnist-cnn   # MNIST 5k, the CNN
 
 A worker round has three duty phases (train, validate, reveal), each a Prefect flow run per
-participant dispatched through the server: the coordinator polls each run's state every
-0.5 s, a worker its queue every second (`PREFECT_WORKER_QUERY_SECONDS`), and the phase ends
-when the slowest of the four is done. `added_seconds_per_phase` reports what a phase costs
-more than in process. On one machine it also holds the workers' contention for its cores:
-four workers, the coordinator, Prefect's server and PostgreSQL.
+participant dispatched through the server. A round's validate and reveal runs, and the next
+round's training runs, are dispatched ahead and wait on the chain for their phase; a phase
+ends when the slowest of the four has published its receipt. `added_seconds_per_phase`
+reports what a phase costs more than in process. On one machine it also holds the workers'
+contention for its cores: four workers, the coordinator, Prefect's server and PostgreSQL.
+`cpu_seconds` says how much: the CPU time of each run's processes (`getrusage` of the ended
+children) and of the Prefect server over the run (psutil).
 
 Both runs are `flock run` subprocesses on one anvil and one Prefect server started here, on
 127.0.0.1, stopped by PID. The Prefect server keeps its state in PostgreSQL, as in production
@@ -32,6 +34,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -86,6 +89,26 @@ def _config(rounds: int, workload: str) -> dict[str, Any]:
     }
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that have ended: the runs'
+    coordinator and workers, each with the processes it waited for."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _cpu_of(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a running process has used so far; None without one."""
+    if pid is None:
+        return None
+    import psutil  # type: ignore[import-untyped]
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,9 +146,12 @@ def main() -> None:
         stack.up(TMP / "stack", ports=ports, services=("prefect",))
         api = f"http://127.0.0.1:{ports['prefect']}/api"
         stop_server: Callable[[], object] = functools.partial(stack.down, TMP / "stack")
+        record = json.loads((TMP / "stack" / "stack.json").read_text())
+        server_pid: int | None = int(record["prefect"]["pid"])
     else:
         server = start_prefect_server(TMP / "server", _port(), timeout=180)
         api, stop_server = f"{server.url}/api", server.stop
+        server_pid = None
     env = dict(os.environ, PREFECT_API_URL=api)
     node = AnvilNode(TMP / "anvil", port=0)
     node.up(owner="bench")
@@ -137,7 +163,9 @@ def main() -> None:
                    "members": [Account.from_key(k).address for k in keys]}  # fmt: skip
         config = dict(base, data_dir=str(home), chain={"url": node.status().url},
                       workers=workers)  # fmt: skip
+        cpu0, server0 = _children_cpu(), _cpu_of(server_pid)
         trial = run_trial(config, home, keys, folders, POOL, env=env)
+        cpu1, server1 = _children_cpu(), _cpu_of(server_pid)
         alone = TMP / "alone"
         alone.mkdir()
         (alone / "task.yaml").write_text(json.dumps(dict(base, data_dir=str(alone))))
@@ -149,6 +177,7 @@ def main() -> None:
             capture_output=True, timeout=1800,
         )  # fmt: skip
         in_process = time.perf_counter() - began
+        cpu2, server2 = _children_cpu(), _cpu_of(server_pid)
         alone_summary = json.loads((alone / "out" / "summary.json").read_text())
     finally:
         node.down()
@@ -163,6 +192,14 @@ def main() -> None:
         per[f"p{i}"] = {"sent_per_round": sent / rounds, "received_per_round": received / rounds,
                         "blob_bytes_per_round": blobs / rounds,
                         "rpc_bytes_per_round": (sent + received - blobs) / rounds}  # fmt: skip
+    cores, server_cpu, alone_cpu = os.cpu_count() or 1, _delta(server0, server1), cpu2 - cpu1
+    cpu: dict[str, Any] = {
+        "workers": {"coordinator_and_workers": round(cpu1 - cpu0, 1),
+                    "prefect_server": server_cpu},
+        "in_process": {"run": round(alone_cpu, 1), "prefect_server": _delta(server1, server2)},
+        "cores": cores,
+    }  # fmt: skip
+    used = cpu1 - cpu0 + (server_cpu or 0.0)
     budget = 2 * model_bytes  # its update up, the global model down
     worst = max(v["sent_per_round"] + v["received_per_round"] for v in per.values())
     ratio = trial.seconds / in_process
@@ -187,6 +224,7 @@ def main() -> None:
             "workers": round(rounds_workers, 2),
             "in_process": round(rounds_alone, 2),
         },
+        "cpu_seconds": cpu,
         "model_bytes": model_bytes,
         "per_participant": per,
         "accuracy": {"workers": trial.summary["final"]["accuracy"]},
@@ -209,10 +247,12 @@ def main() -> None:
                 f"(ratio {ratio:.2f}; goal 1.3); the rounds alone: workers {rounds_workers:.1f} s, "
                 f"in-process {rounds_alone:.1f} s (ratio {rounds_workers / rounds_alone:.2f}). "
                 "Each of a round's three duty phases (train, validate, reveal) is a Prefect "
-                "flow run per participant: the coordinator polls its state every 0.5 s, the "
-                "worker its queue every second, so a phase costs about "
-                f"{(rounds_workers - rounds_alone) / rounds / 3:.1f} s more than in process "
-                "(on one machine, with the workers' contention for its cores). A voter "
+                "flow run per participant, dispatched a phase or a round ahead; a phase costs "
+                f"about {(rounds_workers - rounds_alone) / rounds / 3:.1f} s more than in "
+                f"process. The workers' run used {used:.0f} CPU seconds (its processes and "
+                f"the Prefect server), the in-process run {alone_cpu:.0f}: on {cores} cores "
+                f"the first cannot take less than {used / cores:.0f} s, whatever the protocol "
+                "waits. A voter "
                 "downloads every update of the "
                 "round to recompute the aggregate itself, so its bytes are about N + 2 "
                 "models per round, not the 1.1 x (update + global) of a trainer alone.",
@@ -230,6 +270,10 @@ def main() -> None:
     for table in payload["tables"]:
         print(f"\n{table['title']}\n{table['markdown']}\n{table['note']}")
     print(json.dumps(payload["headline"]))
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else round(after - before, 1)
 
 
 def headline(workers: float, in_process: float, rounds: int, bytes_ratio: float,
