@@ -105,7 +105,7 @@ class WorkerDuties:
 
     engine = "workers"
     poll_seconds = 0.1
-    """How often the coordinator reads the state of a phase's runs (one request for all)."""
+    """How often the coordinator reads the receipts of a phase's runs (one request for all)."""
 
     def __init__(self, c: Coordinator, log: Any) -> None:
         self.c = c
@@ -429,16 +429,24 @@ def share_plain_http_tls_context() -> bool:
     import prefect.client.orchestration as orchestration
     from prefect.settings import PREFECT_API_URL
 
-    url = PREFECT_API_URL.value()
-    if url and not str(url).startswith("http://"):
+    def plain_http() -> bool:
+        url = PREFECT_API_URL.value()
+        return not url or str(url).startswith("http://")
+
+    if not plain_http():
         return False
     if getattr(getattr(orchestration, "ssl", None), "shared_plain_http", False):
         return True
     shared = ssl.create_default_context()
+
+    def create_default_context(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        # Asked again each time: a process that moves to an https API gets Prefect's own.
+        return shared if plain_http() else ssl.create_default_context(*args, **kwargs)
+
     module = types.SimpleNamespace(
         SSLContext=ssl.SSLContext,
         CERT_NONE=ssl.CERT_NONE,
-        create_default_context=lambda *args, **kwargs: shared,
+        create_default_context=create_default_context,
         shared_plain_http=True,
     )
     setattr(orchestration, "ssl", module)  # noqa: B010  # not an attribute it declares

@@ -139,3 +139,9 @@ def test_on_an_https_api_prefect_keeps_its_own_tls_contexts(prefect_ssl: None) -
     with temporary_settings(updates={PREFECT_API_URL: "https://prefect.example/api"}):
         assert not share_plain_http_tls_context()
     assert getattr(orchestration, "ssl") is ssl  # noqa: B009
+    # ... and so does a process that shared one on http and then moved to https
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert share_plain_http_tls_context()
+    module = getattr(orchestration, "ssl")  # noqa: B009
+    with temporary_settings(updates={PREFECT_API_URL: "https://prefect.example/api"}):
+        assert module.create_default_context() is not module.create_default_context()
