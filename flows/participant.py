@@ -233,7 +233,7 @@ def participant_validate(
     p = _open(card, data, key_env, state, rpc_url)
     log = get_run_logger()
     vote: dict[str, Any] = {}
-    if wait_for_phase(p, round_index, Phase.COMMITTING, log):
+    if wait_for_phase(p, round_index, Phase.COMMITTING, log) and p.votes(round_index):
         with _acting("validate", round_index):
             p.verify_data()
             vote = p.validate_and_commit(round_index, state_hash, log)

@@ -96,12 +96,13 @@ class WorkerDuties:
     from it; the chain says the rest.
 
     A round's validate and reveal runs are dispatched with its training runs, and so are the
-    next round's training runs (for this round's proposers); each waits on the chain for its
-    phase (``flows.participant.wait_for_phase``). A worker takes a run up at its next poll of
-    its queue, and the run's start costs the worker a moment too, so a run dispatched when
-    its phase began would spend most of a short phase being picked up. One that ended before
-    its phase began (its worker was killed and started again) is dispatched again when the
-    phase begins."""
+    next round's training runs (for this round's proposers) and, for a strategy that keeps no
+    state, the next round's validate and reveal runs (for this round's voters); each waits on
+    the chain for its phase (``flows.participant.wait_for_phase``). A worker takes a run up
+    at its next poll of its queue, and the run's start costs the worker a moment too, so a
+    run dispatched when its phase began would spend most of a short phase being picked up.
+    One that ended before its phase began (its worker was killed and started again) is
+    dispatched again when the phase begins."""
 
     engine = "workers"
     poll_seconds = 0.1
@@ -113,6 +114,9 @@ class WorkerDuties:
         self.missed: dict[int, set[str]] = {}
         self.ahead: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         """(round, duty) -> (the parameters, participant -> its run) dispatched ahead."""
+        from flock_pipeline.round import build_aggregator
+
+        self.keeps_state = build_aggregator(c.cfg).keeps_state
 
     def _dispatch(self, duty: str, pids: list[str], params: dict[str, Any],
                   r: int | None) -> dict[str, Any]:  # fmt: skip
@@ -208,8 +212,17 @@ class WorkerDuties:
         return self._await(duty, self._dispatch(duty, pids, params, r), r)
 
     def _ahead(self, r: int, duty: str, pids: list[str], params: dict[str, Any]) -> None:
-        """Dispatch round ``r``'s ``duty`` runs now, to wait on the chain for their phase."""
-        self.ahead[(r, duty)] = (params, self._dispatch(duty, pids, params, r))
+        """Dispatch round ``r``'s ``duty`` runs now for those of ``pids`` that have none, to
+        wait on the chain for their phase. Runs dispatched ahead with other parameters are
+        cancelled first, running or not: a validate run a round ahead took the strategy state
+        to be none, and it must not act on it (it checks, once its phase began, that it was
+        not cancelled; this is called before the round's clock moves to that phase)."""
+        kept, runs = self.ahead.get((r, duty), (params, {}))
+        if kept != params:
+            self._cancel(runs, running=True)
+            runs = {}
+        fresh = [pid for pid in pids if runs.get(pid) is None]
+        self.ahead[(r, duty)] = (params, {**runs, **self._dispatch(duty, fresh, params, r)})
 
     def _ready(self, r: int, duty: str, pids: list[str],
                params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
@@ -231,13 +244,18 @@ class WorkerDuties:
             runs.update(self._dispatch(duty, again, params, r))
         return runs
 
-    def _cancel(self, runs: dict[str, Any]) -> None:
+    def _cancel(self, runs: dict[str, Any], running: bool = False) -> None:
         """Cancel those of ``runs`` that no worker took up (it is down): their phase is over.
-        One that is running ends on its own: it sees the phase is past."""
+        One that is running ends on its own when it sees its phase past; ``running``: it is
+        told to stop (Cancelling) as well."""
         with get_client(sync_client=True) as client:
             for pid, state in self._states(client, runs).items():
-                if state is not None and (state.is_scheduled() or state.is_pending()):
+                if state is None or state.is_final():
+                    continue
+                if state.is_scheduled() or state.is_pending():
                     client.set_flow_run_state(runs[pid].id, Cancelled(), force=True)
+                elif running:
+                    client.set_flow_run_state(runs[pid].id, Cancelling(), force=True)
 
     def wait_for_members(self) -> None:
         """Wait (``workers.join_seconds``) until every member has staked; go on without the
@@ -289,8 +307,12 @@ class WorkerDuties:
             self._ahead(r, "validate", started.voters,
                         {"round_index": r, "state_hash": state_hash})  # fmt: skip
             self._ahead(r, "reveal", started.voters, {"round_index": r})
-        if r + 1 < self.c.cfg.rounds:  # most of this round's proposers propose in the next
+        if r + 1 < self.c.cfg.rounds:  # most of this round's drawn are drawn in the next
             self._ahead(r + 1, "train", pids, {"round_index": r + 1, "global_hash": None})
+            if started.voters and not self.keeps_state:  # the next state is none: known now
+                self._ahead(r + 1, "validate", started.voters,
+                            {"round_index": r + 1, "state_hash": None})  # fmt: skip
+                self._ahead(r + 1, "reveal", started.voters, {"round_index": r + 1})
         found = self._await("train", runs, r)
         receipts = {}
         for pid, receipt in found.items():

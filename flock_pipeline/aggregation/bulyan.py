@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -42,6 +43,8 @@ class Bulyan(Strategy):
 
     ``Aggregate.selected`` lists the θ participants Krum chose, in the order they were picked.
     """
+
+    keeps_state: ClassVar[bool] = False
 
     num_malicious: int = 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -56,6 +57,8 @@ class FedAvg(Strategy):
 
     ``max_weight_share`` bounds any one update's share of the weight (1: plain FedAvg); the
     engines set it from ``aggregation.max_weight_share``."""
+
+    keeps_state: ClassVar[bool] = False
 
     max_weight_share: float = 1.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -55,6 +56,8 @@ def coordinate_median(stack: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class FedMedian(Strategy):
     """Coordinate-wise median, unweighted (sample counts are not trusted by a robust rule)."""
+
+    keeps_state: ClassVar[bool] = False
 
     name = "fedmedian"
     order_statistic = True

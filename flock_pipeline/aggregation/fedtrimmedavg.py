@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -29,6 +30,8 @@ def trimmed_mean(stack: torch.Tensor, beta: float) -> torch.Tensor:
 class FedTrimmedAvg(Strategy):
     """Per coordinate, drop the ``beta`` fraction of smallest and of largest values, average the
     rest, unweighted. With ``int(beta·n) == 0`` (few updates) it is the plain mean."""
+
+    keeps_state: ClassVar[bool] = False
 
     beta: float = 0.2
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -61,6 +62,8 @@ class MultiKrum(Strategy):
     participant's score as ``krum_score/<participant>``. ``max_weight_share`` bounds any one
     kept update's share of that mean (1: no bound).
     """
+
+    keeps_state: ClassVar[bool] = False
 
     num_malicious: int = 0
     num_to_keep: int | None = None

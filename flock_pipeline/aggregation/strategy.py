@@ -51,6 +51,12 @@ class Strategy(ABC):
     """True for rules that weight updates by their self-reported sample counts (FedAvg, FedAvgM,
     the FedOpt family): they take a ``max_weight_share`` that bounds any one update's share."""
 
+    keeps_state: ClassVar[bool] = True
+    """False for rules that never return a state (FedAvg, the median, the trimmed mean, the
+    Krum family, Bulyan): a round's aggregate is then a function of its updates and the global
+    model alone, so a voter's work can be set up before the round before it is final. True by
+    default, the safe answer for a rule that does not say."""
+
     @abstractmethod
     def aggregate(
         self,

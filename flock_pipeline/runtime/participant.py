@@ -175,6 +175,10 @@ class Participant:
         """Whether round ``r`` (started) drew this participant to propose."""
         return self.client.roles_of(self.task_id, r, [self.address])[0].proposes
 
+    def votes(self, r: int) -> bool:
+        """Whether round ``r`` (started) drew this participant to vote."""
+        return self.client.roles_of(self.task_id, r, [self.address])[0].votes
+
     def global_hash(self) -> str:
         """The task's global model on chain."""
         return hex_bytes(self.client.task_state(self.task_id).global_model_hash)

@@ -341,6 +341,24 @@ def test_every_strategy_is_byte_identical_for_every_input_order(seed, counts):
             assert canonical_bytes(again.state) == canonical_bytes(second_ref.state)
 
 
+def test_a_strategy_that_says_it_keeps_no_state_returns_none():
+    """What lets a participant worker's validate run of the next round be dispatched before
+    this round is final (``flows.workers``): its aggregate needs no strategy state."""
+    g = torch.Generator().manual_seed(3)
+    global_weights = {"w": torch.randn(5, generator=g)}
+    updates = [Update(f"p{i}", {"w": global_weights["w"] + torch.randn(5, generator=g)}, i + 1)
+               for i in range(7)]  # fmt: skip
+    stateless = [cls for cls in STRATEGIES.values() if not cls.keeps_state]
+    assert {cls.name for cls in stateless} >= {"fedavg", "fedmedian", "krum", "bulyan"}
+    for cls in stateless:
+        first = cls().aggregate(updates, global_weights)
+        assert not first.state, cls.name
+        assert not cls().aggregate(updates, first.weights, first.state or None).state, cls.name
+    for cls in STRATEGIES.values():  # each that returns a state says it keeps one
+        if cls().aggregate(updates, global_weights).state:
+            assert cls.keeps_state, cls.name
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 

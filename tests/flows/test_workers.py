@@ -58,7 +58,10 @@ CONFIG: dict[str, Any] = {
     "seed": 3,
     "data": {"dataset": "digits"},
     "model": {"name": "mlp"},
-    "training": {"local_epochs": 1},
+    # About a second of local training: p3's worker is killed mid-training, and its training
+    # run, dispatched a round ahead, starts training within 0.05 s of the round's start (one
+    # epoch takes 0.07 s, less than the watcher may need to see it and kill)
+    "training": {"local_epochs": 15},
     "privacy": {"enabled": False},
     "partition": {"scheme": "iid"},
 }
