@@ -14,8 +14,10 @@ import contextvars
 import json
 import os
 import re
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -114,6 +116,8 @@ class WorkerDuties:
         self.missed: dict[int, set[str]] = {}
         self.ahead: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         """(round, duty) -> (the parameters, participant -> its run) dispatched ahead."""
+        self._later: tuple[ThreadPoolExecutor, Future[None]] | None = None
+        self._guard = threading.Lock()
         from flock_pipeline.round import build_aggregator
 
         self.keeps_state = build_aggregator(c.cfg).keeps_state
@@ -217,12 +221,37 @@ class WorkerDuties:
         cancelled first, running or not: a validate run a round ahead took the strategy state
         to be none, and it must not act on it (it checks, once its phase began, that it was
         not cancelled; this is called before the round's clock moves to that phase)."""
-        kept, runs = self.ahead.get((r, duty), (params, {}))
+        with self._guard:
+            kept, runs = self.ahead.get((r, duty), (params, {}))
         if kept != params:
             self._cancel(runs, running=True)
             runs = {}
         fresh = [pid for pid in pids if runs.get(pid) is None]
-        self.ahead[(r, duty)] = (params, {**runs, **self._dispatch(duty, fresh, params, r)})
+        dispatched = self._dispatch(duty, fresh, params, r)
+        with self._guard:
+            self.ahead[(r, duty)] = (params, {**runs, **dispatched})
+
+    def _in_background(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (dispatching runs ahead: a dozen API calls, seconds on a loaded server)
+        beside the round instead of on its path; :meth:`_settle` waits for it (the next
+        round's start does)."""
+        self._settle()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flock-ahead")
+        self._later = (pool, pool.submit(contextvars.copy_context().run, job))
+
+    def _settle(self) -> None:
+        """Wait for the dispatch running in the background, if any. What it could not
+        dispatch is dispatched when its phase begins."""
+        if self._later is None:
+            return
+        pool, job = self._later
+        self._later = None
+        try:
+            job.result()
+        except Exception as exc:
+            self.log.warning("could not dispatch the next round's runs ahead: %s", exc)
+        finally:
+            pool.shutdown()
 
     def _ready(self, r: int, duty: str, pids: list[str],
                params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
@@ -230,7 +259,8 @@ class WorkerDuties:
         they are still live, the others dispatched now (not dispatched ahead, or with other
         parameters, or could not start, or ended before their phase: killed, or gave up).
         What was dispatched ahead for anyone else is cancelled if no worker took it up."""
-        kept, ahead = self.ahead.pop((r, duty), (None, {}))
+        with self._guard:  # the next round's are dispatched beside this one
+            kept, ahead = self.ahead.pop((r, duty), (None, {}))
         if kept != params:
             self._cancel(ahead)
             ahead = {}
@@ -301,6 +331,7 @@ class WorkerDuties:
               started: RoundStart) -> dict[str, dict[str, Any]]:  # fmt: skip
         # Every training run starts from the global model on chain (``global_hash``), so
         # that the next round's can be dispatched before that model exists.
+        self._settle()
         runs = self._ready(r, "train", pids, {"round_index": r, "global_hash": None})
         if started.voters:
             state_hash = self.c.previous_state_hash(r)
@@ -308,11 +339,16 @@ class WorkerDuties:
                         {"round_index": r, "state_hash": state_hash})  # fmt: skip
             self._ahead(r, "reveal", started.voters, {"round_index": r})
         if r + 1 < self.c.cfg.rounds:  # most of this round's drawn are drawn in the next
-            self._ahead(r + 1, "train", pids, {"round_index": r + 1, "global_hash": None})
-            if started.voters and not self.keeps_state:  # the next state is none: known now
-                self._ahead(r + 1, "validate", started.voters,
-                            {"round_index": r + 1, "state_hash": None})  # fmt: skip
-                self._ahead(r + 1, "reveal", started.voters, {"round_index": r + 1})
+            voters = started.voters if not self.keeps_state else []  # the next state: none
+
+            def next_round() -> None:
+                self._ahead(r + 1, "train", pids, {"round_index": r + 1, "global_hash": None})
+                if voters:
+                    self._ahead(r + 1, "validate", voters,
+                                {"round_index": r + 1, "state_hash": None})  # fmt: skip
+                    self._ahead(r + 1, "reveal", voters, {"round_index": r + 1})
+
+            self._in_background(next_round)
         found = self._await("train", runs, r)
         receipts = {}
         for pid, receipt in found.items():
@@ -342,8 +378,10 @@ class WorkerDuties:
     def after_finalize(self, r: int, started: RoundStart) -> None:
         """Report the participants that missed a deadline of round ``r`` and did not do their
         part on chain either (the contract refuses anyone else's report)."""
-        for key in [k for k in self.ahead if k[0] == r]:  # a void round: no vote, no reveal
-            self._cancel(self.ahead.pop(key)[1])
+        with self._guard:  # a void round: no vote, no reveal
+            left = [self.ahead.pop(k)[1] for k in [k for k in self.ahead if k[0] == r]]
+        for runs in left:
+            self._cancel(runs)
         absent = sorted(self.missed.get(r, set()))
         if absent:
             reported = self.c.report_no_shows(r, absent, self.log)
@@ -354,6 +392,7 @@ class WorkerDuties:
         return {}  # a participant's held-out data never leaves its machine
 
     def claim(self) -> None:
+        self._settle()
         for key in list(self.ahead):  # the task ends: nothing dispatched ahead is needed
             self._cancel(self.ahead.pop(key)[1])
         self._run("claim", list(self.c.roster), {}, None)
