@@ -161,19 +161,25 @@ class WorkerDuties:
             return {}
         return {ids[run.id]: run.state for run in found if run.id in ids}
 
-    def _await(self, duty: str, runs: dict[str, Any],
-               r: int | None) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+    def _await(
+        self, duty: str, runs: dict[str, Any], r: int | None, again: dict[str, Any] | None = None
+    ) -> dict[str, dict[str, Any] | None]:
         """Wait up to the deadline for ``runs``; each one's receipt, None for one that missed
         the deadline (cancelled) or failed.
 
         A run is done when it has published its receipt: the run's own end (its state, its
         logs, its observers) takes the worker most of a second more, which the round need not
-        wait for. Its state is read every half second, for a run that ended without one."""
+        wait for. Its state is read every half second, for a run that ended without one.
+        ``again``: the parameters to dispatch a run with once more, once per participant, if it
+        crashed (its worker was killed and started again: a vote or a reveal can still be
+        made in the phase; a training is not repeated)."""
         deadline = self.c.cfg.workers.deadline_seconds
         until = time.monotonic() + deadline
         label = "-" if r is None else str(r + 1)
         out: dict[str, dict[str, Any] | None] = {pid: None for pid in runs}
         ended: dict[str, Any] = {}
+        retried: set[str] = set()
+        runs = dict(runs)
         with get_client(sync_client=True) as client:
             pending = {pid: run for pid, run in runs.items() if run is not None}
             states_at = time.monotonic() + 0.5
@@ -188,9 +194,17 @@ class WorkerDuties:
                     del pending[pid]
                 if pending and time.monotonic() >= states_at:
                     for pid, state in self._states(client, pending).items():
-                        if state is not None and state.is_final():
-                            ended[pid] = state
-                            del pending[pid]
+                        if state is None or not state.is_final():
+                            continue
+                        if again is not None and state.is_crashed() and pid not in retried:
+                            retried.add(pid)
+                            self.log.info("%s's %s run crashed; dispatched again", pid, duty)
+                            fresh = self._dispatch(duty, [pid], again, r).get(pid)
+                            if fresh is not None:
+                                runs[pid] = pending[pid] = fresh
+                                continue
+                        ended[pid] = state
+                        del pending[pid]
                     states_at = time.monotonic() + 0.5
                 if not pending or time.monotonic() > until:
                     break
@@ -362,7 +376,7 @@ class WorkerDuties:
     def validate(self, r: int, pids: list[str], state_hash: str | None,
                  started: RoundStart) -> dict[str, dict[str, Any]]:  # fmt: skip
         params = {"round_index": r, "state_hash": state_hash}
-        found = self._await("validate", self._ready(r, "validate", pids, params), r)
+        found = self._await("validate", self._ready(r, "validate", pids, params), r, params)
         votes = {}
         for pid, receipt in found.items():
             if receipt is None:
@@ -373,7 +387,8 @@ class WorkerDuties:
 
     def reveal(self, r: int, votes: dict[str, dict[str, Any]], started: RoundStart) -> None:
         # The runs of the voters that did not commit find nothing to reveal and end.
-        self._await("reveal", self._ready(r, "reveal", list(votes), {"round_index": r}), r)
+        params = {"round_index": r}
+        self._await("reveal", self._ready(r, "reveal", list(votes), params), r, params)
 
     def after_finalize(self, r: int, started: RoundStart) -> None:
         """Report the participants that missed a deadline of round ``r`` and did not do their

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,7 +27,7 @@ class _Log:
     def info(self, msg: str, *args: Any) -> None:
         self.lines.append(msg % args)
 
-    warning = info
+    warning = debug = info
 
 
 def _participant(phases: list[Phase], deadline: float = 60.0) -> Any:
@@ -145,3 +146,80 @@ def test_on_an_https_api_prefect_keeps_its_own_tls_contexts(prefect_ssl: None) -
     module = getattr(orchestration, "ssl")  # noqa: B009
     with temporary_settings(updates={PREFECT_API_URL: "https://prefect.example/api"}):
         assert module.create_default_context() is not module.create_default_context()
+
+
+class _Run(SimpleNamespace):
+    pass
+
+
+class _Server:
+    """What the coordinator reads of a phase's runs: receipts (artifacts) and states."""
+
+    def __init__(self) -> None:
+        self.states: dict[Any, Any] = {}
+        self.receipts: dict[Any, str] = {}
+
+    def __enter__(self) -> _Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read_artifacts(self, flow_run_filter: Any) -> list[Any]:
+        wanted = set(flow_run_filter.id.any_)
+        return [SimpleNamespace(flow_run_id=i, data=d) for i, d in self.receipts.items()
+                if i in wanted]  # fmt: skip
+
+    def read_flow_runs(self, flow_run_filter: Any, limit: int) -> list[Any]:
+        wanted = set(flow_run_filter.id.any_)
+        return [SimpleNamespace(id=i, state=s) for i, s in self.states.items() if i in wanted]
+
+    def set_flow_run_state(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def test_a_vote_run_that_crashes_in_its_phase_is_dispatched_once_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its worker was killed after the phase began and started again (it marks the killed run
+    Crashed): the coordinator dispatches the duty again, once, within the phase's deadline."""
+    import json as _json
+
+    from prefect.states import Crashed, Running
+
+    import flows.workers as workers
+
+    mark = duty.RECEIPT_MARK
+    server = _Server()
+    monkeypatch.setattr(workers, "get_client", lambda sync_client=True: server)
+    old, new = _Run(id=uuid.uuid4()), _Run(id=uuid.uuid4())
+    server.states = {old.id: Crashed(), new.id: Running()}
+    dispatched: list[tuple[str, list[str], dict[str, Any]]] = []
+
+    def dispatch(duty: str, pids: list[str], params: dict[str, Any], r: int | None) -> Any:
+        dispatched.append((duty, pids, params))
+        server.receipts[new.id] = f"{mark}\n```json\n{_json.dumps({'committed': True})}\n```"
+        return {pids[0]: new}
+
+    coordinator = SimpleNamespace(cfg=SimpleNamespace(workers=SimpleNamespace(deadline_seconds=30)))
+    duties = object.__new__(workers.WorkerDuties)
+    duties.c, duties.log, duties.poll_seconds = coordinator, _Log(), 0.01  # type: ignore[assignment]
+    monkeypatch.setattr(duties, "_dispatch", dispatch)
+    params = {"round_index": 2, "state_hash": None}
+    found = duties._await("validate", {"p3": old}, 2, params)
+    assert found == {"p3": {"committed": True}}
+    assert dispatched == [("validate", ["p3"], params)]
+
+    # ... but a training run is not repeated, and neither is a run that crashed twice
+    server.receipts.clear()
+    dispatched.clear()
+    assert duties._await("train", {"p3": old}, 2) == {"p3": None} and not dispatched
+    server.states[new.id] = Crashed()
+
+    def dispatch_again(*args: Any) -> Any:
+        dispatched.append(args)
+        return {"p3": new}
+
+    monkeypatch.setattr(duties, "_dispatch", dispatch_again)
+    assert duties._await("validate", {"p3": old}, 2, params) == {"p3": None}
+    assert len(dispatched) == 1
