@@ -28,7 +28,6 @@ from prefect.artifacts import create_markdown_artifact
 
 from flock_pipeline.chain import Phase
 from flock_pipeline.runtime.participant import Participant, open_participant
-from flock_pipeline.storage.base import digest_of
 from flock_pipeline.storage.counting import CountingStore
 
 __all__ = ["DUTIES", "RECEIPT_MARK", "participant_claim", "participant_reveal",
@@ -58,18 +57,11 @@ their phase, so several runs of one participant are live at once."""
 class RunCountingStore(CountingStore):
     """The participant's blob store, counting into the current run's traffic (``_COUNTS``)."""
 
-    def put(self, data: bytes) -> str:
-        counts = _COUNTS.get()
-        if counts is not None and self.inner.size(digest_of(data)) != len(data):
-            counts["blob_sent"] += len(data)
-        return self.inner.put(data)
-
-    def get(self, digest: str) -> bytes:
-        data = self.inner.get(digest)
+    def count(self, sent: int = 0, received: int = 0) -> None:
         counts = _COUNTS.get()
         if counts is not None:
-            counts["blob_received"] += len(data)
-        return data
+            counts["blob_sent"] += sent
+            counts["blob_received"] += received
 
 
 def _key(card: str, data: str, key_env: str, state: str, rpc_url: str | None) -> tuple[str, ...]:

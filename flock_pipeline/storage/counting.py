@@ -19,14 +19,19 @@ class CountingStore:
     sent: int = 0
     received: int = 0
 
+    def count(self, sent: int = 0, received: int = 0) -> None:
+        """Where the bytes go: this store's totals (a subclass may count elsewhere)."""
+        self.sent += sent
+        self.received += received
+
     def put(self, data: bytes) -> str:
         if self.inner.size(digest_of(data)) != len(data):
-            self.sent += len(data)
+            self.count(sent=len(data))
         return self.inner.put(data)
 
     def get(self, digest: str) -> bytes:
         data = self.inner.get(digest)
-        self.received += len(data)
+        self.count(received=len(data))
         return data
 
     def exists(self, digest: str) -> bool:
