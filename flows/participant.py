@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,10 @@ def wait_for_phase(p: Participant, r: int, phase: Phase, log: Any) -> bool:
     running already: a run's dispatch (the worker's poll of its queue, the run's start) is
     off the round's path. On a dev chain the phase is read every 0.05 s once the round is in
     the phase before (for training: once the round before it is past training), every 0.5 s
-    until then; on a public chain every second."""
+    until then; on a public chain every second. On a dev chain a poll asks for the block
+    number (a tenth of the bytes of the phase's ``eth_call``) and reads the phase only when a
+    block was mined, or a second after it last read it: the coordinator moves a dev chain's
+    round from phase to phase with a transaction or a mined block."""
     if (now := p.client.phase_of(p.task_id, r)) >= phase:
         return now == phase and not _own_run_cancelled()
     log.info("%s waits for round %d to reach %s (now %s)", p.id, r + 1, phase.name, now.name)
@@ -151,6 +154,7 @@ def wait_for_phase(p: Participant, r: int, phase: Phase, log: Any) -> bool:
     lengths = cfg.chain.training_seconds + cfg.chain.commit_seconds + cfg.chain.reveal_seconds
     bound = 3 * cfg.workers.deadline_seconds + (lengths if public else 0)
     until, check = time.monotonic() + bound, time.monotonic() + 2.0
+    changed = _new_block(p) if not public else None
     while now < phase:
         if time.monotonic() > until:
             log.warning("%s: round %d did not reach %s in %.0f s; it abstains",
@@ -163,10 +167,31 @@ def wait_for_phase(p: Participant, r: int, phase: Phase, log: Any) -> bool:
             check = time.monotonic() + 2.0
         near = now == phase - 1 or (phase == Phase.TRAINING and now == Phase.NOT_STARTED)
         time.sleep(1.0 if public else 0.05 if near else 0.5)
-        now = p.client.phase_of(p.task_id, r)
+        if changed is None or changed():
+            now = p.client.phase_of(p.task_id, r)
     # Reached: act unless the coordinator gave this run up meanwhile (a resumed coordinator
     # dispatches its own).
     return now == phase and not _own_run_cancelled()
+
+
+def _new_block(p: Participant, every: float = 1.0) -> Callable[[], bool]:
+    """A check that is True when a block was mined since it was last True, or ``every``
+    seconds after that (a block number that cannot be read counts as new)."""
+    w3 = p.client.chain.w3
+    seen: list[Any] = [None, time.monotonic()]
+
+    def changed() -> bool:
+        try:
+            block = int(w3.eth.block_number)
+        except Exception:
+            block = None
+        if block is None or block != seen[0] or time.monotonic() - seen[1] >= every:
+            seen[:] = [block, time.monotonic()]
+            return True
+        return False
+
+    changed()
+    return changed
 
 
 _GUARD = threading.Lock()

@@ -54,7 +54,7 @@ from flock_pipeline.serialization import canonical_bytes
 from flock_pipeline.services import check_services
 from flock_pipeline.snapshots import DatasetSnapshots, Snapshot
 from flock_pipeline.storage import open_store
-from flock_pipeline.tracking import ModelRegistry
+from flock_pipeline.tracking import ModelRegistry, preload_model_flavor
 from flock_pipeline.training.local import plan_spend
 
 __all__ = ["OpenTask", "config_hash", "open_world", "preflight", "validation_hash"]
@@ -405,6 +405,8 @@ def open_world(cfg: FlockConfig) -> OpenTask:
         cfg.registered_name,
     )  # fmt: skip
     pool.shutdown(wait=False)  # the one job runs on; the pool takes no other
+    if not in_process:  # in process, the participants' training imports Lightning first
+        preload_model_flavor()
     store = open_store(cfg.storage.url, cfg.data_dir, cfg.storage.s3_endpoint_url)
     store.check_writable()
     # Before the chain: a data set that cannot be split starts nothing.

@@ -10,6 +10,7 @@ from flock_pipeline.tracking.registry import (
     WEIGHTS_ARTIFACT,
     ModelRegistry,
     ModelVersionRef,
+    preload_model_flavor,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "ModelRegistry",
     "ModelVersionRef",
     "TrackingError",
+    "preload_model_flavor",
 ]

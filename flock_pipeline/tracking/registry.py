@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import os
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import warnings
@@ -128,6 +129,21 @@ def _pip_requirements() -> list[str]:
     """Explicit requirements: MLflow's own inference imports the model in a subprocess (~6 s)."""
     wanted = ("torch", "safetensors")
     return [f"{name}=={importlib.metadata.version(name)}" for name in wanted]
+
+
+def preload_model_flavor() -> threading.Thread:
+    """Import ``mlflow.pytorch`` in a background thread: it imports Lightning and, through it,
+    ``torch._dynamo`` (seconds of CPU), and a process that logs models but trains none (the
+    coordinator of participants on their own workers) would otherwise pay that inside its
+    first round's model version. A failure is left to the import in ``log_round_model``."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import mlflow.pytorch  # noqa: F401
+
+    thread = threading.Thread(target=load, name="flock-mlflow-pytorch", daemon=True)
+    thread.start()
+    return thread
 
 
 class ModelRegistry:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -180,3 +182,19 @@ def test_an_unwritable_sqlite_folder_is_refused(tmp_path: Path) -> None:
             ModelRegistry.open(f"sqlite:///{folder / 'x.db'}", tmp_path, "e", "m")
     finally:
         folder.chmod(0o700)
+
+
+def test_the_model_flavor_is_imported_in_the_background() -> None:
+    """A coordinator that trains nothing imports ``mlflow.pytorch`` (Lightning, torch's
+    compiler) off its first round's path: in a fresh process the import is done once the
+    background thread is."""
+    code = (
+        "import sys\n"
+        "from flock_pipeline.tracking import preload_model_flavor\n"
+        "assert 'mlflow.pytorch' not in sys.modules\n"
+        "t = preload_model_flavor()\n"
+        "assert t.daemon\n"
+        "t.join()\n"
+        "assert 'mlflow.pytorch' in sys.modules and 'pytorch_lightning' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

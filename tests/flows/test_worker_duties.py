@@ -30,12 +30,27 @@ class _Log:
     warning = debug = info
 
 
-def _participant(phases: list[Phase], deadline: float = 60.0) -> Any:
+class _Eth:
+    """A dev chain's block number: a new block at every read, or (``mining=False``) none."""
+
+    def __init__(self, mining: bool = True) -> None:
+        self.mining, self.block, self.reads = mining, 0, 0
+
+    @property
+    def block_number(self) -> int:
+        self.reads += 1
+        self.block += int(self.mining)
+        return self.block
+
+
+def _participant(phases: list[Phase], deadline: float = 60.0, mining: bool = True) -> Any:
     """A participant whose chain reports ``phases`` in turn (the last one from then on)."""
     seen = iter(phases)
     last = [phases[0]]
+    reads = [0]
 
     def phase_of(task_id: int, r: int) -> Phase:
+        reads[0] += 1
         last[0] = next(seen, last[0])
         return last[0]
 
@@ -43,8 +58,9 @@ def _participant(phases: list[Phase], deadline: float = 60.0) -> Any:
         chain=SimpleNamespace(training_seconds=3600, commit_seconds=600, reveal_seconds=600),
         workers=SimpleNamespace(deadline_seconds=deadline),
     )
-    client = SimpleNamespace(phase_of=phase_of, chain=SimpleNamespace(kind="anvil"))
-    return SimpleNamespace(id="p0", task_id=1, cfg=cfg, client=client)
+    w3 = SimpleNamespace(eth=_Eth(mining))
+    client = SimpleNamespace(phase_of=phase_of, chain=SimpleNamespace(kind="anvil", w3=w3))
+    return SimpleNamespace(id="p0", task_id=1, cfg=cfg, client=client, phase_reads=reads)
 
 
 @pytest.fixture
@@ -58,6 +74,23 @@ def not_cancelled(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 def test_a_run_dispatched_ahead_acts_when_its_phase_begins(not_cancelled: list[bool]) -> None:
     p = _participant([Phase.NOT_STARTED, Phase.TRAINING, Phase.TRAINING, Phase.COMMITTING])
     assert duty.wait_for_phase(p, 0, Phase.COMMITTING, _Log())
+
+
+def test_a_waiting_run_reads_the_phase_only_when_a_block_was_mined(
+    not_cancelled: list[bool],
+) -> None:
+    """On a dev chain a poll asks for the block number; the phase's own ``eth_call`` is made
+    when a block was mined, or a second after it was last made."""
+    p = _participant([Phase.NOT_STARTED, Phase.TRAINING, Phase.COMMITTING], mining=False)
+    began = time.monotonic()
+    assert duty.wait_for_phase(p, 0, Phase.COMMITTING, _Log())
+    took = time.monotonic() - began
+    assert took >= 1.5  # two phase reads after the first, each a second after the last
+    assert p.phase_reads[0] == 3
+    assert p.client.chain.w3.eth.reads > 3 * p.phase_reads[0]  # it polled the block number
+    mined = _participant([Phase.NOT_STARTED, Phase.TRAINING, Phase.COMMITTING])
+    assert duty.wait_for_phase(mined, 0, Phase.COMMITTING, _Log())
+    assert mined.client.chain.w3.eth.reads == 3  # a new block at each poll: the phase read too
 
 
 @pytest.mark.parametrize("past", [Phase.REVEALING, Phase.FINALIZABLE, Phase.FINALIZED])
