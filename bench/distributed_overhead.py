@@ -130,8 +130,18 @@ def main() -> None:
         default="digits-mlp",
         help="data set and model (default: digits-mlp)",
     )
+    parser.add_argument(
+        "--worker-threads",
+        type=int,
+        default=None,
+        help="torch threads of each worker (default: its share of the cores, at least 1)",
+    )
     args = parser.parse_args()
     rounds = 2 if args.quick else 3
+    # Four workers on one machine share its cores; each one's torch would otherwise run a
+    # thread per core, and four trainings at once oversubscribe them. On machines of their
+    # own each would have its cores to itself.
+    threads = args.worker_threads or max(1, (os.cpu_count() or 1) // N)
     load_before = os.getloadavg()
     base = _config(rounds, args.workload)
     dataset, model = WORKLOADS[args.workload]
@@ -164,7 +174,7 @@ def main() -> None:
         config = dict(base, data_dir=str(home), chain={"url": node.status().url},
                       workers=workers)  # fmt: skip
         cpu0, server0 = _children_cpu(), _cpu_of(server_pid)
-        trial = run_trial(config, home, keys, folders, POOL, env=env)
+        trial = run_trial(config, home, keys, folders, POOL, env=env, threads=threads)
         cpu1, server1 = _children_cpu(), _cpu_of(server_pid)
         alone = TMP / "alone"
         alone.mkdir()

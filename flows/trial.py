@@ -83,11 +83,14 @@ def run_trial(
     env: dict[str, str] | None = None,
     timeout: float = 1800,
     prefixes: list[list[str]] | None = None,
+    threads: int | None = None,
 ) -> Trial:
     """Run the task of ``config`` (it must name its ``task`` and ``workers``) with one worker
     per key and folder; the coordinator's state goes to ``home``. ``env``: the environment
     every process starts from (the Prefect API URL, ...), secrets removed. ``prefixes``: what
-    each worker's command runs under (``ip netns exec <ns>``: a host of its own)."""
+    each worker's command runs under (``ip netns exec <ns>``: a host of its own). ``threads``:
+    each worker's torch threads (``OMP_NUM_THREADS``), for workers that share one machine's
+    cores; by default, torch's own choice (every core)."""
     base = dict(os.environ if env is None else env)
     flock = [sys.executable, "-m", "flock_pipeline"]
     home.mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,8 @@ def run_trial(
                        "--data", str(folder), "--key-env", KEY_ENV, "--pool", pool,
                        "--state", str(owner / "state")]  # fmt: skip
             worker_env = _env(owner, base, **{KEY_ENV: "0x" + key.hex()})
+            if threads is not None:
+                worker_env["OMP_NUM_THREADS"] = str(threads)
             spawn.append(functools.partial(
                 subprocess.Popen, command, cwd=owner, env=worker_env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,

@@ -26,6 +26,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.states import Cancelled, Cancelling
 
+from flock_pipeline.chain import Phase
 from flock_pipeline.errors import ConfigError
 from flock_pipeline.runtime.task import TaskCard
 
@@ -317,7 +318,21 @@ class WorkerDuties:
         if missing:
             self.log.warning("%s did not stake within %gs; the task goes on without them",
                              ", ".join(missing), c.cfg.workers.join_seconds)  # fmt: skip
-        self._wait_for_polls([p for p in c.roster if p not in missing], until)
+        members = [p for p in c.roster if p not in missing]
+        if c.creator.phase_of(c.task_id, 0) is Phase.NOT_STARTED:
+            self._first_round_ahead(members)
+        self._wait_for_polls(members, until)
+
+    def _first_round_ahead(self, members: list[str]) -> None:
+        """Dispatch the first round's runs for every member before the round is drawn: a
+        worker's first run is its slowest to take up (seconds: the run's first start in the
+        process), and it would otherwise be on the first round's path. A run for a member the
+        round does not draw to propose (or to vote) does nothing when its phase begins, or is
+        cancelled before a worker takes it up. Before the first round there is no strategy
+        state, whatever the strategy."""
+        self._ahead(0, "train", members, {"round_index": 0, "global_hash": None})
+        self._ahead(0, "validate", members, {"round_index": 0, "state_hash": None})
+        self._ahead(0, "reveal", members, {"round_index": 0})
 
     def _wait_for_polls(self, pids: list[str], until: float) -> None:
         """Wait (until ``until``) for each of ``pids``' workers to poll its queue: a worker

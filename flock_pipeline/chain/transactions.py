@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -256,10 +257,13 @@ def _fee_too_low(exc: Exception) -> bool:
 
 
 def _revert_errors() -> tuple[type[Exception], ...]:
-    try:
-        from eth_tester.exceptions import TransactionFailed as TesterFailed
-    except ImportError:  # eth-tester is only needed for the in-process chain
+    """What a revert raises: eth-tester's own error too where the in-process chain runs. A
+    process that never loaded eth-tester (an anvil or a public chain) cannot see it raised,
+    and importing it loads py-evm (about a second of CPU)."""
+    if "eth_tester" not in sys.modules:
         return (ContractLogicError, Web3RPCError)
+    from eth_tester.exceptions import TransactionFailed as TesterFailed
+
     return (ContractLogicError, Web3RPCError, TesterFailed)
 
 
