@@ -328,11 +328,17 @@ class WorkerDuties:
         worker's first run is its slowest to take up (seconds: the run's first start in the
         process), and it would otherwise be on the first round's path. A run for a member the
         round does not draw to propose (or to vote) does nothing when its phase begins, or is
-        cancelled before a worker takes it up. Before the first round there is no strategy
-        state, whatever the strategy."""
-        self._ahead(0, "train", members, {"round_index": 0, "global_hash": None})
-        self._ahead(0, "validate", members, {"round_index": 0, "state_hash": None})
-        self._ahead(0, "reveal", members, {"round_index": 0})
+        cancelled before a worker takes it up. A duty is dispatched so only where the task
+        expects to draw at least half of the members for it (by default everyone proposes
+        and votes): a sampled committee of a large federation would leave most of the runs
+        with nothing to do. Before the first round there is no strategy state, whatever the
+        strategy."""
+        proposers, voters = self.c.cfg.committee
+        if 2 * proposers >= len(members):
+            self._ahead(0, "train", members, {"round_index": 0, "global_hash": None})
+        if 2 * voters >= len(members):
+            self._ahead(0, "validate", members, {"round_index": 0, "state_hash": None})
+            self._ahead(0, "reveal", members, {"round_index": 0})
 
     def _wait_for_polls(self, pids: list[str], until: float) -> None:
         """Wait (until ``until``) for each of ``pids``' workers to poll its queue: a worker

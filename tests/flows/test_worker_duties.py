@@ -256,3 +256,35 @@ def test_a_vote_run_that_crashes_in_its_phase_is_dispatched_once_more(
     monkeypatch.setattr(duties, "_dispatch", dispatch_again)
     assert duties._await("validate", {"p3": old}, 2, params) == {"p3": None}
     assert len(dispatched) == 1
+
+
+@pytest.mark.parametrize(
+    ("committee", "duties_ahead"),
+    [
+        ((4, 4), ["train", "validate", "reveal"]),  # the default: everyone proposes and votes
+        ((4, 1), ["train"]),
+        ((1, 2), ["validate", "reveal"]),
+        ((1, 1), []),  # a sampled committee: most runs would have nothing to do
+    ],
+)
+def test_the_first_rounds_runs_go_out_before_it_is_drawn(
+    committee: tuple[int, int], duties_ahead: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before round 1 is drawn, each duty's runs go to every member where the task expects to
+    draw at least half of them for it, with the parameters the round will have (no strategy
+    state before the first round)."""
+    import flows.workers as workers
+
+    duties = object.__new__(workers.WorkerDuties)
+    duties.c = SimpleNamespace(cfg=SimpleNamespace(committee=committee))  # type: ignore[assignment]
+    calls: list[tuple[int, str, list[str], dict[str, Any]]] = []
+    monkeypatch.setattr(duties, "_ahead", lambda *args: calls.append(args))
+    members = ["p0", "p1", "p2", "p3"]
+    duties._first_round_ahead(members)
+    assert [duty for _, duty, _, _ in calls] == duties_ahead
+    assert all(r == 0 and pids == members for r, _, pids, _ in calls)
+    params = {duty: p for _, duty, _, p in calls}
+    assert params.get("train", {"round_index": 0, "global_hash": None}) == {
+        "round_index": 0, "global_hash": None}  # fmt: skip
+    assert params.get("validate", {"round_index": 0, "state_hash": None}) == {
+        "round_index": 0, "state_hash": None}  # fmt: skip
