@@ -250,26 +250,28 @@ def _install_timers() -> None:
     t.patch(federated, "create_table_artifact", "prefect_artifact")
     # Nested details (not in the exclusive sum).
     t.patch(mlflow.pytorch, "log_model", "mlflow.pytorch.log_model", detail=True)
-    t.patch(web3.providers.rpc.HTTPProvider, "make_request", "rpc_requests", detail=True)
+    # The HTTP request itself: web3's cache (the chain id) answers inside make_request.
+    t.patch(web3.providers.rpc.HTTPProvider, "_make_request", "rpc_requests", detail=True)
+    t.patch(web3.providers.rpc.HTTPProvider, "make_batch_request", "rpc_batches", detail=True)
     _count_rpc_methods(t)
 
 
 def _count_rpc_methods(t: Timers) -> None:
     """A detail timer per JSON-RPC method (``rpc.<method>``): what a transaction or a read
-    costs in requests to anvil."""
+    costs in requests to anvil (HTTP requests only, not the answers of web3's cache)."""
     provider = web3.providers.rpc.HTTPProvider
-    raw = provider.make_request
+    raw = provider._make_request
 
-    def counted(self: Any, method: Any, params: Any) -> Any:
+    def counted(self: Any, method: Any, request_data: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return raw(self, method, params)
+            return raw(self, method, request_data)
         finally:
             key = f"rpc.{method}"
             t.detail[key] += time.perf_counter() - t0
             t.detail_calls[key] += 1
 
-    provider.make_request = counted  # type: ignore[method-assign]
+    provider._make_request = counted  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- runs
@@ -434,8 +436,9 @@ def _tables(payload: dict[str, Any]) -> list[dict[str, str]]:
         "title": "The flow's chain and MLflow calls (s, median per run)",
         "markdown": markdown(["call", "seconds", "calls", "seconds per round"], rows),
         "note": "Each call timed on its own, nested calls included (rpc_requests: every "
-        "JSON-RPC request to anvil, inside the calls above; rpc.<method>: the same by "
-        "method); deploy and dev signers are once per run.",
+        "JSON-RPC HTTP request to anvil, inside the calls above, not the chain ids web3's "
+        "cache answers; rpc_batches: the batched reads, one request each; rpc.<method>: "
+        "rpc_requests by method); deploy and dev signers are once per run.",
     })  # fmt: skip
     cold = payload["cold"]
     rows = [[k.replace("_", " "), f"{v:.3f}" if isinstance(v, float) else str(v)]
