@@ -167,6 +167,39 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` itself listens on TCP ``port`` (Linux: /proc); None where that
+    cannot be told. A server told to take a free port can lose it to another one started at
+    the same moment, and a readiness check at the port is then answered by that other one."""
+    inodes: set[str] = set()
+    tables = [Path(t) for t in ("/proc/net/tcp", "/proc/net/tcp6") if Path(t).exists()]
+    if not tables:
+        return None
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            return None
+        for line in lines:
+            fields = line.split()
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(fields[9])
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
 def http_ready(url: str) -> Callable[[], bool]:
     """Ready when ``url`` answers a GET with a 2xx status."""
 
@@ -246,12 +279,15 @@ def start_server(
     url: str | None = None,
     timeout: float = 60.0,
     bound: bool = True,
+    own_port: bool = False,
 ) -> Server:
     """Start ``command`` in its own process group, its output appended to ``log``, and wait
     until ``ready()``. ``port``: refused at once when something already listens there.
     ``bound``: the server dies with this process, even on SIGKILL (``bound_to_parent``);
-    unbound, it runs until stopped by its PID. Raises ServerError naming ``name`` and the
-    log when the server exits before it answers or does not answer within ``timeout``."""
+    unbound, it runs until stopped by its PID. ``own_port``: ready only once the process
+    itself listens on ``port`` (a single-process server), not whoever answers there. Raises
+    ServerError naming ``name`` and the log when the server exits before it answers or does
+    not answer within ``timeout``."""
     if port is not None and not port_free(port, host):
         raise ServerError(f"{name}: port {port} on {host} is already in use; choose another")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +308,7 @@ def start_server(
                 f"{name} exited with code {process.returncode} before answering; see {log}:\n"
                 f"{_tail(log)}"
             )
-        if ready():
+        if ready() and (not own_port or port is None or listens(process.pid, port) is not False):
             return server
         time.sleep(0.1)
     server.stop()

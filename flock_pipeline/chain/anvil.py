@@ -140,7 +140,18 @@ class AnvilNode:
         elif running is not None:
             return self.status()
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = self.port if self.port and port_free(self.port, self.host) else free_port(self.host)
+        fixed = self.port if self.port and port_free(self.port, self.host) else None
+        for attempt in range(3):
+            port = fixed or free_port(self.host)
+            try:
+                return self._start(port, owner, bound, timeout)
+            except ChainSetupError:
+                # Another server took the free port first (parallel runs): take another.
+                if fixed is not None or attempt == 2 or port_free(port, self.host):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, port: int, owner: str, bound: bool, timeout: float) -> AnvilStatus:
         command = [
             str(find_anvil()),
             "--host", self.host,
@@ -166,7 +177,7 @@ class AnvilNode:
         try:
             server = start_server(
                 "anvil", command, log=self.dir / "anvil.log", ready=answers, port=port,
-                host=self.host, url=url, timeout=timeout, bound=bound,
+                host=self.host, url=url, timeout=timeout, bound=bound, own_port=True,
             )  # fmt: skip
         except ServerError as exc:
             raise ChainSetupError(str(exc)) from None

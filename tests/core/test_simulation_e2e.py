@@ -24,10 +24,16 @@ LEARNED = 0.3
 
 @pytest.mark.slow
 def test_flock_simulate_learns_mnist_with_dp_and_writes_its_report(tmp_path):
+    # The default task, but the voters judge on the task's shared validation set. On their own
+    # label-skewed splits two of the four can find a helpful aggregate harmful and tie the
+    # round (void), and under DP noise, secret and fresh in every run, a run whose three rounds
+    # all tie happens: the vote is then a coin flip, which a test must not be.
+    task = tmp_path / "task.yaml"
+    task.write_text(json.dumps({"data": {"validation": "shared"}}))
     # Execute: the CLI, as a user runs it
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "flock_pipeline", "simulate", "--out", str(out)],
+        [sys.executable, "-m", "flock_pipeline", "simulate", "-c", str(task), "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -69,7 +75,9 @@ def test_flock_simulate_learns_mnist_with_dp_and_writes_its_report(tmp_path):
 
     # Execute again through the API: same config and seed, but DP noise is drawn from a secret
     # generator, so no aggregate repeats; the run's shape and its privacy accounting do.
-    again = run_simulation(load_config(overrides={"data_dir": str(tmp_path / "flock")}))
+    again = run_simulation(
+        load_config(overrides={"data_dir": str(tmp_path / "flock"), "data.validation": "shared"})
+    )
     first_hashes = {r.aggregate_hash for r in report.rounds} - {None}
     assert first_hashes
     assert first_hashes.isdisjoint(r["aggregate_hash"] for r in again.summary["rounds"])
