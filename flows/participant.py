@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ def wait_for_phase(p: Participant, r: int, phase: Phase, log: Any) -> bool:
     lengths = cfg.chain.training_seconds + cfg.chain.commit_seconds + cfg.chain.reveal_seconds
     bound = 3 * cfg.workers.deadline_seconds + (lengths if public else 0)
     until, check = time.monotonic() + bound, time.monotonic() + 2.0
-    changed = _new_block(p) if not public else None
+    changed = _NewBlock(p) if not public else None
     while now < phase:
         if time.monotonic() > until:
             log.warning("%s: round %d did not reach %s in %.0f s; it abstains",
@@ -174,24 +174,25 @@ def wait_for_phase(p: Participant, r: int, phase: Phase, log: Any) -> bool:
     return now == phase and not _own_run_cancelled()
 
 
-def _new_block(p: Participant, every: float = 1.0) -> Callable[[], bool]:
-    """A check that is True when a block was mined since it was last True, or ``every``
-    seconds after that (a block number that cannot be read counts as new)."""
-    w3 = p.client.chain.w3
-    seen: list[Any] = [None, time.monotonic()]
+class _NewBlock:
+    """True when a block was mined since it was last True, or ``every`` seconds after that (a
+    block number that cannot be read counts as new)."""
 
-    def changed() -> bool:
+    def __init__(self, p: Participant, every: float = 1.0) -> None:
+        self.w3, self.every = p.client.chain.w3, every
+        self.block: int | None = None
+        self.at = time.monotonic()
+        self()
+
+    def __call__(self) -> bool:
         try:
-            block = int(w3.eth.block_number)
+            block: int | None = int(self.w3.eth.block_number)
         except Exception:
             block = None
-        if block is None or block != seen[0] or time.monotonic() - seen[1] >= every:
-            seen[:] = [block, time.monotonic()]
+        if block is None or block != self.block or time.monotonic() - self.at >= self.every:
+            self.block, self.at = block, time.monotonic()
             return True
         return False
-
-    changed()
-    return changed
 
 
 _GUARD = threading.Lock()
